@@ -1,0 +1,1 @@
+//! Boards described as data and validated

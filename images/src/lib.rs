@@ -1,0 +1,1 @@
+//! Reproducible image builder: initramfs (cpio newc + zstd)

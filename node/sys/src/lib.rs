@@ -1,0 +1,1 @@
+//! The only crate with unsafe code and raw syscalls, behind traits with fakes

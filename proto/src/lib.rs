@@ -1,0 +1,1 @@
+//! The Talos API: protobuf packages common and machine, wire-compatible with upstream

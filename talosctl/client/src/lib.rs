@@ -1,0 +1,1 @@
+//! Typed Talos API client with talosconfig handling and mTLS

@@ -1,0 +1,3 @@
+//! The talosctl command line
+
+fn main() {}

@@ -1,0 +1,3 @@
+//! Build automation: cargo xtask deps|build|image|qemu|demo|test|bench
+
+fn main() {}
