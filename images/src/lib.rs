@@ -1,1 +1,10 @@
-//! Reproducible image builder: initramfs (cpio newc + zstd)
+//! Reproducible image builder: initramfs (cpio newc + zstd).
+//!
+//! Everything here is a pure function of its inputs: no timestamps, owners or host
+//! paths leak into the output, so two builds from the same inputs are byte-identical.
+
+pub mod cpio;
+pub mod initramfs;
+
+pub use cpio::{CpioBuilder, CpioError};
+pub use initramfs::{ImageError, Initramfs, InitramfsSpec, Manifest, ModulesSpec, build};

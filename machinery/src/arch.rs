@@ -4,7 +4,9 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A node architecture, named as upstream Talos names it (`arm64`, `amd64`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Arch {
     Arm64,

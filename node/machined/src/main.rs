@@ -1,3 +1,250 @@
-//! PID 1 of every node: mounts, modules, network, API on port 50000
+//! machined: PID 1 of a talos-rs node.
+//!
+//! Boot: mount the pseudo-filesystems, log to the console and a ring buffer, read the kernel
+//! command line, load the initramfs's kernel modules, mount STATE if there is one, bring up the
+//! network, then serve the Talos API on :50000: in maintenance mode until a config arrives
+//! (stored, `talos.config=`, or ApplyConfiguration), with mutual TLS after.
 
-fn main() {}
+mod api;
+mod cmdline;
+mod config_fetch;
+mod dhcp;
+mod diff;
+mod early;
+mod kmsg;
+mod logging;
+mod modules;
+mod network;
+mod node;
+mod power;
+mod services;
+mod storage;
+mod sysinfo;
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use talos_node_sys::fs::Linux;
+use tokio::sync::watch;
+
+use crate::cmdline::Cmdline;
+use crate::logging::LogRing;
+use crate::network::NetworkStatus;
+use crate::node::{Node, NodeParts};
+use crate::services::{ServiceRegistry, ServiceState};
+use crate::storage::ConfigStore;
+
+/// The list of modules to load at boot, written into the initramfs by the image builder.
+const MODULE_LIST: &str = "/etc/talos/modules";
+
+fn main() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = format!("machined panicked: {info}");
+        if let Ok(mut console) = std::fs::OpenOptions::new().write(true).open("/dev/console") {
+            let _ = writeln!(console, "{message}");
+        }
+        power::fatal(&Linux, &message);
+    }));
+    if !talos_node_sys::process::is_pid1() {
+        eprintln!(
+            "machined is the init process of a talos-rs node and must run as PID 1; it was started as PID {}",
+            std::process::id()
+        );
+        std::process::exit(2);
+    }
+    match boot() {
+        Ok(()) => power::fatal(&Linux, "the API server stopped"),
+        Err(e) => power::fatal(&Linux, &format!("{e:#}")),
+    }
+}
+
+fn boot() -> anyhow::Result<()> {
+    early::mount_pseudo_filesystems(&Linux).context("mounting pseudo-filesystems")?;
+    if let Err(e) = talos_node_sys::process::attach_console() {
+        eprintln!("{e}");
+    }
+    let ring = LogRing::new(logging::RING_CAPACITY);
+    logging::init(ring.clone());
+    tracing::info!("machined v{} starting", env!("CARGO_PKG_VERSION"));
+
+    let cmdline =
+        Cmdline::parse(&std::fs::read_to_string("/proc/cmdline").context("reading /proc/cmdline")?);
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .context("reading the kernel release")?
+        .trim()
+        .to_owned();
+    tracing::info!(
+        kernel = release,
+        "kernel command line: {:?}",
+        std::fs::read_to_string("/proc/cmdline")
+            .unwrap_or_default()
+            .trim()
+    );
+
+    let report = modules::load_from_initramfs(
+        &Linux,
+        &Path::new("/lib/modules").join(&release),
+        Path::new(MODULE_LIST),
+    );
+    tracing::info!("loaded kernel modules: {}", report.loaded.join(" "));
+    for (module, error) in &report.failed {
+        tracing::warn!(module, "module not loaded: {error}");
+    }
+
+    let store = mount_state();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(run(cmdline, release, ring, store))
+}
+
+fn mount_state() -> Option<ConfigStore> {
+    let device = storage::find_state_device().or_else(|| {
+        std::thread::sleep(Duration::from_millis(500));
+        storage::find_state_device()
+    });
+    let Some(device) = device else {
+        tracing::warn!(
+            "no {} filesystem found: the config will not survive a reboot",
+            storage::STATE_LABEL
+        );
+        return None;
+    };
+    match storage::mount_state(&Linux, &device) {
+        Ok(()) => {
+            tracing::info!(device = %device.display(), "mounted {} at {}", storage::STATE_LABEL, storage::STATE_MOUNT);
+            Some(ConfigStore::new(storage::STATE_MOUNT))
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            None
+        }
+    }
+}
+
+async fn reap_zombies() {
+    let Ok(mut children) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())
+    else {
+        tracing::error!("cannot watch SIGCHLD: zombies will not be reaped");
+        return;
+    };
+    loop {
+        for child in talos_node_sys::process::reap_children() {
+            tracing::debug!(pid = child.pid, status = child.status, "reaped");
+        }
+        children.recv().await;
+    }
+}
+
+async fn fetch_config(node: Arc<Node>, url: String) {
+    let mut backoff = Duration::from_secs(1);
+    while !node.is_configured() {
+        let attempt = match config_fetch::fetch(&url).await {
+            Ok(data) => node
+                .adopt_and_store(&data, &format!("talos.config={url}"))
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match attempt {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!("{e}; retrying in {backoff:?} (maintenance mode stays up)");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+async fn run(
+    cmdline: Cmdline,
+    release: String,
+    ring: LogRing,
+    store: Option<ConfigStore>,
+) -> anyhow::Result<()> {
+    tokio::spawn(reap_zombies());
+    let services = ServiceRegistry::default();
+    services.set("machined", ServiceState::Running, "PID 1");
+
+    let static_ip = cmdline.static_ip().unwrap_or_else(|e| {
+        tracing::error!("{e}; falling back to DHCP");
+        None
+    });
+    let link = static_ip
+        .as_ref()
+        .and_then(|s| s.device.clone())
+        .or_else(|| network::first_nic(Path::new("/sys/class/net")));
+    let mac = link
+        .as_deref()
+        .and_then(|l| network::mac_address(Path::new("/sys/class/net"), l));
+    let (status_tx, mut status_rx) = watch::channel(NetworkStatus::default());
+    tokio::spawn(network::run(
+        Arc::new(Linux),
+        static_ip,
+        status_tx,
+        services.clone(),
+    ));
+
+    let stored = store.as_ref().and_then(|s| match s.load() {
+        Ok(data) => data,
+        Err(e) => {
+            tracing::error!("reading {}: {e}", s.path().display());
+            None
+        }
+    });
+    let node = Node::new(NodeParts {
+        cmdline: cmdline.clone(),
+        kernel_release: release,
+        services,
+        logs: ring,
+        network: status_rx.clone(),
+        store,
+        system: Arc::new(Linux),
+        default_hostname: network::default_hostname(mac),
+    })
+    .context("building the maintenance-mode certificate")?;
+
+    if let Some(data) = stored
+        && let Err(e) = node.adopt(&data, "the STATE partition")
+    {
+        tracing::error!("{e}; staying in maintenance mode");
+    }
+
+    let got_address = tokio::time::timeout(
+        Duration::from_secs(20),
+        status_rx.wait_for(|s| !s.addresses.is_empty()),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok());
+    if !got_address {
+        tracing::warn!("no address after 20 s; serving the API anyway");
+    }
+    if let Err(e) = node.refresh_tls() {
+        tracing::error!("refreshing the API certificate: {e}");
+    }
+    let watcher = node.clone();
+    tokio::spawn(async move {
+        while status_rx.changed().await.is_ok() {
+            if let Err(e) = watcher.refresh_tls() {
+                tracing::error!("refreshing the API certificate: {e}");
+            }
+        }
+    });
+
+    match (node.is_configured(), cmdline.config_url()) {
+        (false, Some(url)) => {
+            tracing::info!(url, "fetching the machine config");
+            tokio::spawn(fetch_config(node.clone(), url.to_owned()));
+        }
+        (false, None) => {
+            tracing::info!("no machine config: maintenance mode, waiting for ApplyConfiguration")
+        }
+        (true, _) => {}
+    }
+    api::serve(node).await;
+    Ok(())
+}

@@ -1,1 +1,17 @@
-//! The only crate with unsafe code and raw syscalls, behind traits with fakes
+//! Every syscall the node makes that std does not wrap, behind narrow traits.
+//!
+//! Invariant: this is the only crate in the workspace with `unsafe` code. Each trait has a
+//! Linux implementation and a recording fake (feature `testing`, or in this crate's tests), so
+//! the logic that drives them is unit-tested without a kernel.
+#![allow(unsafe_code)]
+
+mod error;
+pub mod fs;
+pub mod net;
+pub mod power;
+pub mod process;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod fake;
+
+pub use error::SysError;

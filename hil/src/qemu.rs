@@ -1,0 +1,577 @@
+//! Boots a board under QEMU (TCG) and watches its serial console.
+//!
+//! QEMU's first serial port is its stdout; a reader thread appends every byte to the serial
+//! log file and splits the stream into lines stamped with the time since launch. The node's
+//! API port 50000 is forwarded from a host port on 127.0.0.1 through user-mode networking.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use talos_boards::{Board, QemuMachine};
+use talos_machinery::Arch;
+
+use crate::HilError;
+
+/// The guest port the node's API listens on.
+pub const GUEST_API_PORT: u16 = 50000;
+
+/// How many console lines a timeout error quotes.
+const TAIL_LINES: usize = 100;
+/// How much of QEMU's stderr is kept for error messages.
+const STDERR_LIMIT: usize = 16 * 1024;
+
+/// The QEMU accelerator. Only TCG: this machine's /dev/kvm (PVM) runs stock kernels too slowly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Accel {
+    #[default]
+    Tcg,
+}
+
+impl Accel {
+    fn as_str(self) -> &'static str {
+        match self {
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+/// Everything needed to boot one emulated board.
+#[derive(Debug, Clone)]
+pub struct QemuSpec {
+    /// Must have a `[qemu]` table.
+    pub board: Board,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    /// Appended to the board's kernel arguments, e.g. `talos.config=...`.
+    pub append_extra: Vec<String>,
+    /// A raw disk image attached as the board's disk device.
+    pub disk: Option<PathBuf>,
+    /// Host port forwarded to the guest's port 50000; `None` picks a free port.
+    pub api_port: Option<u16>,
+    /// Receives every byte of the serial console; truncated at launch.
+    pub serial_log: PathBuf,
+    pub accel: Accel,
+    /// When set, a guest reboot makes QEMU exit instead of restarting the guest.
+    pub no_reboot: bool,
+}
+
+/// One complete line of serial output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SerialLine {
+    /// Time since launch when the line's newline arrived.
+    pub at: Duration,
+    /// The line without its `\r\n`; invalid UTF-8 is replaced.
+    pub text: String,
+}
+
+#[derive(Debug, Default)]
+struct Console {
+    lines: Vec<SerialLine>,
+    partial: Vec<u8>,
+    /// Index of the first line `wait_for_line` has not consumed yet. It may be
+    /// `lines.len() + 1` when the match was in the partial line.
+    cursor: usize,
+    stdout_closed: bool,
+    /// QEMU's stderr, capped at `STDERR_LIMIT`.
+    stderr: String,
+    stderr_closed: bool,
+}
+
+impl Console {
+    /// Both of QEMU's output pipes reached end of file.
+    fn drained(&self) -> bool {
+        self.stdout_closed && self.stderr_closed
+    }
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    console: Mutex<Console>,
+    changed: Condvar,
+}
+
+/// A running QEMU guest. Dropping it kills QEMU.
+#[derive(Debug)]
+pub struct QemuBoard {
+    child: Mutex<Child>,
+    shared: Arc<Shared>,
+    readers: Vec<JoinHandle<()>>,
+    api_port: u16,
+    launched_at: Instant,
+    serial_log: PathBuf,
+}
+
+/// The QEMU system emulator for an architecture.
+pub fn qemu_binary(arch: Arch) -> &'static str {
+    match arch {
+        Arch::Arm64 => "qemu-system-aarch64",
+        Arch::Amd64 => "qemu-system-x86_64",
+    }
+}
+
+impl QemuBoard {
+    /// Starts QEMU. Returns once the process runs; the guest boots in the background.
+    pub fn launch(spec: QemuSpec) -> Result<QemuBoard, HilError> {
+        let machine = spec
+            .board
+            .qemu
+            .as_ref()
+            .ok_or_else(|| HilError::NotEmulated {
+                board: spec.board.name.clone(),
+            })?;
+        let inputs = [
+            ("kernel", Some(&spec.kernel)),
+            ("initrd", Some(&spec.initrd)),
+        ];
+        for (what, path) in inputs.into_iter().chain([("disk", spec.disk.as_ref())]) {
+            if let Some(path) = path.filter(|p| !p.is_file()) {
+                return Err(HilError::MissingInput {
+                    what,
+                    path: path.clone(),
+                });
+            }
+        }
+        let api_port = match spec.api_port {
+            Some(port) => port,
+            None => free_port()?,
+        };
+        let log = File::create(&spec.serial_log).map_err(|source| HilError::SerialLog {
+            path: spec.serial_log.clone(),
+            source,
+        })?;
+
+        let binary = qemu_binary(spec.board.arch);
+        let launched_at = Instant::now();
+        let mut child = Command::new(binary)
+            .args(qemu_args(&spec, machine, api_port))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| HilError::Spawn {
+                binary: binary.to_owned(),
+                source,
+            })?;
+
+        let shared = Arc::new(Shared::default());
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let readers = vec![
+            spawn_console_reader(stdout, log, Arc::clone(&shared), launched_at),
+            spawn_stderr_reader(stderr, Arc::clone(&shared)),
+        ];
+        Ok(QemuBoard {
+            child: Mutex::new(child),
+            shared,
+            readers,
+            api_port,
+            launched_at,
+            serial_log: spec.serial_log,
+        })
+    }
+
+    /// The host port on 127.0.0.1 that reaches the guest's API port.
+    pub fn api_port(&self) -> u16 {
+        self.api_port
+    }
+
+    /// When QEMU was started; measure boot times from here.
+    pub fn launched_at(&self) -> Instant {
+        self.launched_at
+    }
+
+    pub fn serial_log(&self) -> &Path {
+        &self.serial_log
+    }
+
+    /// Waits for a serial line containing `pattern` and returns it.
+    ///
+    /// Matching starts after the line of the previous successful match, so successive calls
+    /// follow the console in order (a second boot's lines after a reboot, say). A partial line
+    /// (no newline yet, such as a prompt) also matches.
+    pub fn wait_for_line(&self, pattern: &str, timeout: Duration) -> Result<String, HilError> {
+        let deadline = Instant::now() + timeout;
+        let mut console = self.console();
+        loop {
+            let start = console.cursor.min(console.lines.len());
+            if let Some(offset) = console.lines[start..]
+                .iter()
+                .position(|line| line.text.contains(pattern))
+            {
+                console.cursor = start + offset + 1;
+                return Ok(console.lines[start + offset].text.clone());
+            }
+            if console.cursor <= console.lines.len() {
+                let partial = String::from_utf8_lossy(&console.partial).into_owned();
+                if partial.contains(pattern) {
+                    console.cursor = console.lines.len() + 1;
+                    return Ok(partial);
+                }
+            }
+            if console.drained() {
+                let (tail, stderr) = (tail(&console), console.stderr.clone());
+                drop(console);
+                return Err(HilError::ConsoleClosed {
+                    pattern: pattern.to_owned(),
+                    status: self.status_text(),
+                    stderr,
+                    tail,
+                });
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(HilError::Timeout {
+                    pattern: pattern.to_owned(),
+                    timeout,
+                    tail: tail(&console),
+                });
+            }
+            console = self
+                .shared
+                .changed
+                .wait_timeout(console, deadline - now)
+                .expect("console lock is not poisoned")
+                .0;
+        }
+    }
+
+    /// All complete serial lines so far.
+    pub fn serial_lines(&self) -> Vec<String> {
+        self.console()
+            .lines
+            .iter()
+            .map(|line| line.text.clone())
+            .collect()
+    }
+
+    /// All complete serial lines so far, with their arrival times.
+    pub fn serial_lines_timed(&self) -> Vec<SerialLine> {
+        self.console().lines.clone()
+    }
+
+    /// Pulls the plug: SIGKILL to QEMU. Harmless if QEMU already exited.
+    pub fn power_off_hard(&self) -> Result<(), HilError> {
+        self.child().kill().map_err(HilError::Process)
+    }
+
+    /// Waits for QEMU to exit, then for the readers to drain its output.
+    pub fn wait_exit(&self, timeout: Duration) -> Result<ExitStatus, HilError> {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = self.child().try_wait().map_err(HilError::Process)? {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                return Err(HilError::StillRunning { timeout });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut console = self.console();
+        while !console.drained() {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            console = self
+                .shared
+                .changed
+                .wait_timeout(console, deadline - now)
+                .expect("console lock is not poisoned")
+                .0;
+        }
+        Ok(status)
+    }
+
+    fn console(&self) -> MutexGuard<'_, Console> {
+        self.shared
+            .console
+            .lock()
+            .expect("console lock is not poisoned")
+    }
+
+    fn child(&self) -> MutexGuard<'_, Child> {
+        self.child.lock().expect("child lock is not poisoned")
+    }
+
+    fn status_text(&self) -> String {
+        match self.child().try_wait() {
+            Ok(Some(status)) => status.to_string(),
+            Ok(None) => "still running".to_owned(),
+            Err(err) => format!("status unknown: {err}"),
+        }
+    }
+}
+
+impl Drop for QemuBoard {
+    fn drop(&mut self) {
+        let child = self.child.get_mut().unwrap_or_else(|e| e.into_inner());
+        // Errors here mean QEMU is already gone, which is what Drop wants.
+        let _ = child.kill();
+        let _ = child.wait();
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+    }
+}
+
+fn qemu_args(spec: &QemuSpec, machine: &QemuMachine, api_port: u16) -> Vec<OsString> {
+    let mut args: Vec<OsString> = Vec::new();
+    let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
+    push(&["-nodefaults", "-no-user-config", "-display", "none"]);
+    push(&["-machine", &machine.machine, "-accel", spec.accel.as_str()]);
+    push(&["-cpu", &machine.cpu]);
+    push(&["-m", &machine.memory_mib.to_string()]);
+    push(&["-smp", &machine.smp.to_string()]);
+    push(&["-serial", "stdio"]);
+    let append = spec
+        .board
+        .kernel_args
+        .iter()
+        .chain(&spec.append_extra)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(" ");
+    push(&["-append", &append]);
+    let hostfwd = format!("user,id=n0,hostfwd=tcp:127.0.0.1:{api_port}-:{GUEST_API_PORT}");
+    push(&["-netdev", &hostfwd]);
+    push(&["-device", &format!("{},netdev=n0", machine.nic_device)]);
+    if spec.no_reboot {
+        push(&["-no-reboot"]);
+    }
+    let extra: Vec<&str> = machine.extra_args.iter().map(String::as_str).collect();
+    push(&extra);
+
+    args.push("-kernel".into());
+    args.push(spec.kernel.clone().into());
+    args.push("-initrd".into());
+    args.push(spec.initrd.clone().into());
+    if let Some(disk) = &spec.disk {
+        let mut drive = OsString::from("if=none,id=d0,format=raw,file=");
+        drive.push(escape_option_value(disk));
+        args.push("-drive".into());
+        args.push(drive);
+        args.push("-device".into());
+        args.push(format!("{},drive=d0", machine.disk_device).into());
+    }
+    args
+}
+
+/// QEMU option values escape a comma by doubling it.
+fn escape_option_value(path: &Path) -> OsString {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let mut escaped = Vec::new();
+    for &byte in path.as_os_str().as_bytes() {
+        escaped.push(byte);
+        if byte == b',' {
+            escaped.push(b',');
+        }
+    }
+    OsString::from_vec(escaped)
+}
+
+fn free_port() -> Result<u16, HilError> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(HilError::NoFreePort)?;
+    Ok(listener.local_addr().map_err(HilError::NoFreePort)?.port())
+}
+
+fn tail(console: &Console) -> String {
+    let start = console.lines.len().saturating_sub(TAIL_LINES);
+    let mut text: Vec<String> = console.lines[start..]
+        .iter()
+        .map(|line| format!("[{:8.3}] {}", line.at.as_secs_f64(), line.text))
+        .collect();
+    if !console.partial.is_empty() {
+        text.push(format!(
+            "[ partial] {}",
+            String::from_utf8_lossy(&console.partial)
+        ));
+    }
+    text.join("\n")
+}
+
+fn spawn_console_reader(
+    mut stdout: ChildStdout,
+    mut log: File,
+    shared: Arc<Shared>,
+    launched_at: Instant,
+) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 4096];
+        let mut log_ok = true;
+        loop {
+            let read = match stdout.read(&mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(read) => read,
+            };
+            let chunk = &buffer[..read];
+            // A failing log must not stop the in-memory console that tests wait on.
+            log_ok = log_ok && log.write_all(chunk).and_then(|()| log.flush()).is_ok();
+            let at = launched_at.elapsed();
+            let mut console = shared.console.lock().expect("console lock is not poisoned");
+            for &byte in chunk {
+                if byte == b'\n' {
+                    let mut raw = std::mem::take(&mut console.partial);
+                    while raw.last() == Some(&b'\r') {
+                        raw.pop();
+                    }
+                    let text = String::from_utf8_lossy(&raw).into_owned();
+                    console.lines.push(SerialLine { at, text });
+                } else {
+                    console.partial.push(byte);
+                }
+            }
+            drop(console);
+            shared.changed.notify_all();
+        }
+        shared
+            .console
+            .lock()
+            .expect("console lock is not poisoned")
+            .stdout_closed = true;
+        shared.changed.notify_all();
+    })
+}
+
+fn spawn_stderr_reader(mut stderr: ChildStderr, shared: Arc<Shared>) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 1024];
+        while let Ok(read @ 1..) = stderr.read(&mut buffer) {
+            let mut console = shared.console.lock().expect("console lock is not poisoned");
+            if console.stderr.len() < STDERR_LIMIT {
+                console
+                    .stderr
+                    .push_str(&String::from_utf8_lossy(&buffer[..read]));
+            }
+        }
+        shared
+            .console
+            .lock()
+            .expect("console lock is not poisoned")
+            .stderr_closed = true;
+        shared.changed.notify_all();
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn board(toml_text: &str) -> Board {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("b");
+        fs::create_dir(&dir).expect("mkdir");
+        fs::write(dir.join("board.toml"), toml_text).expect("write");
+        Board::load(&dir.join("board.toml")).expect("valid board")
+    }
+
+    const AMD64: &str = r#"
+name = "b"
+arch = "amd64"
+description = "test"
+console = "ttyS0"
+kernel_args = ["console=ttyS0", "quiet"]
+modules = []
+[qemu]
+machine = "q35"
+cpu = "max"
+memory_mib = 256
+smp = 2
+nic_device = "virtio-net-pci"
+disk_device = "virtio-blk-pci"
+extra_args = ["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]
+exit_on_poweroff = false
+"#;
+
+    fn spec(board: Board) -> QemuSpec {
+        QemuSpec {
+            board,
+            kernel: "/k/bzImage".into(),
+            initrd: "/k/initrd".into(),
+            append_extra: vec!["talos.config=http://10.0.2.2/c".into()],
+            disk: Some("/img/a,b.raw".into()),
+            api_port: Some(1234),
+            serial_log: "/tmp/unused".into(),
+            accel: Accel::Tcg,
+            no_reboot: true,
+        }
+    }
+
+    fn arg_after<'a>(args: &'a [OsString], flag: &str) -> Vec<&'a str> {
+        args.windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1].to_str().expect("utf-8 arg"))
+            .collect()
+    }
+
+    #[test]
+    fn command_line_wires_board_console_network_disk_and_extras() {
+        let spec = spec(board(AMD64));
+        let machine = spec.board.qemu.clone().expect("qemu");
+        let args = qemu_args(&spec, &machine, 1234);
+        assert_eq!(arg_after(&args, "-machine"), ["q35"]);
+        assert_eq!(arg_after(&args, "-accel"), ["tcg"]);
+        assert_eq!(arg_after(&args, "-cpu"), ["max"]);
+        assert_eq!(arg_after(&args, "-m"), ["256"]);
+        assert_eq!(arg_after(&args, "-smp"), ["2"]);
+        assert_eq!(arg_after(&args, "-serial"), ["stdio"]);
+        assert_eq!(
+            arg_after(&args, "-append"),
+            ["console=ttyS0 quiet talos.config=http://10.0.2.2/c"]
+        );
+        assert_eq!(
+            arg_after(&args, "-netdev"),
+            ["user,id=n0,hostfwd=tcp:127.0.0.1:1234-:50000"]
+        );
+        assert_eq!(
+            arg_after(&args, "-device"),
+            [
+                "virtio-net-pci,netdev=n0",
+                "isa-debug-exit,iobase=0xf4,iosize=0x04",
+                "virtio-blk-pci,drive=d0"
+            ]
+        );
+        assert_eq!(
+            arg_after(&args, "-drive"),
+            ["if=none,id=d0,format=raw,file=/img/a,,b.raw"]
+        );
+        assert_eq!(arg_after(&args, "-kernel"), ["/k/bzImage"]);
+        assert!(args.iter().any(|a| a == "-no-reboot"));
+        assert!(args.iter().any(|a| a == "-nodefaults"));
+
+        let mut rebooting = spec.clone();
+        rebooting.no_reboot = false;
+        rebooting.disk = None;
+        let args = qemu_args(&rebooting, &machine, 1234);
+        assert!(!args.iter().any(|a| a == "-no-reboot"));
+        assert!(arg_after(&args, "-drive").is_empty());
+    }
+
+    #[test]
+    fn launch_rejects_boards_without_qemu_and_missing_files() {
+        let no_qemu = AMD64.split("[qemu]").next().expect("head");
+        let err = QemuBoard::launch(spec(board(no_qemu))).expect_err("no qemu table");
+        assert!(matches!(err, HilError::NotEmulated { ref board } if board == "b"));
+
+        let err = QemuBoard::launch(spec(board(AMD64))).expect_err("no kernel");
+        assert!(
+            matches!(err, HilError::MissingInput { what: "kernel", .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn free_ports_are_bindable() {
+        let port = free_port().expect("free port");
+        assert_ne!(port, 0);
+        TcpListener::bind((Ipv4Addr::LOCALHOST, port)).expect("port is free");
+    }
+}

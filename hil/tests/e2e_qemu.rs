@@ -1,0 +1,396 @@
+//! End to end on QEMU (TCG), arm64 and amd64: boot the image `cargo xtask image` built, use the
+//! API in maintenance mode, apply a generated config, then mutual TLS with roles, reboot onto
+//! the stored config, and shutdown.
+//!
+//! Inputs come from `$TALOS_RS_OUT/<arch>/` (vmlinuz, initramfs.zst, kernel-release). `cargo
+//! xtask test` builds them and sets `TALOS_RS_E2E_REQUIRED=1`, which turns their absence into a
+//! failure; a plain `cargo test` without them skips with a message.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use talos_boards::Board;
+use talos_client::{Client, ClientError, Endpoint, TlsMode};
+use talos_hil::{Accel, QemuBoard, QemuSpec};
+use talos_machinery::Arch;
+use talos_machinery::config::{GenerateInput, generate};
+use talos_machinery::pki::{self, CertAndKey};
+use talos_machinery::role::Role;
+use talos_machinery::secrets::SecretsBundle;
+use talos_proto::machine::apply_configuration_request::Mode as ApplyMode;
+use talos_proto::machine::reboot_request::Mode as RebootMode;
+
+const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
+
+struct Artifacts {
+    kernel: PathBuf,
+    initramfs: PathBuf,
+    release: String,
+}
+
+fn artifacts(arch: Arch) -> Option<Artifacts> {
+    let Some(out) = std::env::var_os("TALOS_RS_OUT") else {
+        assert!(
+            std::env::var_os("TALOS_RS_E2E_REQUIRED").is_none(),
+            "TALOS_RS_OUT is not set"
+        );
+        eprintln!(
+            "skipped: TALOS_RS_OUT is not set; run `cargo xtask test` to build images and run the QEMU tests"
+        );
+        return None;
+    };
+    let dir = Path::new(&out).join(arch.as_str());
+    let found = Artifacts {
+        kernel: dir.join("vmlinuz"),
+        initramfs: dir.join("initramfs.zst"),
+        release: std::fs::read_to_string(dir.join("kernel-release"))
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
+    };
+    if found.kernel.exists() && found.initramfs.exists() && !found.release.is_empty() {
+        return Some(found);
+    }
+    assert!(
+        std::env::var_os("TALOS_RS_E2E_REQUIRED").is_none(),
+        "no {arch} image in {}",
+        dir.display()
+    );
+    eprintln!("skipped: no {arch} image in {}", dir.display());
+    None
+}
+
+fn board(arch: Arch) -> Board {
+    let name = match arch {
+        Arch::Arm64 => "qemu-virt-arm64",
+        Arch::Amd64 => "qemu-amd64",
+    };
+    talos_boards::find(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../boards"),
+        name,
+    )
+    .expect("the QEMU board file loads")
+}
+
+fn state_disk(dir: &Path) -> PathBuf {
+    let path = dir.join("state.img");
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let status = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", "STATE"])
+        .arg(&path)
+        .status()
+        .expect("mkfs.ext4 runs");
+    assert!(status.success());
+    path
+}
+
+/// A booted node that prints its console when the test fails.
+struct Node {
+    qemu: QemuBoard,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "---- serial console ({}) ----",
+                self.qemu.serial_log().display()
+            );
+            for line in self.qemu.serial_lines() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+fn boot(arch: Arch, art: &Artifacts, dir: &Path, append: Vec<String>) -> Node {
+    let spec = QemuSpec {
+        board: board(arch),
+        kernel: art.kernel.clone(),
+        initrd: art.initramfs.clone(),
+        append_extra: append,
+        disk: Some(state_disk(dir)),
+        api_port: None,
+        serial_log: dir.join("console.log"),
+        accel: Accel::Tcg,
+        no_reboot: false,
+    };
+    Node {
+        qemu: QemuBoard::launch(spec).expect("QEMU starts"),
+    }
+}
+
+async fn connect(node: &Node, tls: TlsMode) -> Result<Client, ClientError> {
+    let endpoint = Endpoint::new("127.0.0.1", node.qemu.api_port());
+    Client::connect_with_retry(&endpoint, tls, Instant::now() + BOOT_TIMEOUT).await
+}
+
+fn mutual(ca: &CertAndKey, client: &CertAndKey) -> TlsMode {
+    TlsMode::Mutual {
+        ca_pem: ca.cert_pem.clone(),
+        cert_pem: client.cert_pem.clone(),
+        key_pem: client.key_pem.clone(),
+    }
+}
+
+fn code(result: Result<impl std::fmt::Debug, ClientError>) -> Option<tonic::Code> {
+    match result {
+        Ok(v) => panic!("expected an error, got {v:?}"),
+        Err(e) => e.code(),
+    }
+}
+
+async fn walking_skeleton(arch: Arch, append: Vec<String>) {
+    let Some(art) = artifacts(arch) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let node = boot(arch, &art, dir.path(), append);
+
+    // Maintenance mode: anyone gets the reader role over TLS without a client certificate.
+    let insecure = connect(&node, TlsMode::Insecure)
+        .await
+        .expect("the maintenance API answers");
+    eprintln!(
+        "{arch}: maintenance API answered {:.1?} after QEMU start",
+        node.qemu.launched_at().elapsed()
+    );
+    let version = insecure.version().await.unwrap().version.unwrap();
+    assert_eq!(version.arch, arch.as_str());
+    assert_eq!(
+        version.os,
+        format!("Linux {}", art.release),
+        "the node reports the guest's kernel"
+    );
+    assert_eq!(
+        code(insecure.reboot(RebootMode::Default).await),
+        Some(tonic::Code::PermissionDenied),
+        "readers may not reboot"
+    );
+
+    // A malformed config is refused and changes nothing.
+    let bad = insecure
+        .apply_configuration(
+            b"version: v1alpha1\nmachine: [unclosed\n".to_vec(),
+            ApplyMode::Auto,
+            false,
+        )
+        .await;
+    assert_eq!(code(bad), Some(tonic::Code::InvalidArgument));
+    insecure
+        .version()
+        .await
+        .expect("still in maintenance mode after a bad config");
+
+    // A generated config switches the node to mutual TLS.
+    let secrets = SecretsBundle::generate(SystemTime::now()).unwrap();
+    let os_ca = secrets.os_ca();
+    let generated = generate(&GenerateInput::new(
+        "e2e",
+        "https://10.0.2.15:6443",
+        secrets,
+        SystemTime::now(),
+    ))
+    .unwrap();
+    let applied = insecure
+        .apply_configuration(generated.controlplane.into_bytes(), ApplyMode::Auto, false)
+        .await
+        .expect("apply-config --insecure");
+    assert_eq!(applied.mode, ApplyMode::NoReboot as i32);
+
+    let (_, ctx) = generated.talosconfig.current(None).unwrap();
+    let admin_tls = TlsMode::Mutual {
+        ca_pem: ctx.ca_pem().unwrap(),
+        cert_pem: ctx.crt_pem().unwrap(),
+        key_pem: ctx.key_pem().unwrap(),
+    };
+    let admin = connect(&node, admin_tls.clone())
+        .await
+        .expect("mutual TLS with the admin certificate");
+    let version = admin.version().await.expect("Version over mutual TLS");
+    assert_eq!(version.version.unwrap().arch, arch.as_str());
+    let services: Vec<String> = admin
+        .service_list()
+        .await
+        .unwrap()
+        .services
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    for id in ["apid", "machined", "network"] {
+        assert!(
+            services.contains(&id.to_owned()),
+            "{id} missing from {services:?}"
+        );
+    }
+    assert!(admin.memory().await.unwrap().meminfo.unwrap().memtotal > 100_000);
+    let mut dmesg = admin.dmesg(false, false).await.unwrap();
+    let mut kernel_log = Vec::new();
+    while let Some(chunk) = dmesg.next_chunk().await.unwrap() {
+        kernel_log.extend(chunk);
+    }
+    assert!(
+        String::from_utf8_lossy(&kernel_log).contains("Linux version"),
+        "dmesg has the kernel banner"
+    );
+
+    // The old anonymous connection and new anonymous clients are refused now.
+    assert!(
+        insecure.version().await.is_err(),
+        "a maintenance-mode connection loses access once configured"
+    );
+    match Client::connect(
+        &Endpoint::new("127.0.0.1", node.qemu.api_port()),
+        TlsMode::Insecure,
+    )
+    .await
+    {
+        Err(_) => {}
+        Ok(anonymous) => assert_eq!(
+            code(anonymous.version().await),
+            Some(tonic::Code::Unauthenticated)
+        ),
+    }
+
+    // Roles come from the certificate's Organization.
+    let reader_cert = pki::issue_client_cert(
+        &os_ca,
+        &[Role::Reader],
+        pki::CLIENT_CERT_VALIDITY,
+        SystemTime::now(),
+    )
+    .unwrap();
+    let reader = connect(&node, mutual(&os_ca, &reader_cert))
+        .await
+        .expect("a reader connects");
+    reader.version().await.expect("readers may read");
+    assert_eq!(
+        code(reader.reboot(RebootMode::Default).await),
+        Some(tonic::Code::PermissionDenied)
+    );
+
+    // A certificate from another CA is refused.
+    let other_ca = pki::new_os_ca(SystemTime::now()).unwrap();
+    let stranger_cert = pki::issue_client_cert(
+        &other_ca,
+        &[Role::Admin],
+        pki::CLIENT_CERT_VALIDITY,
+        SystemTime::now(),
+    )
+    .unwrap();
+    let stranger = Client::connect(
+        &Endpoint::new("127.0.0.1", node.qemu.api_port()),
+        mutual(&os_ca, &stranger_cert),
+    )
+    .await;
+    let refused = match stranger {
+        Err(_) => true,
+        Ok(c) => c.version().await.is_err(),
+    };
+    assert!(
+        refused,
+        "a client certificate from another CA must be refused"
+    );
+
+    // The config survives a reboot: the node comes back configured from STATE.
+    admin
+        .reboot(RebootMode::Default)
+        .await
+        .expect("admin may reboot");
+    node.qemu
+        .wait_for_line("configured", BOOT_TIMEOUT)
+        .expect("the node comes back and adopts the stored config");
+    let after = connect(&node, admin_tls)
+        .await
+        .expect("mutual TLS after reboot, without re-applying");
+    after.version().await.unwrap();
+
+    // Shutdown ends QEMU.
+    after.shutdown(false).await.expect("admin may shut down");
+    let status = node
+        .qemu
+        .wait_exit(Duration::from_secs(60))
+        .expect("QEMU exits after Shutdown");
+    eprintln!("{arch}: QEMU exited with {status}");
+}
+
+#[tokio::test]
+async fn arm64_walking_skeleton_over_dhcp() {
+    walking_skeleton(Arch::Arm64, Vec::new()).await;
+}
+
+#[tokio::test]
+async fn amd64_walking_skeleton_with_static_ip() {
+    walking_skeleton(
+        Arch::Amd64,
+        vec!["ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off".into()],
+    )
+    .await;
+}
+
+/// `talos.config=` on the kernel command line: fetched over HTTP from the host (10.0.2.2 under
+/// QEMU user networking), retried while the server fails, with maintenance mode up meanwhile.
+#[tokio::test]
+async fn arm64_config_from_kernel_command_line_url() {
+    let Some(art) = artifacts(Arch::Arm64) else {
+        return;
+    };
+    let secrets = SecretsBundle::generate(SystemTime::now()).unwrap();
+    let generated = generate(&GenerateInput::new(
+        "url",
+        "https://10.0.2.15:6443",
+        secrets,
+        SystemTime::now(),
+    ))
+    .unwrap();
+    let config = generated.controlplane.clone();
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = requests.clone();
+    std::thread::spawn(move || {
+        for stream in server.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 2048];
+            let _ = stream.read(&mut buf);
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let reply = if n < 2 {
+                "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_owned()
+            } else {
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{config}",
+                    config.len()
+                )
+            };
+            let _ = stream.write_all(reply.as_bytes());
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let node = boot(
+        Arch::Arm64,
+        &art,
+        dir.path(),
+        vec![format!("talos.config=http://10.0.2.2:{port}/node.yaml")],
+    );
+    node.qemu
+        .wait_for_line("503", BOOT_TIMEOUT)
+        .expect("the first failed fetch is logged");
+    let (_, ctx) = generated.talosconfig.current(None).unwrap();
+    let admin_tls = TlsMode::Mutual {
+        ca_pem: ctx.ca_pem().unwrap(),
+        cert_pem: ctx.crt_pem().unwrap(),
+        key_pem: ctx.key_pem().unwrap(),
+    };
+    let admin = connect(&node, admin_tls)
+        .await
+        .expect("the node configures itself from the URL");
+    admin.version().await.unwrap();
+    assert!(
+        requests.load(std::sync::atomic::Ordering::SeqCst) >= 3,
+        "failed fetches were retried"
+    );
+    node.qemu.power_off_hard().unwrap();
+}

@@ -1,0 +1,392 @@
+//! The machine configuration: a multi-document YAML stream holding exactly one legacy
+//! `version: v1alpha1` document plus any number of `apiVersion`/`kind` documents.
+//!
+//! Decoding is strict: unknown keys, unknown kinds and duplicate documents are errors that name
+//! the YAML path (and line and column). Documents of known kinds other than v1alpha1 are kept as
+//! their source text ([`RawDocument`]) until they are modelled.
+
+mod generate;
+mod kinds;
+pub mod raw;
+pub mod v1alpha1;
+mod validate;
+
+use std::fmt;
+
+use serde::Deserialize;
+
+use crate::codec::{self, CodecError, MAX_CONFIG_BYTES};
+use crate::pki::{self, PkiError};
+
+pub use generate::{
+    DEFAULT_INSTALL_DISK, DEFAULT_INSTALL_IMAGE, DEFAULT_KUBERNETES_VERSION, DEFAULT_TALOS_VERSION,
+    GenerateError, GenerateInput, Generated, generate,
+};
+pub use v1alpha1::{MachineType, V1Alpha1};
+pub use validate::{Problem, ValidationMode, ValidationReport};
+
+/// A machine config that could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("Machine config is {size} bytes, more than the limit of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+    #[error("Invalid machine config: {0}")]
+    Codec(#[from] CodecError),
+    #[error("Unknown config document kind {kind:?} (line {line})")]
+    UnknownKind { kind: String, line: usize },
+    #[error(
+        "Config document kind {kind:?} has apiVersion {api_version:?}; expected v1alpha1 (line {line})"
+    )]
+    UnsupportedApiVersion {
+        kind: String,
+        api_version: String,
+        line: usize,
+    },
+    #[error(
+        "Config document without kind must have version: v1alpha1, found {found} (line {line})"
+    )]
+    NotV1Alpha1 { found: String, line: usize },
+    #[error("Duplicate config document {what} (line {line})")]
+    Duplicate { what: String, line: usize },
+    #[error("Machine config has no v1alpha1 document")]
+    MissingV1Alpha1,
+    #[error("{path}: {source}")]
+    Pem {
+        path: &'static str,
+        #[source]
+        source: PkiError,
+    },
+}
+
+/// The small header every document has, read before choosing the type of the rest.
+#[derive(Deserialize)]
+struct Header {
+    #[serde(default)]
+    version: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(rename = "apiVersion", default)]
+    api_version: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+/// A document of a known kind that is not modelled yet, kept as its source text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawDocument {
+    pub kind: String,
+    pub name: Option<String>,
+    /// The document's YAML, without a leading `---` line or trailing `...`.
+    pub text: String,
+}
+
+/// A parsed machine config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    v1alpha1: V1Alpha1,
+    documents: Vec<RawDocument>,
+}
+
+/// The Talos OS CA as found in `machine.ca`; workers have no key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CaCertificate {
+    pub cert_pem: String,
+    pub key_pem: Option<String>,
+}
+
+impl fmt::Debug for CaCertificate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CaCertificate")
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &self.key_pem.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl CaCertificate {
+    /// The certificate and key, when the key is present (control plane).
+    pub fn to_cert_and_key(&self) -> Option<pki::CertAndKey> {
+        self.key_pem.as_ref().map(|key| pki::CertAndKey {
+            cert_pem: self.cert_pem.clone(),
+            key_pem: key.clone(),
+        })
+    }
+}
+
+impl Config {
+    /// Wraps an already-built v1alpha1 document.
+    pub fn new(v1alpha1: V1Alpha1) -> Config {
+        Config {
+            v1alpha1,
+            documents: Vec::new(),
+        }
+    }
+
+    /// Parses a config stream. Refuses input over [`MAX_CONFIG_BYTES`], unknown kinds, unknown
+    /// keys, duplicate documents and a legacy document without `version: v1alpha1`.
+    pub fn from_bytes(input: &[u8]) -> Result<Config, ConfigError> {
+        if input.len() > MAX_CONFIG_BYTES {
+            return Err(ConfigError::TooLarge {
+                size: input.len(),
+                limit: MAX_CONFIG_BYTES,
+            });
+        }
+        let text = codec::str_from_bytes(input)?;
+        let mut v1alpha1: Option<V1Alpha1> = None;
+        let mut documents: Vec<RawDocument> = Vec::new();
+        for document in codec::split_documents(text)? {
+            if document.is_empty() {
+                continue;
+            }
+            let line = document.content_line();
+            let header: Header = document.decode()?;
+            match header.kind {
+                None => {
+                    match header.version.as_deref() {
+                        Some("v1alpha1") => {}
+                        other => {
+                            return Err(ConfigError::NotV1Alpha1 {
+                                found: other.map_or("no version".to_owned(), |v| format!("{v:?}")),
+                                line,
+                            });
+                        }
+                    }
+                    if v1alpha1.is_some() {
+                        return Err(ConfigError::Duplicate {
+                            what: "v1alpha1".into(),
+                            line,
+                        });
+                    }
+                    v1alpha1 = Some(document.decode()?);
+                }
+                Some(kind) => {
+                    if !kinds::is_known(&kind) {
+                        return Err(ConfigError::UnknownKind { kind, line });
+                    }
+                    let api_version = header.api_version.unwrap_or_default();
+                    if api_version != "v1alpha1" {
+                        return Err(ConfigError::UnsupportedApiVersion {
+                            kind,
+                            api_version,
+                            line,
+                        });
+                    }
+                    if documents
+                        .iter()
+                        .any(|d| d.kind == kind && d.name == header.name)
+                    {
+                        let what = match &header.name {
+                            Some(name) => format!("{kind} named {name:?}"),
+                            None => kind,
+                        };
+                        return Err(ConfigError::Duplicate { what, line });
+                    }
+                    documents.push(RawDocument {
+                        kind,
+                        name: header.name,
+                        text: normalize_document_text(document.text()),
+                    });
+                }
+            }
+        }
+        let v1alpha1 = v1alpha1.ok_or(ConfigError::MissingV1Alpha1)?;
+        Ok(Config {
+            v1alpha1,
+            documents,
+        })
+    }
+
+    /// Writes the config: the v1alpha1 document first, then the other documents in order.
+    pub fn to_yaml(&self) -> Result<String, ConfigError> {
+        let mut out = codec::to_yaml(&self.v1alpha1)?;
+        for document in &self.documents {
+            if !out.ends_with('\n') {
+                out.push('\n');
+            }
+            if !document.text.starts_with("---") {
+                out.push_str("---\n");
+            }
+            out.push_str(&document.text);
+            out.push('\n');
+        }
+        Ok(out)
+    }
+
+    pub fn v1alpha1(&self) -> &V1Alpha1 {
+        &self.v1alpha1
+    }
+
+    /// The documents other than v1alpha1, in input order.
+    pub fn documents(&self) -> &[RawDocument] {
+        &self.documents
+    }
+
+    pub fn machine_type(&self) -> MachineType {
+        self.v1alpha1.machine.machine_type
+    }
+
+    /// `machine.ca`, PEM-decoded. `None` when absent or its certificate is empty.
+    pub fn os_ca(&self) -> Result<Option<CaCertificate>, ConfigError> {
+        let Some(ca) = &self.v1alpha1.machine.ca else {
+            return Ok(None);
+        };
+        if ca.crt.is_empty() {
+            return Ok(None);
+        }
+        pki::pem_to_der_certs(ca.crt.as_str()).map_err(|source| ConfigError::Pem {
+            path: "machine.ca.crt",
+            source,
+        })?;
+        Ok(Some(CaCertificate {
+            cert_pem: ca.crt.as_str().to_owned(),
+            key_pem: ca.key().map(str::to_owned),
+        }))
+    }
+
+    /// `machine.acceptedCAs` as PEM certificates.
+    pub fn accepted_cas(&self) -> Vec<String> {
+        self.v1alpha1
+            .machine
+            .accepted_cas
+            .iter()
+            .map(|ca| ca.crt.as_str().to_owned())
+            .collect()
+    }
+
+    /// `machine.token`.
+    pub fn machine_token(&self) -> Option<&str> {
+        self.v1alpha1.machine.token.as_deref()
+    }
+
+    /// `machine.certSANs`.
+    pub fn cert_sans(&self) -> &[String] {
+        &self.v1alpha1.machine.cert_sans
+    }
+
+    /// `machine.network.hostname`.
+    pub fn hostname(&self) -> Option<&str> {
+        self.network().and_then(|n| n.hostname.as_deref())
+    }
+
+    /// `machine.network.interfaces`.
+    pub fn interfaces(&self) -> &[v1alpha1::Interface] {
+        self.network().map_or(&[], |n| n.interfaces.as_slice())
+    }
+
+    /// `machine.network.nameservers`.
+    pub fn nameservers(&self) -> &[String] {
+        self.network().map_or(&[], |n| n.nameservers.as_slice())
+    }
+
+    /// `machine.time.servers`.
+    pub fn time_servers(&self) -> &[String] {
+        self.v1alpha1
+            .machine
+            .time
+            .as_ref()
+            .map_or(&[], |t| t.servers.as_slice())
+    }
+
+    /// `machine.install`.
+    pub fn install(&self) -> Option<&v1alpha1::Install> {
+        self.v1alpha1.machine.install.as_ref()
+    }
+
+    /// `machine.features.rbac`. Absent means on: configs generated since Talos 1.12 omit the
+    /// field because RBAC can no longer be turned off there; only an explicit `false` disables it.
+    pub fn rbac_enabled(&self) -> bool {
+        self.v1alpha1
+            .machine
+            .features
+            .as_ref()
+            .and_then(|f| f.rbac)
+            .unwrap_or(true)
+    }
+
+    /// `machine.features.apidCheckExtKeyUsage`; absent means on, like RBAC.
+    pub fn apid_check_ext_key_usage(&self) -> bool {
+        self.v1alpha1
+            .machine
+            .features
+            .as_ref()
+            .and_then(|f| f.apid_check_ext_key_usage)
+            .unwrap_or(true)
+    }
+
+    /// `cluster.clusterName`.
+    pub fn cluster_name(&self) -> Option<&str> {
+        self.v1alpha1
+            .cluster
+            .as_ref()
+            .and_then(|c| c.cluster_name.as_deref())
+    }
+
+    /// `cluster.controlPlane.endpoint`.
+    pub fn control_plane_endpoint(&self) -> Option<&str> {
+        self.v1alpha1
+            .cluster
+            .as_ref()
+            .and_then(|c| c.control_plane.as_ref())
+            .and_then(|cp| cp.endpoint.as_deref())
+    }
+
+    fn network(&self) -> Option<&v1alpha1::Network> {
+        self.v1alpha1.machine.network.as_ref()
+    }
+}
+
+fn normalize_document_text(text: &str) -> String {
+    let text = match text.split_once('\n') {
+        Some((first, rest)) if first.trim_end() == "---" => rest,
+        _ if text.trim_end() == "---" => "",
+        _ => text,
+    };
+    let text = text.trim_end();
+    let text = text.strip_suffix("...").unwrap_or(text).trim_end();
+    text.to_owned()
+}
+
+/// An `https://host:port` URL, as `cluster.controlPlane.endpoint` and `talosctl gen config` need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointUrl {
+    /// Host name or IP address, without IPv6 brackets.
+    pub host: String,
+    pub port: u16,
+}
+
+impl EndpointUrl {
+    /// Parses `https://host:port` with an optional trailing path. The message says what is wrong.
+    pub fn parse(url: &str) -> Result<EndpointUrl, String> {
+        let rest = url
+            .strip_prefix("https://")
+            .ok_or_else(|| format!("{url:?} must start with https://"))?;
+        let authority = rest.split('/').next().unwrap_or_default();
+        let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
+            let (host, after) = bracketed
+                .split_once(']')
+                .ok_or_else(|| format!("{url:?} has an unclosed IPv6 bracket"))?;
+            (host, after.strip_prefix(':'))
+        } else {
+            match authority.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (authority, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(format!("{url:?} has no host"));
+        }
+        let port = port.ok_or_else(|| format!("{url:?} has no port (e.g. https://{host}:6443)"))?;
+        let port: u16 = port
+            .parse()
+            .ok()
+            .filter(|&p| p != 0)
+            .ok_or_else(|| format!("{url:?} has an invalid port {port:?}"))?;
+        Ok(EndpointUrl {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,397 @@
+use std::sync::OnceLock;
+use std::time::SystemTime;
+
+use super::*;
+use crate::role::{Role, RoleSet};
+use crate::secrets::SecretsBundle;
+
+fn generated() -> &'static Generated {
+    static GENERATED: OnceLock<Generated> = OnceLock::new();
+    GENERATED.get_or_init(|| {
+        let now = SystemTime::now();
+        let secrets = SecretsBundle::generate(now).unwrap();
+        let mut input = GenerateInput::new("lab", "https://10.0.0.2:6443", secrets, now);
+        input.additional_sans = vec!["lab.example.com".into()];
+        generate(&input).unwrap()
+    })
+}
+
+#[test]
+fn generated_controlplane_parses_and_validates_for_metal() {
+    let config = Config::from_bytes(generated().controlplane.as_bytes()).unwrap();
+    assert_eq!(config.machine_type(), MachineType::ControlPlane);
+    assert_eq!(config.cluster_name(), Some("lab"));
+    assert_eq!(
+        config.control_plane_endpoint(),
+        Some("https://10.0.0.2:6443")
+    );
+    assert_eq!(config.cert_sans(), ["lab.example.com"]);
+    assert!(config.rbac_enabled());
+    let ca = config.os_ca().unwrap().unwrap();
+    assert!(ca.key_pem.is_some());
+    assert!(pki::key_matches_cert(&ca.cert_pem, ca.key_pem.as_deref().unwrap()).unwrap());
+    let report = config.validate(ValidationMode::Metal);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+
+    let v1 = config.v1alpha1();
+    let cluster = v1.cluster.as_ref().unwrap();
+    let api = cluster.api_server.as_ref().unwrap();
+    assert_eq!(api.cert_sans, ["10.0.0.2", "lab.example.com"]);
+    assert_eq!(
+        api.image.as_deref(),
+        Some("registry.k8s.io/kube-apiserver:v1.36.3")
+    );
+    assert!(
+        cluster
+            .etcd
+            .as_ref()
+            .unwrap()
+            .ca
+            .as_ref()
+            .unwrap()
+            .key()
+            .is_some()
+    );
+    assert_eq!(
+        config.install().unwrap().disk.as_deref(),
+        Some(DEFAULT_INSTALL_DISK)
+    );
+    let kinds: Vec<_> = config.documents().iter().map(|d| d.kind.as_str()).collect();
+    assert_eq!(kinds, ["HostnameConfig"]);
+}
+
+#[test]
+fn rbac_is_on_unless_explicitly_off() {
+    let config = Config::from_bytes(MINIMAL.as_bytes()).unwrap();
+    assert!(config.rbac_enabled());
+    assert!(
+        config
+            .validate(ValidationMode::Container)
+            .warnings
+            .is_empty()
+    );
+    let off = format!("{MINIMAL}  features:\n    rbac: false\n");
+    let config = Config::from_bytes(off.as_bytes()).unwrap();
+    assert!(!config.rbac_enabled());
+    let warnings = config.validate(ValidationMode::Container).warnings;
+    assert_eq!(warnings[0].path, "machine.features.rbac");
+}
+
+#[test]
+fn generated_worker_has_ca_cert_but_no_keys() {
+    let config = Config::from_bytes(generated().worker.as_bytes()).unwrap();
+    assert_eq!(config.machine_type(), MachineType::Worker);
+    let ca = config.os_ca().unwrap().unwrap();
+    assert_eq!(ca.key_pem, None);
+    let cluster = config.v1alpha1().cluster.as_ref().unwrap();
+    assert!(cluster.ca.as_ref().unwrap().key().is_none());
+    assert!(cluster.aggregator_ca.is_none());
+    assert!(cluster.service_account.is_none());
+    assert!(cluster.etcd.is_none());
+    assert!(cluster.secretbox_encryption_secret.is_none());
+    let report = config.validate(ValidationMode::Metal);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    // The worker's CA is the control plane's CA.
+    let cp = Config::from_bytes(generated().controlplane.as_bytes()).unwrap();
+    assert_eq!(cp.os_ca().unwrap().unwrap().cert_pem, ca.cert_pem);
+    assert_eq!(cp.machine_token(), config.machine_token());
+}
+
+#[test]
+fn generated_talosconfig_holds_an_admin_cert_for_the_cluster_ca() {
+    let generated = generated();
+    let (name, context) = generated.talosconfig.current(None).unwrap();
+    assert_eq!(name, "lab");
+    assert_eq!(context.endpoints, ["10.0.0.2"]);
+    let ca_pem = context.ca_pem().unwrap();
+    let crt = pki::pem_to_der_certs(&context.crt_pem().unwrap()).unwrap();
+    let ca = pki::pem_to_der_certs(&ca_pem).unwrap();
+    pki::verify_issued_by(&crt[0], &ca[0]).unwrap();
+    let orgs = pki::cert_organizations(&crt[0]).unwrap();
+    assert_eq!(
+        RoleSet::from_organizations(orgs.iter().map(String::as_str)),
+        RoleSet::of(&[Role::Admin])
+    );
+    assert_eq!(
+        pki::extended_key_usages(&crt[0]).unwrap(),
+        [pki::ExtKeyUsage::ClientAuth]
+    );
+    assert!(
+        pki::key_matches_cert(&context.crt_pem().unwrap(), &context.key_pem().unwrap()).unwrap()
+    );
+    let cp = Config::from_bytes(generated.controlplane.as_bytes()).unwrap();
+    assert_eq!(cp.os_ca().unwrap().unwrap().cert_pem, ca_pem);
+}
+
+#[test]
+fn to_yaml_round_trips() {
+    for text in [&generated().controlplane, &generated().worker] {
+        let config = Config::from_bytes(text.as_bytes()).unwrap();
+        let again = Config::from_bytes(config.to_yaml().unwrap().as_bytes()).unwrap();
+        assert_eq!(again, config);
+    }
+}
+
+#[test]
+fn other_documents_are_kept_and_round_trip() {
+    let text = format!(
+        "{}---\napiVersion: v1alpha1\nkind: UserVolumeConfig\nname: data\nprovisioning:\n  maxSize: 10GiB\n...\n",
+        generated().worker
+    );
+    let config = Config::from_bytes(text.as_bytes()).unwrap();
+    let kinds: Vec<_> = config
+        .documents()
+        .iter()
+        .map(|d| (d.kind.as_str(), d.name.as_deref()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [("HostnameConfig", None), ("UserVolumeConfig", Some("data"))]
+    );
+    assert_eq!(
+        config.documents()[1].text,
+        "apiVersion: v1alpha1\nkind: UserVolumeConfig\nname: data\nprovisioning:\n  maxSize: 10GiB"
+    );
+    let again = Config::from_bytes(config.to_yaml().unwrap().as_bytes()).unwrap();
+    assert_eq!(again, config);
+}
+
+const MINIMAL: &str =
+    "version: v1alpha1\nmachine:\n  type: worker\n  token: abcdef.0123456789abcdef\n";
+
+#[test]
+fn unknown_key_error_names_path_and_line() {
+    let text = format!(
+        "{MINIMAL}  network:\n    interfaces:\n      - interface: eth0\n        adresses: [10.0.0.2/24]\n"
+    );
+    let err = Config::from_bytes(text.as_bytes()).unwrap_err();
+    let ConfigError::Codec(codec_error) = &err else {
+        panic!("unexpected error {err}");
+    };
+    assert_eq!(
+        codec_error.path(),
+        Some("machine.network.interfaces[0].adresses")
+    );
+    assert_eq!(codec_error.position().map(|p| p.line), Some(8));
+    assert!(
+        err.to_string()
+            .contains("machine.network.interfaces[0].adresses"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_key_in_later_document_reports_stream_line() {
+    let text = format!("{MINIMAL}---\n{MINIMAL}");
+    assert!(matches!(
+        Config::from_bytes(text.as_bytes()),
+        Err(ConfigError::Duplicate { line: 6, .. })
+    ));
+    let text = format!(
+        "apiVersion: v1alpha1\nkind: HostnameConfig\nhostname: a\n---\n{MINIMAL}  tken: x\n"
+    );
+    let err = Config::from_bytes(text.as_bytes()).unwrap_err();
+    let ConfigError::Codec(codec_error) = &err else {
+        panic!("unexpected error {err}");
+    };
+    assert_eq!(codec_error.path(), Some("machine.tken"));
+    assert_eq!(codec_error.position().map(|p| p.line), Some(9));
+}
+
+#[test]
+fn unknown_kind_is_named() {
+    let text = format!("{MINIMAL}---\napiVersion: v1alpha1\nkind: FrobnicatorConfig\n");
+    let err = Config::from_bytes(text.as_bytes()).unwrap_err();
+    assert!(
+        matches!(&err, ConfigError::UnknownKind { kind, line: 6 } if kind == "FrobnicatorConfig")
+    );
+    assert!(err.to_string().contains("FrobnicatorConfig"));
+}
+
+#[test]
+fn duplicate_named_documents_are_refused() {
+    let doc = "---\napiVersion: v1alpha1\nkind: UserVolumeConfig\nname: data\n";
+    let text = format!("{MINIMAL}{doc}{doc}");
+    let err = Config::from_bytes(text.as_bytes()).unwrap_err();
+    assert!(
+        err.to_string().contains("UserVolumeConfig named \"data\""),
+        "{err}"
+    );
+    let other = "---\napiVersion: v1alpha1\nkind: UserVolumeConfig\nname: logs\n";
+    assert!(Config::from_bytes(format!("{MINIMAL}{doc}{other}").as_bytes()).is_ok());
+}
+
+#[test]
+fn legacy_document_needs_version_v1alpha1() {
+    let err = Config::from_bytes(b"machine:\n  type: worker\n").unwrap_err();
+    assert!(matches!(err, ConfigError::NotV1Alpha1 { .. }), "{err}");
+    let err = Config::from_bytes(b"version: v1alpha2\nmachine: {}\n").unwrap_err();
+    assert!(err.to_string().contains("v1alpha2"), "{err}");
+    let err = Config::from_bytes(b"apiVersion: v1alpha1\nkind: HostnameConfig\n").unwrap_err();
+    assert!(matches!(err, ConfigError::MissingV1Alpha1));
+}
+
+#[test]
+fn unknown_machine_type_is_a_parse_error_with_path() {
+    let err = Config::from_bytes(b"version: v1alpha1\nmachine:\n  type: boss\n").unwrap_err();
+    assert!(err.to_string().contains("machine.type"), "{err}");
+    assert!(err.to_string().contains("boss"), "{err}");
+    let legacy = Config::from_bytes(b"version: v1alpha1\nmachine:\n  type: init\n").unwrap();
+    assert_eq!(legacy.machine_type(), MachineType::ControlPlane);
+}
+
+#[test]
+fn oversize_input_is_refused() {
+    let mut text = MINIMAL.as_bytes().to_vec();
+    text.resize(MAX_CONFIG_BYTES + 1, b'\n');
+    assert!(matches!(
+        Config::from_bytes(&text),
+        Err(ConfigError::TooLarge { size, .. }) if size == MAX_CONFIG_BYTES + 1
+    ));
+}
+
+#[test]
+fn bad_base64_names_the_field() {
+    let text = format!("{MINIMAL}  ca:\n    crt: not*base64\n");
+    let err = Config::from_bytes(text.as_bytes()).unwrap_err();
+    assert!(err.to_string().contains("machine.ca.crt"), "{err}");
+}
+
+#[test]
+fn network_and_time_accessors() {
+    let text = format!(
+        "{MINIMAL}  network:\n    hostname: edge-1\n    nameservers: [1.1.1.1]\n    interfaces:\n      - interface: eth0\n        addresses: [10.0.0.2/24]\n        mtu: 1500\n  time:\n    servers: [time.cloudflare.com]\n"
+    );
+    let config = Config::from_bytes(text.as_bytes()).unwrap();
+    assert_eq!(config.hostname(), Some("edge-1"));
+    assert_eq!(config.nameservers(), ["1.1.1.1"]);
+    assert_eq!(config.interfaces()[0].addresses, ["10.0.0.2/24"]);
+    assert_eq!(config.interfaces()[0].mtu, Some(1500));
+    assert_eq!(config.time_servers(), ["time.cloudflare.com"]);
+}
+
+fn error_paths(config: &Config, mode: ValidationMode) -> Vec<String> {
+    config
+        .validate(mode)
+        .errors
+        .into_iter()
+        .map(|p| p.path)
+        .collect()
+}
+
+#[test]
+fn validation_reports_paths() {
+    let worker = Config::from_bytes(generated().worker.as_bytes()).unwrap();
+    let mut v1 = worker.v1alpha1().clone();
+    v1.machine.token = Some("nope".into());
+    v1.machine.install = None;
+    v1.machine.network = Some(v1alpha1::Network {
+        hostname: Some("-bad".into()),
+        ..Default::default()
+    });
+    v1.cluster.as_mut().unwrap().control_plane = Some(v1alpha1::ControlPlane {
+        endpoint: Some("http://10.0.0.2".into()),
+        local_api_server_port: None,
+    });
+    let broken = Config::new(v1.clone());
+    assert_eq!(
+        error_paths(&broken, ValidationMode::Metal),
+        [
+            "machine.token",
+            "cluster.controlPlane.endpoint",
+            "machine.network.hostname",
+            "machine.install.disk"
+        ]
+    );
+    // Only metal needs an install disk.
+    assert!(
+        !error_paths(&broken, ValidationMode::Container)
+            .contains(&"machine.install.disk".to_owned())
+    );
+    assert!(
+        !error_paths(&broken, ValidationMode::Cloud).contains(&"machine.install.disk".to_owned())
+    );
+
+    // A key that does not match the CA certificate.
+    let cp = Config::from_bytes(generated().controlplane.as_bytes()).unwrap();
+    let mut v1 = cp.v1alpha1().clone();
+    let other = pki::new_os_ca(SystemTime::now()).unwrap();
+    v1.machine.ca.as_mut().unwrap().key = Some(crate::Base64Text(other.key_pem));
+    assert_eq!(
+        error_paths(&Config::new(v1.clone()), ValidationMode::Metal),
+        ["machine.ca.key"]
+    );
+    v1.machine.ca = None;
+    assert_eq!(
+        error_paths(&Config::new(v1), ValidationMode::Metal),
+        ["machine.ca.crt"]
+    );
+}
+
+#[test]
+fn endpoint_url_parsing() {
+    assert_eq!(
+        EndpointUrl::parse("https://10.0.0.2:6443").unwrap(),
+        EndpointUrl {
+            host: "10.0.0.2".into(),
+            port: 6443
+        }
+    );
+    assert_eq!(
+        EndpointUrl::parse("https://[fd00::1]:6443/").unwrap(),
+        EndpointUrl {
+            host: "fd00::1".into(),
+            port: 6443
+        }
+    );
+    assert_eq!(
+        EndpointUrl::parse("https://k8s.lab:443").unwrap().host,
+        "k8s.lab"
+    );
+    for bad in [
+        "http://a:1",
+        "https://a",
+        "https://:6443",
+        "https://a:0",
+        "https://a:99999",
+        "a:6443",
+    ] {
+        assert!(EndpointUrl::parse(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn generate_refuses_bad_input() {
+    let secrets = generated_secrets();
+    let now = SystemTime::now();
+    let err = generate(&GenerateInput::new(
+        "lab",
+        "10.0.0.2:6443",
+        secrets.clone(),
+        now,
+    ))
+    .unwrap_err();
+    assert!(matches!(err, GenerateError::Endpoint(_)));
+    let err = generate(&GenerateInput::new(
+        "",
+        "https://a:6443",
+        secrets.clone(),
+        now,
+    ))
+    .unwrap_err();
+    assert!(matches!(err, GenerateError::ClusterName(_)));
+    let mut input = GenerateInput::new("lab", "https://a:6443", secrets, now);
+    input.kubernetes_version = "1.36; rm".into();
+    assert!(matches!(
+        generate(&input),
+        Err(GenerateError::KubernetesVersion(_))
+    ));
+}
+
+fn generated_secrets() -> SecretsBundle {
+    static SECRETS: OnceLock<SecretsBundle> = OnceLock::new();
+    SECRETS
+        .get_or_init(|| SecretsBundle::generate(SystemTime::now()).unwrap())
+        .clone()
+}

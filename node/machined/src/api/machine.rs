@@ -1,0 +1,261 @@
+//! `machine.MachineService`: the RPCs this node answers. Every unary reply carries one
+//! element whose `metadata` (field 1) is left empty, as upstream's node does.
+
+use std::io::{ErrorKind, Read, Seek, SeekFrom};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use talos_node_sys::power::RebootAction;
+use talos_proto::common::Data;
+use talos_proto::machine::machine_service_server::MachineService;
+use talos_proto::machine::{
+    self as pb, ApplyConfiguration, ApplyConfigurationRequest, ApplyConfigurationResponse,
+    DmesgRequest, Hostname, HostnameResponse, LogsRequest, Memory, MemoryResponse, Process,
+    ProcessesResponse, Reboot, RebootRequest, RebootResponse, ServiceList, ServiceListResponse,
+    Shutdown, ShutdownRequest, ShutdownResponse, Version, VersionResponse,
+};
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::kmsg;
+use crate::node::{ApplyError, Node};
+use crate::sysinfo;
+
+type DataStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<Data, Status>> + Send + 'static>>;
+
+#[derive(Debug, Clone)]
+pub struct MachineApi {
+    pub node: Arc<Node>,
+}
+
+fn actor_id() -> String {
+    let mut bytes = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .expect("the kernel's random source is available");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl From<ApplyError> for Status {
+    fn from(e: ApplyError) -> Self {
+        match e {
+            ApplyError::Invalid(msg) => Status::invalid_argument(msg),
+            ApplyError::Busy => Status::failed_precondition(e.to_string()),
+            ApplyError::Unsupported(msg) => Status::unimplemented(msg),
+            ApplyError::Store { .. } => Status::internal(format!(
+                "{e}: {}",
+                std::error::Error::source(&e)
+                    .map(ToString::to_string)
+                    .unwrap_or_default()
+            )),
+        }
+    }
+}
+
+/// Streams /dev/kmsg: what is buffered, then (with `follow`) new records as they come.
+fn kmsg_stream(follow: bool, tail: bool) -> Result<DataStream, Status> {
+    let mut file = talos_node_sys::fs::open_nonblocking(Path::new("/dev/kmsg"))
+        .map_err(|e| Status::unavailable(format!("opening /dev/kmsg: {e}")))?;
+    if tail {
+        file.seek(SeekFrom::End(0))
+            .map_err(|e| Status::internal(format!("seeking /dev/kmsg: {e}")))?;
+    }
+    let (tx, rx) = mpsc::channel::<Result<Data, Status>>(64);
+    std::thread::Builder::new()
+        .name("dmesg".into())
+        .spawn(move || {
+            let boot = kmsg::boot_time();
+            let mut buf = vec![0u8; 8192];
+            loop {
+                match file.read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        let Some(record) = kmsg::Record::parse(&String::from_utf8_lossy(&buf[..n]))
+                        else {
+                            continue;
+                        };
+                        let data = Data {
+                            metadata: None,
+                            bytes: record.format(boot).into_bytes(),
+                        };
+                        if tx.blocking_send(Ok(data)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        if !follow || tx.is_closed() {
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    Err(e) if e.raw_os_error() == Some(32) => continue, // EPIPE: records were overwritten
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(Status::internal(format!(
+                            "reading /dev/kmsg: {e}"
+                        ))));
+                        return;
+                    }
+                }
+            }
+        })
+        .map_err(|e| Status::internal(format!("starting the dmesg reader: {e}")))?;
+    Ok(Box::pin(ReceiverStream::new(rx)))
+}
+
+#[tonic::async_trait]
+impl MachineService for MachineApi {
+    async fn version(&self, _: Request<()>) -> Result<Response<VersionResponse>, Status> {
+        let arch = if cfg!(target_arch = "aarch64") {
+            "arm64"
+        } else {
+            "amd64"
+        };
+        let version = Version {
+            metadata: None,
+            version: Some(pb::VersionInfo {
+                tag: concat!("v", env!("CARGO_PKG_VERSION")).to_owned(),
+                sha: option_env!("TALOS_GIT_SHA").unwrap_or("unknown").to_owned(),
+                built: option_env!("TALOS_BUILD_DATE").unwrap_or("").to_owned(),
+                go_version: option_env!("TALOS_RUSTC_VERSION")
+                    .unwrap_or("rustc")
+                    .to_owned(),
+                os: format!("Linux {}", self.node.kernel_release),
+                arch: arch.to_owned(),
+            }),
+            platform: Some(pb::PlatformInfo {
+                name: "metal".into(),
+                mode: "metal".into(),
+            }),
+            features: Some(pb::FeaturesInfo { rbac: true }),
+        };
+        Ok(Response::new(VersionResponse {
+            messages: vec![version],
+        }))
+    }
+
+    async fn hostname(&self, _: Request<()>) -> Result<Response<HostnameResponse>, Status> {
+        Ok(Response::new(HostnameResponse {
+            messages: vec![Hostname {
+                metadata: None,
+                hostname: self.node.hostname(),
+            }],
+        }))
+    }
+
+    async fn memory(&self, _: Request<()>) -> Result<Response<MemoryResponse>, Status> {
+        let text = tokio::fs::read_to_string("/proc/meminfo")
+            .await
+            .map_err(|e| Status::internal(format!("reading /proc/meminfo: {e}")))?;
+        Ok(Response::new(MemoryResponse {
+            messages: vec![Memory {
+                metadata: None,
+                meminfo: Some(sysinfo::meminfo(&text)),
+            }],
+        }))
+    }
+
+    async fn service_list(&self, _: Request<()>) -> Result<Response<ServiceListResponse>, Status> {
+        Ok(Response::new(ServiceListResponse {
+            messages: vec![ServiceList {
+                metadata: None,
+                services: self.node.services.list(),
+            }],
+        }))
+    }
+
+    async fn processes(&self, _: Request<()>) -> Result<Response<ProcessesResponse>, Status> {
+        let processes = tokio::task::spawn_blocking(|| sysinfo::processes(Path::new("/proc")))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(ProcessesResponse {
+            messages: vec![Process {
+                metadata: None,
+                processes,
+            }],
+        }))
+    }
+
+    async fn dmesg(&self, request: Request<DmesgRequest>) -> Result<Response<DataStream>, Status> {
+        let req = request.into_inner();
+        Ok(Response::new(kmsg_stream(req.follow, req.tail)?))
+    }
+
+    async fn logs(&self, request: Request<LogsRequest>) -> Result<Response<DataStream>, Status> {
+        let req = request.into_inner();
+        if req.id != "machined" {
+            return Err(Status::not_found(format!(
+                "no logs for service {:?}: this node keeps logs for \"machined\" only",
+                req.id
+            )));
+        }
+        let tail = usize::try_from(req.tail_lines).ok();
+        let snapshot = Data {
+            metadata: None,
+            bytes: self.node.logs.snapshot(tail),
+        };
+        let head = tokio_stream::once(Ok(snapshot));
+        if !req.follow {
+            return Ok(Response::new(Box::pin(head)));
+        }
+        let live = tokio_stream::wrappers::BroadcastStream::new(self.node.logs.subscribe())
+            .filter_map(|chunk| {
+                chunk.ok().map(|bytes| {
+                    Ok(Data {
+                        metadata: None,
+                        bytes: bytes.to_vec(),
+                    })
+                })
+            });
+        Ok(Response::new(Box::pin(head.chain(live))))
+    }
+
+    async fn reboot(
+        &self,
+        request: Request<RebootRequest>,
+    ) -> Result<Response<RebootResponse>, Status> {
+        tracing::info!(mode = request.get_ref().mode, "reboot requested");
+        self.node.schedule_power(RebootAction::Restart);
+        Ok(Response::new(RebootResponse {
+            messages: vec![Reboot {
+                metadata: None,
+                actor_id: actor_id(),
+            }],
+        }))
+    }
+
+    async fn shutdown(
+        &self,
+        request: Request<ShutdownRequest>,
+    ) -> Result<Response<ShutdownResponse>, Status> {
+        tracing::info!(force = request.get_ref().force, "shutdown requested");
+        self.node.schedule_power(RebootAction::PowerOff);
+        Ok(Response::new(ShutdownResponse {
+            messages: vec![Shutdown {
+                metadata: None,
+                actor_id: actor_id(),
+            }],
+        }))
+    }
+
+    async fn apply_configuration(
+        &self,
+        request: Request<ApplyConfigurationRequest>,
+    ) -> Result<Response<ApplyConfigurationResponse>, Status> {
+        let req = request.into_inner();
+        let mode = pb::apply_configuration_request::Mode::try_from(req.mode)
+            .map_err(|_| Status::invalid_argument(format!("unknown apply mode {}", req.mode)))?;
+        let applied = self.node.apply(&req.data, mode, req.dry_run).await?;
+        tracing::info!(mode = ?applied.mode, dry_run = req.dry_run, "ApplyConfiguration: {}", applied.details.lines().next().unwrap_or(""));
+        Ok(Response::new(ApplyConfigurationResponse {
+            messages: vec![ApplyConfiguration {
+                metadata: None,
+                warnings: applied.warnings,
+                mode: applied.mode as i32,
+                mode_details: applied.details,
+            }],
+        }))
+    }
+}

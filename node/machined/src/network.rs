@@ -1,0 +1,282 @@
+//! Brings up lo and the first NIC, with a static `ip=` address or DHCPv4, and keeps the lease.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use talos_node_sys::SysError;
+use talos_node_sys::net::NetConfig;
+use tokio::sync::watch;
+
+use crate::cmdline::StaticIp;
+use crate::dhcp::{self, Lease};
+use crate::services::{ServiceRegistry, ServiceState};
+
+/// What the network gave this node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetworkStatus {
+    pub link: Option<String>,
+    pub addresses: Vec<Ipv4Addr>,
+    /// A hostname handed out by `ip=` or DHCP.
+    pub hostname: Option<String>,
+}
+
+/// The first network interface that is not loopback, by name.
+pub fn first_nic(class_net: &Path) -> Option<String> {
+    let mut links: Vec<String> = std::fs::read_dir(class_net)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name != "lo" && class_net.join(name).join("device").exists())
+        .collect();
+    links.sort();
+    links.into_iter().next()
+}
+
+pub fn mac_address(class_net: &Path, link: &str) -> Option<[u8; 6]> {
+    let text = std::fs::read_to_string(class_net.join(link).join("address")).ok()?;
+    let bytes: Vec<u8> = text
+        .trim()
+        .split(':')
+        .filter_map(|b| u8::from_str_radix(b, 16).ok())
+        .collect();
+    bytes.try_into().ok()
+}
+
+/// `talos-` and the last three bytes of the MAC: stable across reboots, unique on a LAN.
+pub fn default_hostname(mac: Option<[u8; 6]>) -> String {
+    match mac {
+        Some(m) => format!("talos-{:02x}{:02x}{:02x}", m[3], m[4], m[5]),
+        None => "talos".to_owned(),
+    }
+}
+
+pub fn apply_static(net: &dyn NetConfig, link: &str, ip: &StaticIp) -> Result<(), SysError> {
+    net.link_up(link)?;
+    net.set_ipv4(link, ip.address, ip.prefix)?;
+    if let Some(gw) = ip.gateway {
+        net.add_default_route(link, gw)?;
+    }
+    Ok(())
+}
+
+pub fn apply_lease(net: &dyn NetConfig, link: &str, lease: &Lease) -> Result<(), SysError> {
+    net.set_ipv4(link, lease.address, lease.prefix)?;
+    if let Some(gw) = lease.router {
+        net.add_default_route(link, gw)?;
+    }
+    Ok(())
+}
+
+/// Writes /etc/resolv.conf-equivalent data for the node's own lookups.
+fn write_resolvers(dns: &[Ipv4Addr]) {
+    let text: String = dns.iter().map(|d| format!("nameserver {d}\n")).collect();
+    if let Err(e) = std::fs::write("/run/resolv.conf", text) {
+        tracing::warn!("writing /run/resolv.conf: {e}");
+    }
+}
+
+const CLASS_NET: &str = "/sys/class/net";
+
+async fn wait_for_nic(wanted: Option<&str>, within: Duration) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let found = match wanted {
+            Some(name) => Path::new(CLASS_NET)
+                .join(name)
+                .exists()
+                .then(|| name.to_owned()),
+            None => first_nic(Path::new(CLASS_NET)),
+        };
+        if found.is_some() || tokio::time::Instant::now() >= deadline {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Configures the network, publishes the result, and renews DHCP leases forever.
+pub async fn run(
+    net: Arc<dyn NetConfig + Send + Sync>,
+    static_ip: Option<StaticIp>,
+    status: watch::Sender<NetworkStatus>,
+    services: ServiceRegistry,
+) {
+    const SERVICE: &str = "network";
+    services.set(SERVICE, ServiceState::Preparing, "bringing up lo");
+    if let Err(e) = net.link_up("lo") {
+        tracing::error!("{e}");
+    }
+    let Some(link) = wait_for_nic(
+        static_ip.as_ref().and_then(|s| s.device.as_deref()),
+        Duration::from_secs(10),
+    )
+    .await
+    else {
+        services.set(SERVICE, ServiceState::Failed, "no network interface found");
+        tracing::error!("no network interface appeared in {CLASS_NET}");
+        return;
+    };
+    if let Some(ip) = static_ip {
+        match apply_static(net.as_ref(), &link, &ip) {
+            Ok(()) => {
+                tracing::info!(link, address = %ip.address, prefix = ip.prefix, "static address from ip=");
+                services.set(
+                    SERVICE,
+                    ServiceState::Running,
+                    &format!("{link} {}/{}", ip.address, ip.prefix),
+                );
+                status.send_replace(NetworkStatus {
+                    link: Some(link),
+                    addresses: vec![ip.address],
+                    hostname: ip.hostname,
+                });
+            }
+            Err(e) => {
+                services.set(SERVICE, ServiceState::Failed, &e.to_string());
+                tracing::error!("{e}");
+            }
+        }
+        return;
+    }
+    run_dhcp(net, link, status, services).await;
+}
+
+async fn run_dhcp(
+    net: Arc<dyn NetConfig + Send + Sync>,
+    link: String,
+    status: watch::Sender<NetworkStatus>,
+    services: ServiceRegistry,
+) {
+    const SERVICE: &str = "network";
+    let mac = mac_address(Path::new(CLASS_NET), &link).unwrap_or_default();
+    if let Err(e) = net.link_up(&link) {
+        services.set(SERVICE, ServiceState::Failed, &e.to_string());
+        tracing::error!("{e}");
+        return;
+    }
+    let client = match dhcp::Client::new(&link, mac) {
+        Ok(c) => c,
+        Err(e) => {
+            services.set(SERVICE, ServiceState::Failed, &e.to_string());
+            tracing::error!("{e}");
+            return;
+        }
+    };
+    services.set(SERVICE, ServiceState::Waiting, &format!("DHCP on {link}"));
+    let mut xid = u32::from_be_bytes([mac[2], mac[3], mac[4], mac[5]]);
+    let mut backoff = Duration::from_millis(500);
+    let mut lease = loop {
+        xid = xid.wrapping_add(1);
+        match client.acquire(xid, Duration::from_secs(2)).await {
+            Ok(lease) => break lease,
+            Err(e) => {
+                tracing::warn!("{e}; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    };
+    loop {
+        if let Err(e) = apply_lease(net.as_ref(), &link, &lease) {
+            tracing::error!("{e}");
+        }
+        write_resolvers(&lease.dns);
+        tracing::info!(link, address = %lease.address, prefix = lease.prefix, lease = ?lease.lease_time, "DHCP lease");
+        services.set(
+            SERVICE,
+            ServiceState::Running,
+            &format!("{link} {}/{} via DHCP", lease.address, lease.prefix),
+        );
+        status.send_replace(NetworkStatus {
+            link: Some(link.clone()),
+            addresses: vec![lease.address],
+            hostname: lease.hostname.clone(),
+        });
+        let mut wait = lease.lease_time / 2;
+        lease = loop {
+            tokio::time::sleep(wait).await;
+            xid = xid.wrapping_add(1);
+            match client.renew(xid, &lease, Duration::from_secs(5)).await {
+                Ok(renewed) => break renewed,
+                Err(e) => {
+                    tracing::warn!("renewing the DHCP lease: {e}");
+                    wait = (wait / 2).max(Duration::from_secs(5));
+                }
+            }
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use talos_node_sys::fake::{Call, FakeSystem};
+
+    #[test]
+    fn static_plan_sets_link_address_and_route_in_order() {
+        let fake = FakeSystem::default();
+        let ip = StaticIp::parse("10.0.2.15::10.0.2.2:255.255.255.0::eth0:off").unwrap();
+        apply_static(&fake, "eth0", &ip).unwrap();
+        assert_eq!(
+            fake.calls(),
+            vec![
+                Call::LinkUp("eth0".into()),
+                Call::SetIpv4 {
+                    link: "eth0".into(),
+                    addr: Ipv4Addr::new(10, 0, 2, 15),
+                    prefix: 24
+                },
+                Call::DefaultRoute {
+                    link: "eth0".into(),
+                    gateway: Ipv4Addr::new(10, 0, 2, 2)
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn lease_without_router_adds_no_route() {
+        let fake = FakeSystem::default();
+        let lease = Lease {
+            address: Ipv4Addr::new(192, 168, 7, 9),
+            prefix: 16,
+            router: None,
+            dns: vec![],
+            hostname: None,
+            lease_time: Duration::from_secs(60),
+            server: Ipv4Addr::new(192, 168, 0, 1),
+        };
+        apply_lease(&fake, "eth1", &lease).unwrap();
+        assert_eq!(
+            fake.calls(),
+            vec![Call::SetIpv4 {
+                link: "eth1".into(),
+                addr: lease.address,
+                prefix: 16
+            }]
+        );
+    }
+
+    #[test]
+    fn first_nic_skips_loopback_and_virtual_links() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, physical) in [
+            ("lo", false),
+            ("eth1", true),
+            ("eth0", true),
+            ("dummy0", false),
+        ] {
+            std::fs::create_dir_all(dir.path().join(name)).unwrap();
+            if physical {
+                std::fs::create_dir_all(dir.path().join(name).join("device")).unwrap();
+            }
+        }
+        std::fs::write(dir.path().join("eth0/address"), "52:54:00:12:34:56\n").unwrap();
+        assert_eq!(first_nic(dir.path()).as_deref(), Some("eth0"));
+        let mac = mac_address(dir.path(), "eth0");
+        assert_eq!(mac, Some([0x52, 0x54, 0, 0x12, 0x34, 0x56]));
+        assert_eq!(default_hostname(mac), "talos-123456");
+    }
+}

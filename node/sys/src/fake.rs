@@ -1,0 +1,115 @@
+//! Recording fakes of every trait in this crate.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use crate::SysError;
+use crate::fs::{ModuleLoader, MountSpec, Mounter};
+use crate::net::NetConfig;
+use crate::power::{Power, RebootAction};
+use crate::process::Hostname;
+
+/// One side effect the fake saw, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    Mount(MountSpec),
+    LoadModule(PathBuf),
+    Sync,
+    Reboot(RebootAction),
+    SetHostname(String),
+    LinkUp(String),
+    SetIpv4 {
+        link: String,
+        addr: Ipv4Addr,
+        prefix: u8,
+    },
+    DefaultRoute {
+        link: String,
+        gateway: Ipv4Addr,
+    },
+}
+
+/// Records calls; the module loader fails for paths listed in `failing_modules`.
+#[derive(Debug, Default)]
+pub struct FakeSystem {
+    pub calls: Mutex<Vec<Call>>,
+    pub failing_modules: Vec<PathBuf>,
+}
+
+impl FakeSystem {
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().expect("fake lock poisoned").clone()
+    }
+
+    fn record(&self, call: Call) {
+        self.calls.lock().expect("fake lock poisoned").push(call);
+    }
+}
+
+impl Mounter for FakeSystem {
+    fn mount(&self, spec: &MountSpec) -> Result<(), SysError> {
+        self.record(Call::Mount(spec.clone()));
+        Ok(())
+    }
+}
+
+impl ModuleLoader for FakeSystem {
+    fn load_module(&self, path: &Path) -> Result<(), SysError> {
+        self.record(Call::LoadModule(path.to_owned()));
+        if self.failing_modules.iter().any(|p| p == path) {
+            return Err(SysError::new(
+                "finit_module",
+                path.display().to_string(),
+                std::io::Error::from_raw_os_error(libc::ENOEXEC),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Power for FakeSystem {
+    fn sync(&self) {
+        self.record(Call::Sync);
+    }
+
+    fn reboot(&self, action: RebootAction) -> SysError {
+        self.record(Call::Reboot(action));
+        SysError::new(
+            "reboot",
+            "fake",
+            std::io::Error::other("fake system does not reboot"),
+        )
+    }
+}
+
+impl Hostname for FakeSystem {
+    fn set_hostname(&self, name: &str) -> Result<(), SysError> {
+        self.record(Call::SetHostname(name.to_owned()));
+        Ok(())
+    }
+}
+
+impl NetConfig for FakeSystem {
+    fn link_up(&self, link: &str) -> Result<(), SysError> {
+        self.record(Call::LinkUp(link.to_owned()));
+        Ok(())
+    }
+
+    fn set_ipv4(&self, link: &str, addr: Ipv4Addr, prefix: u8) -> Result<(), SysError> {
+        self.record(Call::SetIpv4 {
+            link: link.to_owned(),
+            addr,
+            prefix,
+        });
+        Ok(())
+    }
+
+    fn add_default_route(&self, link: &str, gateway: Ipv4Addr) -> Result<(), SysError> {
+        self.record(Call::DefaultRoute {
+            link: link.to_owned(),
+            gateway,
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,10 @@
+//! One module per talosctl command.
+
+pub mod apply;
+pub mod dmesg;
+pub mod r#gen;
+pub mod hostname;
+pub mod memory;
+pub mod power;
+pub mod service;
+pub mod version;

@@ -1,0 +1,113 @@
+//! `cargo xtask image`: the initramfs for a board, next to its kernel, under out/<arch>/.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::Context;
+use talos_boards::Board;
+use talos_images::{InitramfsSpec, ModulesSpec};
+use talos_machinery::Arch;
+
+use crate::{cmd, deps, node_build, paths};
+
+/// What a boot needs: kernel, initramfs, and the kernel's release.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub board: Board,
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+    pub kernel_release: String,
+    pub init_binary: PathBuf,
+}
+
+/// Where the list of modules machined loads at boot lives in the initramfs.
+pub const MODULE_LIST_PATH: &str = "/etc/talos/modules";
+
+/// Seconds since the epoch of the last commit: reproducible across clones of one commit.
+fn source_date_epoch() -> u64 {
+    if let Some(v) = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return v;
+    }
+    cmd::output(Command::new("git").arg("-C").arg(paths::root()).args([
+        "log",
+        "-1",
+        "--format=%ct",
+    ]))
+    .ok()
+    .and_then(|s| s.trim().parse().ok())
+    .unwrap_or(0)
+}
+
+fn write_if_changed(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    if std::fs::read(path).is_ok_and(|old| old == data) {
+        return Ok(());
+    }
+    std::fs::write(path, data).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Packs `init` (machined, or another init for benchmarks) with the board's modules.
+pub fn pack(board: &Board, init: &Path, name: &str) -> anyhow::Result<Image> {
+    let kernel = deps::kernel(board.arch)?;
+    let modules_list = board.modules.join("\n") + "\n";
+    let spec = InitramfsSpec {
+        init: init.to_owned(),
+        kernel_modules: Some(ModulesSpec {
+            modules_dir: kernel.modules_dir.clone(),
+            kernel_release: kernel.release.clone(),
+            wanted: board.modules.clone(),
+        }),
+        extra_files: vec![(
+            MODULE_LIST_PATH.to_owned(),
+            modules_list.into_bytes(),
+            0o644,
+        )],
+        mtime: source_date_epoch(),
+    };
+    let initramfs = talos_images::build(&spec)
+        .with_context(|| format!("building the initramfs for {}", board.name))?;
+    let out = paths::out(board.arch);
+    std::fs::create_dir_all(&out)?;
+    let initramfs_path = out.join(name);
+    write_if_changed(&initramfs_path, &initramfs.bytes)?;
+    let kernel_path = out.join("vmlinuz");
+    write_if_changed(&kernel_path, &std::fs::read(&kernel.vmlinuz)?)?;
+    write_if_changed(
+        &out.join("kernel-release"),
+        format!("{}\n", kernel.release).as_bytes(),
+    )?;
+    Ok(Image {
+        board: board.clone(),
+        kernel: kernel_path,
+        initramfs: initramfs_path,
+        kernel_release: kernel.release,
+        init_binary: init.to_owned(),
+    })
+}
+
+/// Builds machined for the board's arch and packs the node initramfs.
+pub fn build(arch: Arch, board_name: Option<&str>) -> anyhow::Result<Image> {
+    let board = talos_boards::find(
+        &paths::boards(),
+        board_name.unwrap_or(paths::default_board(arch)),
+    )?;
+    anyhow::ensure!(
+        board.arch == arch,
+        "board {} is {}, not {arch}",
+        board.name,
+        board.arch
+    );
+    let machined = node_build::build(arch, "machined")?;
+    let image = pack(&board, &machined, "initramfs.zst")?;
+    eprintln!(
+        "{}: {} ({} bytes), machined {} bytes, kernel {}",
+        board.name,
+        image.initramfs.display(),
+        std::fs::metadata(&image.initramfs)?.len(),
+        std::fs::metadata(&machined)?.len(),
+        image.kernel_release
+    );
+    Ok(image)
+}

@@ -1,0 +1,39 @@
+//! Where things live: the workspace, the build outputs, and the download cache.
+
+use std::path::{Path, PathBuf};
+
+use talos_machinery::Arch;
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_owned()
+}
+
+/// Built images per architecture: `out/<arch>/`.
+pub fn out(arch: Arch) -> PathBuf {
+    root().join("out").join(arch.as_str())
+}
+
+/// Downloads and unpacked packages, kept across clean clones (`$TALOS_RS_CACHE`, else
+/// `~/.cache/talos-rs`).
+pub fn cache() -> PathBuf {
+    if let Some(dir) = std::env::var_os("TALOS_RS_CACHE") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+    home.join(".cache").join("talos-rs")
+}
+
+pub fn boards() -> PathBuf {
+    root().join("boards")
+}
+
+/// The board each architecture's QEMU tests use.
+pub fn default_board(arch: Arch) -> &'static str {
+    match arch {
+        Arch::Arm64 => "qemu-virt-arm64",
+        Arch::Amd64 => "qemu-amd64",
+    }
+}
