@@ -25,6 +25,9 @@ use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 pub const OS_CA_VALIDITY: Duration = Duration::from_secs(87_600 * 3600);
 /// Lifetime of a talosconfig client certificate (8,760 h).
 pub const CLIENT_CERT_VALIDITY: Duration = Duration::from_secs(8_760 * 3600);
+/// Certificates are valid from this long before they are issued, so a peer whose clock is a
+/// little behind (a board without an RTC, a VM) does not see them as not yet valid.
+pub const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(5 * 60);
 
 const CERTIFICATE_LABEL: &str = "CERTIFICATE";
 const ED25519_KEY_LABEL: &str = "ED25519 PRIVATE KEY";
@@ -251,8 +254,10 @@ fn server_params(
 }
 
 fn base_params(now: SystemTime, validity: Duration) -> Result<CertificateParams, PkiError> {
-    let start = unix_seconds(now)?;
-    let end = start
+    let issued = unix_seconds(now)?;
+    let skew = i64::try_from(CLOCK_SKEW_ALLOWANCE.as_secs()).unwrap_or(0);
+    let start = issued.saturating_sub(skew);
+    let end = issued
         .checked_add(i64::try_from(validity.as_secs()).map_err(|_| too_long(validity))?)
         .ok_or_else(|| too_long(validity))?;
     let mut params = CertificateParams::default();
@@ -691,6 +696,14 @@ pub fn verify_issued_by(cert_der: &[u8], issuer_der: &[u8]) -> Result<(), PkiErr
     let issuer = parse_cert(issuer_der)?;
     cert.verify_signature(Some(issuer.public_key()))
         .map_err(|e| PkiError::BadSignature(e.to_string()))
+}
+
+/// Checks that `key_pem` holds a private key we can use (Ed25519, ECDSA or RSA).
+pub fn parse_private_key(key_pem: &str) -> Result<(), PkiError> {
+    let key_der = pem_to_der_key(key_pem)?;
+    KeyPair::try_from(key_der.as_slice())
+        .map(drop)
+        .map_err(|e| PkiError::UnsupportedKey(e.to_string()))
 }
 
 /// True if the private key in `key_pem` belongs to the first certificate in `cert_pem`.

@@ -20,14 +20,21 @@ pub fn power_down(system: &dyn Power, action: RebootAction, isa_debug_exit: Opti
     tracing::error!("{e}");
 }
 
-/// What happens when PID 1 cannot go on: say so on the console, wait so a human can read
-/// it, then reboot. Never returns.
-pub fn fatal(system: &dyn Power, what: &str) -> ! {
-    const DELAY: Duration = Duration::from_secs(10);
-    eprintln!("machined: fatal: {what}; rebooting in {DELAY:?}");
-    tracing::error!("fatal: {what}; rebooting in {DELAY:?}");
-    std::thread::sleep(DELAY);
+/// How long a fatal error stays on the console before the node reboots.
+pub const FATAL_REBOOT_DELAY: Duration = Duration::from_secs(10);
+
+/// Says on the console why PID 1 cannot go on, waits so a human can read it, then reboots.
+/// Returns only if the reboot failed.
+pub fn reboot_after_fatal(system: &dyn Power, what: &str, delay: Duration) {
+    eprintln!("machined: fatal: {what}; rebooting in {delay:?}");
+    tracing::error!("fatal: {what}; rebooting in {delay:?}");
+    std::thread::sleep(delay);
     power_down(system, RebootAction::Restart, None);
+}
+
+/// [`reboot_after_fatal`], and never return: PID 1 must not exit.
+pub fn fatal(system: &dyn Power, what: &str) -> ! {
+    reboot_after_fatal(system, what, FATAL_REBOOT_DELAY);
     loop {
         std::thread::sleep(Duration::from_secs(3600));
     }
