@@ -11,6 +11,7 @@ mod config_fetch;
 mod dhcp;
 mod diff;
 mod early;
+mod files;
 mod kmsg;
 mod logging;
 mod modules;

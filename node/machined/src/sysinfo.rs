@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use std::path::Path;
 
-use talos_proto::machine::{MemInfo, ProcessInfo};
+use talos_proto::machine::{CpuInfo, LoadAvg, MemInfo, MountStat, ProcessInfo};
 
 /// `/proc/meminfo` as name → kB (bytes for counts without a unit); names are lowercased with
 /// punctuation removed, which is how the API's MemInfo fields are spelt.
@@ -82,6 +82,85 @@ pub fn meminfo(text: &str) -> MemInfo {
         directmap2m,
         directmap1g,
     )
+}
+
+pub fn loadavg(text: &str) -> LoadAvg {
+    let mut fields = text
+        .split_whitespace()
+        .map(|f| f.parse::<f64>().unwrap_or(0.0));
+    LoadAvg {
+        metadata: None,
+        load1: fields.next().unwrap_or(0.0),
+        load5: fields.next().unwrap_or(0.0),
+        load15: fields.next().unwrap_or(0.0),
+    }
+}
+
+/// `/proc/cpuinfo`, one entry per processor block (x86 and arm64 key names).
+pub fn cpuinfo(text: &str) -> Vec<CpuInfo> {
+    text.split("\n\n")
+        .filter(|block| block.contains("processor"))
+        .map(|block| {
+            let mut cpu = CpuInfo::default();
+            for line in block.lines() {
+                let Some((key, value)) = line.split_once(':') else {
+                    continue;
+                };
+                let value = value.trim().to_owned();
+                let number = || value.parse().unwrap_or(0);
+                match key.trim() {
+                    "processor" => cpu.processor = number(),
+                    "vendor_id" | "CPU implementer" => cpu.vendor_id = value,
+                    "cpu family" | "CPU architecture" => cpu.cpu_family = value,
+                    "model" | "CPU part" => cpu.model = value,
+                    "model name" => cpu.model_name = value,
+                    "stepping" | "CPU revision" => cpu.stepping = value,
+                    "microcode" => cpu.microcode = value,
+                    "cpu MHz" => cpu.cpu_mhz = value.parse().unwrap_or(0.0),
+                    "cache size" => cpu.cache_size = value,
+                    "physical id" => cpu.physical_id = value,
+                    "siblings" => cpu.siblings = number(),
+                    "core id" => cpu.core_id = value,
+                    "cpu cores" => cpu.cpu_cores = number(),
+                    "apicid" => cpu.apic_id = value,
+                    "initial apicid" => cpu.initial_apic_id = value,
+                    "fpu" => cpu.fpu = value,
+                    "fpu_exception" => cpu.fpu_exception = value,
+                    "cpuid level" => cpu.cpu_id_level = number(),
+                    "wp" => cpu.wp = value,
+                    "flags" | "Features" => {
+                        cpu.flags = value.split_whitespace().map(str::to_owned).collect()
+                    }
+                    "bugs" => cpu.bugs = value.split_whitespace().map(str::to_owned).collect(),
+                    "bogomips" | "BogoMIPS" => cpu.bogo_mips = value.parse().unwrap_or(0.0),
+                    "clflush size" => cpu.cl_flush_size = number(),
+                    "cache_alignment" => cpu.cache_alignment = number(),
+                    "address sizes" => cpu.address_sizes = value,
+                    "power management" => cpu.power_management = value,
+                    _ => {}
+                }
+            }
+            cpu
+        })
+        .collect()
+}
+
+/// `/proc/mounts` with the size and free space of each, from `space`.
+pub fn mounts(text: &str, space: impl Fn(&Path) -> Option<(u64, u64)>) -> Vec<MountStat> {
+    text.lines()
+        .filter_map(|line| {
+            let mut f = line.split_whitespace();
+            let filesystem = f.next()?.to_owned();
+            let mounted_on = f.next()?.replace("\\040", " ");
+            let (size, available) = space(Path::new(&mounted_on)).unwrap_or((0, 0));
+            Some(MountStat {
+                filesystem,
+                size,
+                available,
+                mounted_on,
+            })
+        })
+        .collect()
 }
 
 /// Clock ticks per second in /proc/<pid>/stat (USER_HZ, 100 on every Linux we build for).
@@ -164,6 +243,26 @@ pub fn processes(proc_root: &Path) -> Vec<ProcessInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn load_cpu_and_mounts() {
+        let l = loadavg("0.52 0.31 0.10 1/80 1234\n");
+        assert_eq!((l.load1, l.load5, l.load15), (0.52, 0.31, 0.10));
+        let cpus = cpuinfo(
+            "processor\t: 0\nBogoMIPS\t: 125.00\nFeatures\t: fp asimd\nCPU part\t: 0xd08\n\nprocessor\t: 1\nBogoMIPS\t: 125.00\n\nHardware\t: virt\n",
+        );
+        assert_eq!(cpus.len(), 2);
+        assert_eq!(cpus[0].flags, ["fp", "asimd"]);
+        assert_eq!(cpus[0].model, "0xd08");
+        assert_eq!(cpus[1].processor, 1);
+        let m = mounts(
+            "proc /proc proc rw 0 0\n/dev/vda /system/state ext4 rw 0 0\n",
+            |p| (p == Path::new("/system/state")).then_some((100, 40)),
+        );
+        assert_eq!(m[1].filesystem, "/dev/vda");
+        assert_eq!((m[1].size, m[1].available), (100, 40));
+        assert_eq!(m[0].size, 0);
+    }
 
     #[test]
     fn parses_a_process_with_spaces_in_its_name() {

@@ -113,3 +113,17 @@ pub fn open_nonblocking(path: &Path) -> std::io::Result<File> {
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
 }
+
+/// Size and available bytes of the filesystem holding `path`.
+pub fn filesystem_space(path: &Path) -> Result<(u64, u64), SysError> {
+    let display = path.display().to_string();
+    let c = cstring("statvfs", &display)?;
+    // SAFETY: statvfs is plain old data; all-zero is a valid value.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid C string and `st` a valid, writable statvfs for the call.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(SysError::last("statvfs", display));
+    }
+    let block = st.f_frsize;
+    Ok((st.f_blocks * block, st.f_bavail * block))
+}

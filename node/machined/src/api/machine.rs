@@ -11,18 +11,32 @@ use talos_proto::common::Data;
 use talos_proto::machine::machine_service_server::MachineService;
 use talos_proto::machine::{
     self as pb, ApplyConfiguration, ApplyConfigurationRequest, ApplyConfigurationResponse,
-    DmesgRequest, Hostname, HostnameResponse, LogsRequest, Memory, MemoryResponse, Process,
-    ProcessesResponse, Reboot, RebootRequest, RebootResponse, ServiceList, ServiceListResponse,
-    Shutdown, ShutdownRequest, ShutdownResponse, Version, VersionResponse,
+    CpUsInfo, CpuInfoResponse, DmesgRequest, FileInfo, Hostname, HostnameResponse, ListRequest,
+    LoadAvgResponse, LogsRequest, Memory, MemoryResponse, Mounts, MountsResponse, Process,
+    ProcessesResponse, ReadRequest, Reboot, RebootRequest, RebootResponse, ServiceList,
+    ServiceListResponse, Shutdown, ShutdownRequest, ShutdownResponse, Version, VersionResponse,
 };
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::files;
 use crate::kmsg;
 use crate::node::{ApplyError, Node};
 use crate::sysinfo;
+
+type ListStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<FileInfo, Status>> + Send + 'static>>;
+
+fn file_status(e: files::FileAccessError) -> Status {
+    match e {
+        files::FileAccessError::NotFound(_) => Status::not_found(e.to_string()),
+        files::FileAccessError::Secret { .. } => Status::permission_denied(e.to_string()),
+        files::FileAccessError::Io { .. } => Status::internal(e.to_string()),
+        _ => Status::invalid_argument(e.to_string()),
+    }
+}
 
 type DataStream =
     std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<Data, Status>> + Send + 'static>>;
@@ -164,6 +178,89 @@ impl MachineService for MachineApi {
                 services: self.node.services.list(),
             }],
         }))
+    }
+
+    async fn load_avg(&self, _: Request<()>) -> Result<Response<LoadAvgResponse>, Status> {
+        let text = tokio::fs::read_to_string("/proc/loadavg")
+            .await
+            .map_err(|e| Status::internal(format!("reading /proc/loadavg: {e}")))?;
+        Ok(Response::new(LoadAvgResponse {
+            messages: vec![sysinfo::loadavg(&text)],
+        }))
+    }
+
+    async fn cpu_info(&self, _: Request<()>) -> Result<Response<CpuInfoResponse>, Status> {
+        let text = tokio::fs::read_to_string("/proc/cpuinfo")
+            .await
+            .map_err(|e| Status::internal(format!("reading /proc/cpuinfo: {e}")))?;
+        Ok(Response::new(CpuInfoResponse {
+            messages: vec![CpUsInfo {
+                metadata: None,
+                cpu_info: sysinfo::cpuinfo(&text),
+            }],
+        }))
+    }
+
+    async fn mounts(&self, _: Request<()>) -> Result<Response<MountsResponse>, Status> {
+        let text = tokio::fs::read_to_string("/proc/mounts")
+            .await
+            .map_err(|e| Status::internal(format!("reading /proc/mounts: {e}")))?;
+        let stats = tokio::task::spawn_blocking(move || {
+            sysinfo::mounts(&text, |p| talos_node_sys::fs::filesystem_space(p).ok())
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(MountsResponse {
+            messages: vec![Mounts {
+                metadata: None,
+                stats,
+            }],
+        }))
+    }
+
+    async fn read(&self, request: Request<ReadRequest>) -> Result<Response<DataStream>, Status> {
+        let path = request.into_inner().path;
+        let resolved = files::readable_file(Path::new("/"), &path).map_err(file_status)?;
+        let data = tokio::fs::read(&resolved)
+            .await
+            .map_err(|e| Status::internal(format!("reading {path}: {e}")))?;
+        let chunks: Vec<Result<Data, Status>> = data
+            .chunks(64 * 1024)
+            .map(|c| {
+                Ok(Data {
+                    metadata: None,
+                    bytes: c.to_vec(),
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+
+    async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListStream>, Status> {
+        let req = request.into_inner();
+        let depth = match (req.recurse, req.recursion_depth) {
+            (false, _) => Some(1),
+            (true, d) if d > 0 => u32::try_from(d).ok(),
+            (true, _) => None,
+        };
+        let types: Vec<pb::list_request::Type> = req
+            .types
+            .iter()
+            .filter_map(|t| pb::list_request::Type::try_from(*t).ok())
+            .collect();
+        let root = if req.root.is_empty() {
+            "/".to_owned()
+        } else {
+            req.root
+        };
+        let entries =
+            tokio::task::spawn_blocking(move || files::list(Path::new("/"), &root, depth, &types))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(file_status)?;
+        Ok(Response::new(Box::pin(tokio_stream::iter(
+            entries.into_iter().map(Ok),
+        ))))
     }
 
     async fn processes(&self, _: Request<()>) -> Result<Response<ProcessesResponse>, Status> {
