@@ -31,7 +31,7 @@ pub enum ApplyError {
     #[error("Another configuration is being applied")]
     Busy,
     #[error("{0}")]
-    Unsupported(String),
+    NotAllowed(String),
     #[error("Storing the config at {path}")]
     Store {
         path: String,
@@ -65,6 +65,9 @@ pub struct Node {
     apply_lock: tokio::sync::Mutex<()>,
     tls: watch::Sender<Arc<ServerConfig>>,
     system: Arc<dyn System>,
+    /// A config applied in try mode, reverted when this timer fires unless another apply
+    /// confirms or replaces it first.
+    pending_revert: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -112,6 +115,7 @@ impl Node {
             apply_lock: tokio::sync::Mutex::new(()),
             tls,
             system: parts.system,
+            pending_revert: std::sync::Mutex::new(None),
         });
         node.set_system_hostname();
         Ok(node)
@@ -197,12 +201,14 @@ impl Node {
         }
     }
 
-    /// Parses, validates and, unless `dry_run`, stores and applies a machine config.
+    /// Parses, validates and, unless `dry_run`, stores and applies a machine config. `try_for`
+    /// is the try-mode timeout.
     pub async fn apply(
-        &self,
+        self: &Arc<Self>,
         data: &[u8],
         requested: ApplyMode,
         dry_run: bool,
+        try_for: Duration,
     ) -> Result<Applied, ApplyError> {
         let _guard = self.apply_lock.try_lock().map_err(|_| ApplyError::Busy)?;
         let config = Config::from_bytes(data)
@@ -230,9 +236,9 @@ impl Node {
             .map_err(|e| ApplyError::Invalid(error_chain(&e)))?;
         let configured = self.is_configured();
         let mode = match (configured, requested) {
-            (_, ApplyMode::Try) => {
-                return Err(ApplyError::Unsupported(
-                    "try mode is not supported by talos-rs yet".into(),
+            (false, ApplyMode::Try) => {
+                return Err(ApplyError::NotAllowed(
+                    "try mode needs a configured node to fall back to; apply without --mode try in maintenance mode".into(),
                 ));
             }
             (false, _) | (true, ApplyMode::Auto | ApplyMode::NoReboot) => ApplyMode::NoReboot,
@@ -256,7 +262,23 @@ impl Node {
                 warnings,
             });
         }
+        let confirmed_try = self.cancel_pending_revert();
+        if mode == ApplyMode::Try {
+            let previous = self.mode().config.clone();
+            self.switch_to(Arc::new(config), data.to_vec(), tls);
+            self.arm_revert(previous, try_for);
+            return Ok(Applied {
+                mode,
+                details: format!(
+                    "Applied configuration in try mode: it reverts in {try_for:?} unless applied again"
+                ),
+                warnings,
+            });
+        }
         let mut warnings = warnings;
+        if confirmed_try {
+            warnings.push("this apply replaces the configuration that was on trial".into());
+        }
         match &self.store {
             Some(store) => store.save(data).map_err(|source| ApplyError::Store {
                 path: store.path().display().to_string(),
@@ -282,6 +304,55 @@ impl Node {
             details,
             warnings,
         })
+    }
+
+    fn cancel_pending_revert(&self) -> bool {
+        let pending = self
+            .pending_revert
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        pending.map(|task| task.abort()).is_some()
+    }
+
+    fn arm_revert(self: &Arc<Self>, previous: Option<(Arc<Config>, Vec<u8>)>, after: Duration) {
+        let node = Arc::downgrade(self);
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let Some(node) = node.upgrade() else { return };
+            let Some((config, raw)) = previous else {
+                return;
+            };
+            match node.tls_for(Some(&config)) {
+                Ok(tls) => {
+                    node.switch_to(config, raw, tls);
+                    tracing::warn!(
+                        "try mode: the trial configuration was not confirmed within {after:?}; reverted"
+                    );
+                }
+                Err(e) => tracing::error!("try mode: reverting failed: {}", error_chain(&e)),
+            }
+            node.pending_revert
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+        });
+        *self
+            .pending_revert
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(task);
+    }
+
+    /// Forgets the stored config (the STATE label of a Reset); the next boot is in maintenance
+    /// mode.
+    pub fn wipe_state(&self) -> Result<(), ApplyError> {
+        match &self.store {
+            Some(store) => store.wipe().map_err(|source| ApplyError::Store {
+                path: store.path().display().to_string(),
+                source,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Takes a config found at boot (stored on STATE or fetched) without storing it again.
@@ -373,4 +444,168 @@ fn os_ca(config: &Config) -> Option<CertAndKey> {
         .ok()
         .flatten()
         .and_then(|ca| ca.to_cert_and_key())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use talos_machinery::config::{GenerateInput, generate};
+    use talos_machinery::secrets::SecretsBundle;
+    use talos_node_sys::fake::FakeSystem;
+
+    use super::*;
+
+    fn node(store: &std::path::Path) -> Arc<Node> {
+        Node::new(NodeParts {
+            cmdline: Cmdline::parse("talos.hostname=test-node"),
+            kernel_release: "6.1.0-test".into(),
+            services: ServiceRegistry::default(),
+            logs: LogRing::new(1024),
+            network: watch::channel(NetworkStatus::default()).1,
+            store: Some(ConfigStore::new(store)),
+            system: Arc::new(FakeSystem::default()),
+            default_hostname: "talos-000000".into(),
+        })
+        .unwrap()
+    }
+
+    fn config(name: &str) -> Vec<u8> {
+        let secrets = SecretsBundle::generate(SystemTime::now()).unwrap();
+        generate(&GenerateInput::new(
+            name,
+            "https://10.0.2.15:6443",
+            secrets,
+            SystemTime::now(),
+        ))
+        .unwrap()
+        .controlplane
+        .into_bytes()
+    }
+
+    fn current(node: &Node) -> Option<Vec<u8>> {
+        node.mode().config.as_ref().map(|(_, raw)| raw.clone())
+    }
+
+    const TRY: Duration = Duration::from_millis(200);
+
+    #[tokio::test]
+    async fn maintenance_apply_stores_and_configures() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = node(dir.path());
+        assert_eq!(n.hostname(), "test-node");
+        let first = config("one");
+        let applied = n.apply(&first, ApplyMode::Auto, false, TRY).await.unwrap();
+        assert_eq!(applied.mode, ApplyMode::NoReboot);
+        assert_eq!(current(&n), Some(first.clone()));
+        assert_eq!(ConfigStore::new(dir.path()).load().unwrap(), Some(first));
+    }
+
+    #[tokio::test]
+    async fn invalid_configs_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = node(dir.path());
+        let err = n
+            .apply(
+                b"version: v1alpha1\nmachine: {type: nope}\n",
+                ApplyMode::Auto,
+                false,
+                TRY,
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ApplyError::Invalid(_)), "{err:?}");
+        assert!(!n.is_configured());
+        assert_eq!(ConfigStore::new(dir.path()).load().unwrap(), None);
+        assert!(matches!(
+            n.apply(&config("x"), ApplyMode::Try, false, TRY).await,
+            Err(ApplyError::NotAllowed(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn dry_run_reports_a_diff_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = node(dir.path());
+        let applied = n
+            .apply(&config("dry"), ApplyMode::Auto, true, TRY)
+            .await
+            .unwrap();
+        assert!(
+            applied.details.contains("+version: v1alpha1"),
+            "{}",
+            applied.details
+        );
+        assert!(!n.is_configured());
+    }
+
+    #[tokio::test]
+    async fn staged_configs_are_stored_but_not_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = node(dir.path());
+        let first = config("one");
+        n.apply(&first, ApplyMode::Auto, false, TRY).await.unwrap();
+        let second = config("two");
+        let applied = n
+            .apply(&second, ApplyMode::Staged, false, TRY)
+            .await
+            .unwrap();
+        assert_eq!(applied.mode, ApplyMode::Staged);
+        assert_eq!(current(&n), Some(first));
+        assert_eq!(ConfigStore::new(dir.path()).load().unwrap(), Some(second));
+    }
+
+    #[tokio::test]
+    async fn try_mode_reverts_unless_confirmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = node(dir.path());
+        let first = config("one");
+        n.apply(&first, ApplyMode::Auto, false, TRY).await.unwrap();
+        let trial = config("trial");
+        n.apply(&trial, ApplyMode::Try, false, TRY).await.unwrap();
+        assert_eq!(current(&n), Some(trial.clone()));
+        assert_eq!(
+            ConfigStore::new(dir.path()).load().unwrap(),
+            Some(first.clone()),
+            "a trial is never stored"
+        );
+        tokio::time::sleep(TRY * 3).await;
+        assert_eq!(
+            current(&n),
+            Some(first.clone()),
+            "reverted after the timeout"
+        );
+
+        n.apply(&trial, ApplyMode::Try, false, TRY).await.unwrap();
+        n.apply(&trial, ApplyMode::NoReboot, false, TRY)
+            .await
+            .unwrap();
+        tokio::time::sleep(TRY * 3).await;
+        assert_eq!(current(&n), Some(trial.clone()), "a second apply confirms");
+        assert_eq!(ConfigStore::new(dir.path()).load().unwrap(), Some(trial));
+    }
+
+    #[test]
+    fn local_targets() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _guard = rt.enter();
+        let dir = tempfile::tempdir().unwrap();
+        let n = node(dir.path());
+        for t in [
+            "127.0.0.1",
+            "127.0.0.1:50000",
+            "localhost",
+            "test-node",
+            "[::1]:50000",
+            "::1",
+        ] {
+            assert!(n.is_local_target(t), "{t}");
+        }
+        for t in ["10.0.2.16", "other-node", "10.0.2.16:50000"] {
+            assert!(!n.is_local_target(t), "{t}");
+        }
+    }
 }

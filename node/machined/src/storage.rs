@@ -108,6 +108,22 @@ impl ConfigStore {
         write_atomically(&self.dir, CONFIG_FILE, data)
     }
 
+    /// Removes everything on the STATE filesystem and flushes it.
+    pub fn wipe(&self) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            if path.file_name().is_some_and(|n| n == "lost+found") {
+                continue;
+            }
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path)?
+            } else {
+                std::fs::remove_file(&path)?
+            }
+        }
+        File::open(&self.dir)?.sync_all()
+    }
+
     pub fn path(&self) -> PathBuf {
         self.dir.join(CONFIG_FILE)
     }
@@ -152,5 +168,9 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from(CONFIG_FILE)]);
+        std::fs::create_dir(dir.path().join("lost+found")).unwrap();
+        store.wipe().unwrap();
+        assert_eq!(store.load().unwrap(), None);
+        assert!(dir.path().join("lost+found").exists());
     }
 }

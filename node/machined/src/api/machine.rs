@@ -13,8 +13,9 @@ use talos_proto::machine::{
     self as pb, ApplyConfiguration, ApplyConfigurationRequest, ApplyConfigurationResponse,
     CpUsInfo, CpuInfoResponse, DmesgRequest, FileInfo, Hostname, HostnameResponse, ListRequest,
     LoadAvgResponse, LogsRequest, Memory, MemoryResponse, Mounts, MountsResponse, Process,
-    ProcessesResponse, ReadRequest, Reboot, RebootRequest, RebootResponse, ServiceList,
-    ServiceListResponse, Shutdown, ShutdownRequest, ShutdownResponse, Version, VersionResponse,
+    ProcessesResponse, ReadRequest, Reboot, RebootRequest, RebootResponse, Reset, ResetRequest,
+    ResetResponse, ServiceList, ServiceListResponse, Shutdown, ShutdownRequest, ShutdownResponse,
+    Version, VersionResponse,
 };
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
@@ -25,6 +26,9 @@ use crate::files;
 use crate::kmsg;
 use crate::node::{ApplyError, Node};
 use crate::sysinfo;
+
+/// Upstream's default try-mode timeout.
+const DEFAULT_TRY_TIMEOUT: Duration = Duration::from_secs(60);
 
 type ListStream =
     std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<FileInfo, Status>> + Send + 'static>>;
@@ -58,7 +62,7 @@ impl From<ApplyError> for Status {
         match e {
             ApplyError::Invalid(msg) => Status::invalid_argument(msg),
             ApplyError::Busy => Status::failed_precondition(e.to_string()),
-            ApplyError::Unsupported(msg) => Status::unimplemented(msg),
+            ApplyError::NotAllowed(msg) => Status::failed_precondition(msg),
             ApplyError::Store { .. } => Status::internal(format!(
                 "{e}: {}",
                 std::error::Error::source(&e)
@@ -323,6 +327,53 @@ impl MachineService for MachineApi {
         }))
     }
 
+    async fn reset(
+        &self,
+        request: Request<ResetRequest>,
+    ) -> Result<Response<ResetResponse>, Status> {
+        let req = request.into_inner();
+        let labels: Vec<String> = req
+            .system_partitions_to_wipe
+            .iter()
+            .filter(|p| p.wipe)
+            .map(|p| p.label.clone())
+            .collect();
+        if let Some(unknown) = labels
+            .iter()
+            .find(|l| !matches!(l.as_str(), "STATE" | "EPHEMERAL" | "META"))
+        {
+            return Err(Status::invalid_argument(format!(
+                "unknown system partition label {unknown:?}: expected STATE, EPHEMERAL or META"
+            )));
+        }
+        if !req.user_disks_to_wipe.is_empty() {
+            return Err(Status::unimplemented(
+                "wiping user disks is not supported by talos-rs yet",
+            ));
+        }
+        tracing::info!(
+            graceful = req.graceful,
+            reboot = req.reboot,
+            ?labels,
+            "reset requested"
+        );
+        if labels.is_empty() || labels.iter().any(|l| l == "STATE") {
+            self.node.wipe_state()?;
+            tracing::info!("STATE wiped: the node comes back in maintenance mode");
+        }
+        self.node.schedule_power(if req.reboot {
+            RebootAction::Restart
+        } else {
+            RebootAction::PowerOff
+        });
+        Ok(Response::new(ResetResponse {
+            messages: vec![Reset {
+                metadata: None,
+                actor_id: actor_id(),
+            }],
+        }))
+    }
+
     async fn shutdown(
         &self,
         request: Request<ShutdownRequest>,
@@ -344,7 +395,15 @@ impl MachineService for MachineApi {
         let req = request.into_inner();
         let mode = pb::apply_configuration_request::Mode::try_from(req.mode)
             .map_err(|_| Status::invalid_argument(format!("unknown apply mode {}", req.mode)))?;
-        let applied = self.node.apply(&req.data, mode, req.dry_run).await?;
+        let try_for = req
+            .try_mode_timeout
+            .and_then(|d| Duration::try_from(d).ok())
+            .filter(|d| !d.is_zero())
+            .unwrap_or(DEFAULT_TRY_TIMEOUT);
+        let applied = self
+            .node
+            .apply(&req.data, mode, req.dry_run, try_for)
+            .await?;
         tracing::info!(mode = ?applied.mode, dry_run = req.dry_run, "ApplyConfiguration: {}", applied.details.lines().next().unwrap_or(""));
         Ok(Response::new(ApplyConfigurationResponse {
             messages: vec![ApplyConfiguration {
