@@ -65,11 +65,17 @@ pub fn missing() -> Vec<String> {
 /// Installs what is missing; does nothing (and no network traffic) when all is there.
 pub fn ensure() -> anyhow::Result<()> {
     let missing_packages: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
-    if !missing_packages.is_empty() {
+    let missing_kernels: Vec<Arch> = Arch::ALL
+        .into_iter()
+        .filter(|a| kernel(*a).is_err())
+        .collect();
+    if !missing_packages.is_empty() || !missing_kernels.is_empty() {
         if !has_arm64_architecture() {
             cmd::run(Command::new("dpkg").args(["--add-architecture", "arm64"]))?;
         }
         cmd::run(Command::new("apt-get").args(["update", "-q"]))?;
+    }
+    if !missing_packages.is_empty() {
         cmd::run(
             Command::new("apt-get")
                 .args(["install", "-y", "-q", "--no-install-recommends"])
@@ -77,10 +83,10 @@ pub fn ensure() -> anyhow::Result<()> {
                 .env("DEBIAN_FRONTEND", "noninteractive"),
         )?;
     }
+    for arch in missing_kernels {
+        fetch_kernel(arch)?;
+    }
     for arch in Arch::ALL {
-        if kernel(arch).is_err() {
-            fetch_kernel(arch)?;
-        }
         let k = kernel(arch)?;
         eprintln!("kernel {arch}: {} ({})", k.release, k.vmlinuz.display());
     }
