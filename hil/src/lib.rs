@@ -1,13 +1,27 @@
-//! Hardware-in-the-loop rig: QEMU board backend and suites.
+//! Hardware-in-the-loop rig: the same suites on QEMU boards and real boards.
 //!
-//! For now the rig has one backend, [`qemu::QemuBoard`], which boots a kernel and initramfs
-//! on an emulated board described by `talos_boards`, captures its serial console and
-//! forwards a host port to the node's API.
+//! Layered as labgrid is: [`rig`] holds passive resource descriptions read from a YAML rig
+//! file; drivers implement small traits ([`power::PowerSwitch`], [`console::Console`],
+//! [`storage::Storage`], [`api::NodeApi`]) for GPIO relays, serial consoles, SD muxes and QEMU
+//! ([`qemu_target`], over [`qemu::QemuBoard`]); [`strategy::Strategy`] walks a board through
+//! its states with timeouts and evidence; [`suites`] are the tests; [`runner`] ties them to a
+//! rig file, board locks ([`lock`]) and reports ([`report`]).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod api;
+pub mod console;
+pub mod lock;
+pub mod power;
 pub mod qemu;
+pub mod qemu_target;
+pub mod report;
+pub mod rig;
+pub mod runner;
+pub mod storage;
+pub mod strategy;
+pub mod suites;
 
 pub use qemu::{Accel, QemuBoard, QemuSpec, SerialLine};
 
@@ -52,4 +66,41 @@ pub enum HilError {
     },
     #[error("QEMU is still running after {timeout:?}")]
     StillRunning { timeout: Duration },
+}
+
+/// A driver failed: power, console, storage or mux.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("GPIO line {line}: {reason}")]
+    Gpio { line: String, reason: String },
+    #[error("Manual power of board {board}: {reason}")]
+    Manual { board: String, reason: String },
+    #[error("Serial device {device}: {reason}")]
+    Serial { device: PathBuf, reason: String },
+    #[error("Cannot write the console log {path}")]
+    Log {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "Timed out after {timeout:?} waiting for {patterns:?} on the console; last lines:\n{tail}"
+    )]
+    ExpectTimeout {
+        patterns: Vec<String>,
+        timeout: Duration,
+        tail: String,
+    },
+    #[error("SD mux {device}: {reason}")]
+    Mux { device: PathBuf, reason: String },
+    #[error("The card {path} did not appear on the host within {waited:?}")]
+    NoBlockDevice { path: PathBuf, waited: Duration },
+    #[error(transparent)]
+    Flash(#[from] talos_images::flash::FlashError),
+    #[error(transparent)]
+    Qemu(#[from] HilError),
+    #[error("Cannot {action} while the board is powered")]
+    Powered { action: &'static str },
+    #[error("Cannot prepare the STATE disk {path}: {reason}")]
+    StateDisk { path: PathBuf, reason: String },
 }

@@ -257,6 +257,16 @@ impl QemuBoard {
         self.console().lines.clone()
     }
 
+    /// QEMU's process id.
+    pub fn pid(&self) -> u32 {
+        self.child().id()
+    }
+
+    /// QEMU's exit status if it has exited, without waiting.
+    pub fn try_exit_status(&self) -> Result<Option<ExitStatus>, HilError> {
+        self.child().try_wait().map_err(HilError::Process)
+    }
+
     /// Pulls the plug: SIGKILL to QEMU. Harmless if QEMU already exited.
     pub fn power_off_hard(&self) -> Result<(), HilError> {
         self.child().kill().map_err(HilError::Process)

@@ -410,3 +410,168 @@ async fn arm64_config_from_kernel_command_line_url() {
     );
     node.qemu.power_off_hard().unwrap();
 }
+
+/// The v1alpha1 document of a generated config with `machine.network.hostname` set.
+fn with_hostname(config: &str, hostname: &str) -> Vec<u8> {
+    let v1alpha1 = config.split("\n---\n").next().expect("a v1alpha1 document");
+    assert!(
+        v1alpha1.contains("\n  network: {}\n"),
+        "generated config layout changed"
+    );
+    v1alpha1
+        .replacen(
+            "\n  network: {}\n",
+            &format!("\n  network:\n    hostname: {hostname}\n"),
+            1,
+        )
+        .into_bytes()
+}
+
+/// Day-2 apply modes on arm64: try mode reverts by itself, a staged config takes effect on
+/// reboot, `logs -f` streams new lines, and Reset brings the node back to maintenance mode.
+#[tokio::test]
+async fn arm64_day2_apply_modes_logs_and_reset() {
+    let Some(art) = artifacts(Arch::Arm64) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let node = boot(Arch::Arm64, &art, dir.path(), Vec::new());
+    let secrets = SecretsBundle::generate(SystemTime::now()).unwrap();
+    let os_ca = secrets.os_ca();
+    let generated = generate(&GenerateInput::new(
+        "day2",
+        "https://10.0.2.15:6443",
+        secrets,
+        SystemTime::now(),
+    ))
+    .unwrap();
+    let base = generated.controlplane.clone();
+    let insecure = connect(&node, TlsMode::Insecure)
+        .await
+        .expect("maintenance API");
+    insecure
+        .apply_configuration(with_hostname(&base, "base"), ApplyMode::Auto, false)
+        .await
+        .expect("apply");
+    let admin_cert = pki::issue_client_cert(
+        &os_ca,
+        &[Role::Admin],
+        pki::CLIENT_CERT_VALIDITY,
+        SystemTime::now(),
+    )
+    .unwrap();
+    let admin = connect(&node, mutual(&os_ca, &admin_cert))
+        .await
+        .expect("mutual TLS");
+    assert_eq!(admin.hostname().await.unwrap(), "base");
+
+    // logs -f: a refused call shows up in machined's followed log.
+    let mut logs = admin
+        .machine()
+        .logs(admin.request(talos_proto::machine::LogsRequest {
+            namespace: "system".into(),
+            id: "machined".into(),
+            driver: 0,
+            follow: true,
+            tail_lines: 1,
+        }))
+        .await
+        .expect("Logs")
+        .into_inner();
+    logs.message()
+        .await
+        .expect("the tail arrives")
+        .expect("a first chunk");
+    let reader_cert = pki::issue_client_cert(
+        &os_ca,
+        &[Role::Reader],
+        pki::CLIENT_CERT_VALIDITY,
+        SystemTime::now(),
+    )
+    .unwrap();
+    let reader = connect(&node, mutual(&os_ca, &reader_cert)).await.unwrap();
+    assert_eq!(
+        code(reader.reboot(RebootMode::Default).await),
+        Some(tonic::Code::PermissionDenied)
+    );
+    let followed = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(chunk) = logs.message().await.expect("log stream") {
+            if String::from_utf8_lossy(&chunk.bytes).contains("call refused") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(followed, Ok(true), "logs -f saw the new line");
+
+    // Try mode: applied now, reverted after its timeout.
+    let mut request = talos_proto::machine::ApplyConfigurationRequest {
+        data: with_hostname(&base, "trial"),
+        mode: ApplyMode::Try as i32,
+        dry_run: false,
+        try_mode_timeout: Some(talos_proto::prost_types::Duration {
+            seconds: 3,
+            nanos: 0,
+        }),
+    };
+    admin
+        .machine()
+        .apply_configuration(admin.request(request.clone()))
+        .await
+        .expect("apply --mode try");
+    assert_eq!(admin.hostname().await.unwrap(), "trial");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        admin.hostname().await.unwrap(),
+        "base",
+        "try mode reverted by itself"
+    );
+
+    // Staged: stored now, applied on the next boot.
+    request.data = with_hostname(&base, "staged");
+    request.mode = ApplyMode::Staged as i32;
+    request.try_mode_timeout = None;
+    admin
+        .machine()
+        .apply_configuration(admin.request(request))
+        .await
+        .expect("apply --mode staged");
+    assert_eq!(
+        admin.hostname().await.unwrap(),
+        "base",
+        "a staged config waits for a reboot"
+    );
+    admin.reboot(RebootMode::Default).await.unwrap();
+    node.qemu
+        .wait_for_line("configured source=\"the STATE partition\"", BOOT_TIMEOUT)
+        .expect("reboot onto the staged config");
+    let admin = connect(&node, mutual(&os_ca, &admin_cert))
+        .await
+        .expect("mutual TLS after reboot");
+    assert_eq!(admin.hostname().await.unwrap(), "staged");
+
+    // Reset wipes STATE; the node reboots into maintenance mode.
+    admin
+        .machine()
+        .reset(admin.request(talos_proto::machine::ResetRequest {
+            graceful: false,
+            reboot: true,
+            system_partitions_to_wipe: vec![talos_proto::machine::ResetPartitionSpec {
+                label: "STATE".into(),
+                wipe: true,
+            }],
+            user_disks_to_wipe: Vec::new(),
+            mode: 0,
+        }))
+        .await
+        .expect("reset");
+    node.qemu
+        .wait_for_line("no machine config: maintenance mode", BOOT_TIMEOUT)
+        .expect("back in maintenance mode");
+    let maintenance = connect(&node, TlsMode::Insecure)
+        .await
+        .expect("maintenance API after reset");
+    maintenance.version().await.unwrap();
+    node.qemu.power_off_hard().unwrap();
+}

@@ -4,6 +4,7 @@
 //! paths leak into the output, so two builds from the same inputs are byte-identical.
 
 pub mod cpio;
+pub mod flash;
 pub mod initramfs;
 
 pub use cpio::{CpioBuilder, CpioError};

@@ -230,6 +230,7 @@ async fn run(
     let watcher = node.clone();
     tokio::spawn(async move {
         while status_rx.changed().await.is_ok() {
+            watcher.set_system_hostname();
             if let Err(e) = watcher.refresh_tls() {
                 tracing::error!("refreshing the API certificate: {e}");
             }

@@ -51,7 +51,6 @@ pub struct Applied {
 #[derive(Debug)]
 struct Mode {
     config: Option<(Arc<Config>, Vec<u8>)>,
-    hostname: String,
 }
 
 pub struct Node {
@@ -68,6 +67,7 @@ pub struct Node {
     /// A config applied in try mode, reverted when this timer fires unless another apply
     /// confirms or replaces it first.
     pending_revert: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    default_hostname: String,
 }
 
 impl std::fmt::Debug for Node {
@@ -97,8 +97,7 @@ impl Node {
         let hostname = parts
             .cmdline
             .hostname()
-            .map(str::to_owned)
-            .unwrap_or(parts.default_hostname);
+            .map_or_else(|| parts.default_hostname.clone(), str::to_owned);
         let sans = tls::node_sans(&[], &hostname, &[]);
         let tls = watch::Sender::new(tls::maintenance(&sans, &hostname)?);
         let node = Arc::new(Node {
@@ -107,10 +106,8 @@ impl Node {
             services: parts.services,
             logs: parts.logs,
             network: parts.network,
-            mode: RwLock::new(Mode {
-                config: None,
-                hostname,
-            }),
+            mode: RwLock::new(Mode { config: None }),
+            default_hostname: parts.default_hostname,
             store: parts.store,
             apply_lock: tokio::sync::Mutex::new(()),
             tls,
@@ -129,8 +126,20 @@ impl Node {
         self.mode().config.is_some()
     }
 
+    /// The machine config's hostname, else `talos.hostname=`, else one from `ip=` or DHCP,
+    /// else one derived from the MAC address.
     pub fn hostname(&self) -> String {
-        self.mode().hostname.clone()
+        if let Some(name) = self.mode().config.as_ref().and_then(|(c, _)| c.hostname()) {
+            return name.to_owned();
+        }
+        if let Some(name) = self.cmdline.hostname() {
+            return name.to_owned();
+        }
+        self.network
+            .borrow()
+            .hostname
+            .clone()
+            .unwrap_or_else(|| self.default_hostname.clone())
     }
 
     pub fn addresses(&self) -> Vec<IpAddr> {
@@ -171,7 +180,8 @@ impl Node {
         }
     }
 
-    fn set_system_hostname(&self) {
+    /// Applies [`Node::hostname`] to the kernel.
+    pub fn set_system_hostname(&self) {
         let name = self.hostname();
         if let Err(e) = self.system.set_hostname(&name) {
             tracing::warn!("{e}");
@@ -389,9 +399,6 @@ impl Node {
     fn switch_to(&self, config: Arc<Config>, raw: Vec<u8>, tls: Arc<ServerConfig>) {
         {
             let mut mode = self.mode.write().unwrap_or_else(|p| p.into_inner());
-            if let Some(name) = config.hostname() {
-                mode.hostname = name.to_owned();
-            }
             mode.config = Some((config, raw));
         }
         self.set_system_hostname();
