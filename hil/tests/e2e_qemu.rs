@@ -411,24 +411,55 @@ async fn arm64_config_from_kernel_command_line_url() {
     node.qemu.power_off_hard().unwrap();
 }
 
-/// The v1alpha1 document of a generated config with `machine.network.hostname` set.
-fn with_hostname(config: &str, hostname: &str) -> Vec<u8> {
+/// The v1alpha1 document of a generated config with `machine.network.hostname` and
+/// `machine.time.servers` set.
+fn with_hostname(config: &str, hostname: &str, time_server: &str) -> Vec<u8> {
     let v1alpha1 = config.split("\n---\n").next().expect("a v1alpha1 document");
     assert!(
         v1alpha1.contains("\n  network: {}\n"),
         "generated config layout changed"
     );
+    let replacement = format!(
+        "\n  network:\n    hostname: {hostname}\n  time:\n    servers:\n    - {time_server}\n"
+    );
     v1alpha1
-        .replacen(
-            "\n  network: {}\n",
-            &format!("\n  network:\n    hostname: {hostname}\n"),
-            1,
-        )
+        .replacen("\n  network: {}\n", &replacement, 1)
         .into_bytes()
 }
 
-/// Day-2 apply modes on arm64: try mode reverts by itself, a staged config takes effect on
-/// reboot, `logs -f` streams new lines, and Reset brings the node back to maintenance mode.
+/// An SNTP server on the host whose clock runs `ahead` of the real one.
+fn fake_ntp_server(ahead: Duration) -> u16 {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = socket.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 48];
+        while let Ok((n, peer)) = socket.recv_from(&mut buf) {
+            if n < 48 {
+                continue;
+            }
+            let since = (SystemTime::now() + ahead)
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap();
+            let secs = u32::try_from((since.as_secs() + 2_208_988_800) & 0xffff_ffff).unwrap();
+            let frac =
+                u32::try_from((u64::from(since.subsec_nanos()) << 32) / 1_000_000_000).unwrap();
+            let mut reply = [0u8; 48];
+            reply[0] = 0x24;
+            reply[1] = 1;
+            reply[24..32].copy_from_slice(&buf[40..48]);
+            for at in [32, 40] {
+                reply[at..at + 4].copy_from_slice(&secs.to_be_bytes());
+                reply[at + 4..at + 8].copy_from_slice(&frac.to_be_bytes());
+            }
+            let _ = socket.send_to(&reply, peer);
+        }
+    });
+    port
+}
+
+/// Day-2 on arm64: the clock follows the configured NTP server, `logs -f` streams new lines,
+/// try mode reverts by itself, a staged config takes effect on reboot, and Reset brings the
+/// node back to maintenance mode.
 #[tokio::test]
 async fn arm64_day2_apply_modes_logs_and_reset() {
     let Some(art) = artifacts(Arch::Arm64) else {
@@ -446,11 +477,14 @@ async fn arm64_day2_apply_modes_logs_and_reset() {
     ))
     .unwrap();
     let base = generated.controlplane.clone();
+    // Ahead by more than the step threshold, less than the certificates' clock-skew allowance.
+    const AHEAD: Duration = Duration::from_secs(120);
+    let ntp = format!("10.0.2.2:{}", fake_ntp_server(AHEAD));
     let insecure = connect(&node, TlsMode::Insecure)
         .await
         .expect("maintenance API");
     insecure
-        .apply_configuration(with_hostname(&base, "base"), ApplyMode::Auto, false)
+        .apply_configuration(with_hostname(&base, "base", &ntp), ApplyMode::Auto, false)
         .await
         .expect("apply");
     let admin_cert = pki::issue_client_cert(
@@ -464,6 +498,33 @@ async fn arm64_day2_apply_modes_logs_and_reset() {
         .await
         .expect("mutual TLS");
     assert_eq!(admin.hostname().await.unwrap(), "base");
+
+    // The clock follows the configured time server, which runs two minutes ahead.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let time = admin
+            .time()
+            .time(admin.request(()))
+            .await
+            .expect("Time")
+            .into_inner()
+            .messages
+            .remove(0);
+        let local = SystemTime::try_from(time.localtime.expect("localtime")).unwrap();
+        let expected = SystemTime::now() + AHEAD;
+        let off = local
+            .duration_since(expected)
+            .unwrap_or_else(|e| e.duration());
+        if off < Duration::from_secs(20) {
+            assert_eq!(time.server, ntp);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node clock did not follow {ntp}: off by {off:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
 
     // logs -f: a refused call shows up in machined's followed log.
     let mut logs = admin
@@ -507,7 +568,7 @@ async fn arm64_day2_apply_modes_logs_and_reset() {
 
     // Try mode: applied now, reverted after its timeout.
     let mut request = talos_proto::machine::ApplyConfigurationRequest {
-        data: with_hostname(&base, "trial"),
+        data: with_hostname(&base, "trial", &ntp),
         mode: ApplyMode::Try as i32,
         dry_run: false,
         try_mode_timeout: Some(talos_proto::prost_types::Duration {
@@ -529,7 +590,7 @@ async fn arm64_day2_apply_modes_logs_and_reset() {
     );
 
     // Staged: stored now, applied on the next boot.
-    request.data = with_hostname(&base, "staged");
+    request.data = with_hostname(&base, "staged", &ntp);
     request.mode = ApplyMode::Staged as i32;
     request.try_mode_timeout = None;
     admin

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::b64;
 use crate::codec::{self, CodecError};
+use crate::config::raw::RawValue;
 
 /// A talosconfig could not be read, written or used.
 #[derive(Debug, thiserror::Error)]
@@ -27,20 +28,21 @@ pub enum TalosconfigError {
     },
 }
 
-/// The whole file.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The whole file. Like upstream, keys we do not know are accepted; they are kept (and written
+/// back) in `extra` and listed by [`Talosconfig::unknown_keys`] so callers can warn about typos.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Talosconfig {
     /// Name of the current context.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<String>,
     #[serde(default)]
     pub contexts: BTreeMap<String, Context>,
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, RawValue>,
 }
 
 /// One context. `ca`, `crt` and `key` hold base64 of PEM, as upstream writes them.
-#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Context {
     /// apid endpoints (host or host:port; port 50000 implied).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -64,6 +66,9 @@ pub struct Context {
     pub proxy_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<Auth>,
+    /// Keys we do not know, kept as they came.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, RawValue>,
 }
 
 impl fmt::Debug for Context {
@@ -78,6 +83,7 @@ impl fmt::Debug for Context {
             .field("cluster", &self.cluster)
             .field("proxy_url", &self.proxy_url)
             .field("auth", &self.auth)
+            .field("extra", &self.extra.keys().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -132,7 +138,65 @@ impl Talosconfig {
         Talosconfig {
             context: Some(name.to_owned()),
             contexts: BTreeMap::from([(name.to_owned(), context)]),
+            extra: BTreeMap::new(),
         }
+    }
+
+    /// Dotted paths of the keys this file has that talosctl does not know (kept on rewrite).
+    pub fn unknown_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.extra.keys().cloned().collect();
+        for (name, context) in &self.contexts {
+            keys.extend(context.extra.keys().map(|k| format!("contexts.{name}.{k}")));
+        }
+        keys
+    }
+
+    /// Adds the contexts of `other`. A name already taken gets the first free `-1`, `-2`, …
+    /// suffix; `other`'s current context becomes the current one. Returns the renames.
+    pub fn merge(&mut self, other: Talosconfig) -> Vec<(String, String)> {
+        let mut renames = Vec::new();
+        let mut current = other.context.clone();
+        for (name, context) in other.contexts {
+            let mut new_name = name.clone();
+            let mut suffix = 1;
+            while self.contexts.contains_key(&new_name) {
+                new_name = format!("{name}-{suffix}");
+                suffix += 1;
+            }
+            if new_name != name {
+                if current.as_deref() == Some(name.as_str()) {
+                    current = Some(new_name.clone());
+                }
+                renames.push((name, new_name.clone()));
+            }
+            self.contexts.insert(new_name, context);
+        }
+        if current.is_some() {
+            self.context = current;
+        }
+        renames
+    }
+
+    /// The named context (or the current one) for editing.
+    pub fn current_mut(
+        &mut self,
+        name: Option<&str>,
+    ) -> Result<(String, &mut Context), TalosconfigError> {
+        let name = self.current(name)?.0.to_owned();
+        let context = self
+            .contexts
+            .get_mut(&name)
+            .ok_or_else(|| TalosconfigError::MissingContext(name.clone()))?;
+        Ok((name, context))
+    }
+
+    /// Makes `name` the current context; it must exist.
+    pub fn set_current(&mut self, name: &str) -> Result<(), TalosconfigError> {
+        if !self.contexts.contains_key(name) {
+            return Err(TalosconfigError::MissingContext(name.to_owned()));
+        }
+        self.context = Some(name.to_owned());
+        Ok(())
     }
 
     pub fn from_yaml(input: &str) -> Result<Talosconfig, TalosconfigError> {
@@ -271,12 +335,62 @@ mod tests {
     }
 
     #[test]
-    fn unknown_field_names_its_path() {
-        let err = Talosconfig::from_yaml("contexts:\n  c:\n    endpoint: [x]\n").unwrap_err();
+    fn unknown_keys_are_kept_and_reported() {
+        let text = "context: c\ncontexts:\n  c:\n    endpoint: [x]\n    endpoints: [a]\n    future:\n      nested: 1\nextra-top: yes\n";
+        let config = Talosconfig::from_yaml(text).unwrap();
+        assert_eq!(
+            config.unknown_keys(),
+            ["extra-top", "contexts.c.endpoint", "contexts.c.future"]
+        );
+        let again = Talosconfig::from_yaml(&config.to_yaml().unwrap()).unwrap();
+        assert_eq!(again, config);
+        assert_eq!(again.current(None).unwrap().1.endpoints, ["a"]);
+    }
+
+    #[test]
+    fn wrong_types_name_their_path() {
+        let err = Talosconfig::from_yaml("contexts: [1]\n").unwrap_err();
         assert!(
-            err.to_string()
-                .starts_with("Invalid talosconfig: contexts.c.endpoint: unknown field"),
+            err.to_string().starts_with("Invalid talosconfig: "),
             "{err}"
         );
+        assert!(err.to_string().contains("contexts"), "{err}");
+    }
+
+    #[test]
+    fn merge_renames_taken_names_and_switches_context() {
+        let mut config = Talosconfig::with_context("lab", Context::default());
+        config.insert("lab-1", Context::default());
+        let mut incoming = Talosconfig::with_context(
+            "lab",
+            Context {
+                nodes: vec!["n".into()],
+                ..Context::default()
+            },
+        );
+        incoming.insert("other", Context::default());
+        let renames = config.merge(incoming);
+        assert_eq!(renames, [("lab".to_owned(), "lab-2".to_owned())]);
+        assert_eq!(config.context.as_deref(), Some("lab-2"));
+        assert_eq!(config.contexts["lab-2"].nodes, ["n"]);
+        assert!(config.contexts.contains_key("other"));
+        assert!(config.contexts["lab"].nodes.is_empty());
+    }
+
+    #[test]
+    fn editing_the_current_context() {
+        let mut config = Talosconfig::with_context("a", Context::default());
+        config.insert("b", Context::default());
+        config.current_mut(None).unwrap().1.endpoints = vec!["e".into()];
+        config.current_mut(Some("b")).unwrap().1.nodes = vec!["n".into()];
+        assert_eq!(config.contexts["a"].endpoints, ["e"]);
+        assert_eq!(config.contexts["b"].nodes, ["n"]);
+        let err = config.set_current("c").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Context \"c\" is not defined in the talosconfig"
+        );
+        config.set_current("b").unwrap();
+        assert_eq!(config.current(None).unwrap().0, "b");
     }
 }

@@ -1,6 +1,7 @@
 //! talosctl: the command line for the Talos API (upstream-compatible commands and flags).
 
 mod cmd;
+mod files;
 mod global;
 mod output;
 
@@ -62,6 +63,16 @@ enum Command {
     /// Generate secrets, machine configurations and talosconfig offline.
     Gen(cmd::r#gen::GenArgs),
 
+    /// Patch machine config files offline.
+    #[command(name = "machineconfig", visible_alias = "mc")]
+    MachineConfig(cmd::machineconfig::MachineConfigArgs),
+
+    /// Check a machine config file for a runtime mode; exits non-zero listing every problem.
+    Validate(cmd::validate::ValidateArgs),
+
+    /// Edit and inspect the talosconfig file (contexts, endpoints, nodes).
+    Config(cmd::config::ConfigArgs),
+
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
     ///
     /// Example: `talosctl completion bash > /etc/bash_completion.d/talosctl`.
@@ -84,6 +95,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Shutdown(args) => cmd::power::shutdown(global, args).await,
         Command::Hostname => cmd::hostname::run(global).await,
         Command::Gen(args) => cmd::r#gen::run(args),
+        Command::MachineConfig(args) => cmd::machineconfig::run(args),
+        Command::Validate(args) => cmd::validate::run(args),
+        Command::Config(args) => cmd::config::run(global, args),
         Command::Completion { shell } => {
             clap_complete::generate(
                 shell,
@@ -160,5 +174,36 @@ mod tests {
         assert_eq!(args.action, Some(cmd::service::ServiceAction::Restart));
 
         assert!(Cli::try_parse_from(["talosctl", "reboot", "-m", "sideways"]).is_err());
+
+        let cli = Cli::try_parse_from([
+            "talosctl", "mc", "patch", "w.yaml", "-p", "@a.yaml", "--patch", "b: 1", "-o", "out",
+        ])
+        .unwrap();
+        let Command::MachineConfig(args) = cli.command else {
+            panic!("expected machineconfig");
+        };
+        let cmd::machineconfig::MachineConfigCommand::Patch(patch) = args.command;
+        assert_eq!(patch.patches, ["@a.yaml", "b: 1"]);
+        assert!(Cli::try_parse_from(["talosctl", "machineconfig", "patch", "w.yaml"]).is_err());
+
+        let cli = Cli::try_parse_from([
+            "talosctl", "validate", "-c", "c.yaml", "-m", "cloud", "--strict",
+        ])
+        .unwrap();
+        let Command::Validate(args) = cli.command else {
+            panic!("expected validate");
+        };
+        assert_eq!(args.mode, cmd::validate::Mode::Cloud);
+        assert!(args.strict);
+        assert!(Cli::try_parse_from(["talosctl", "validate", "-c", "c", "-m", "vm"]).is_err());
+
+        let cli = Cli::try_parse_from(["talosctl", "config", "endpoints", "a", "b"]).unwrap();
+        let Command::Config(args) = cli.command else {
+            panic!("expected config");
+        };
+        assert!(matches!(
+            args.command,
+            cmd::config::ConfigCommand::Endpoint { endpoints } if endpoints == ["a", "b"]
+        ));
     }
 }

@@ -8,7 +8,7 @@ use talos_machinery::Arch;
 
 use crate::{boot, deps, image, node_build, paths};
 
-fn median(mut values: Vec<Duration>) -> Duration {
+pub fn median(mut values: Vec<Duration>) -> Duration {
     values.sort();
     values[values.len() / 2]
 }
@@ -111,6 +111,12 @@ pub fn run(runs: usize) -> anyhow::Result<()> {
             r.initramfs / 1024,
             r.machined / 1024
         );
+    }
+    println!("\nConfig benchmark\n");
+    println!("| metric | value |");
+    println!("|---|---|");
+    for (metric, value) in crate::bench_config::rows()? {
+        println!("| {metric} | {value} |");
     }
     Ok(())
 }

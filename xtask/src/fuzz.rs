@@ -3,44 +3,18 @@
 //! executions and crashes. Fails when libFuzzer found a crash, leak, timeout or OOM.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
 
 const TARGET: &str = "decode_validate";
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives one level below the workspace root")
-        .to_owned()
-}
-
-fn succeeds(command: &mut Command) -> bool {
-    command
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn run_checked(command: &mut Command) -> anyhow::Result<()> {
-    let line = format!("{command:?}");
-    eprintln!("$ {line}");
-    let status = command
-        .status()
-        .with_context(|| format!("starting {line}"))?;
-    if !status.success() {
-        bail!("{line} failed with {status}");
-    }
-    Ok(())
-}
-
 /// Installs what `cargo +nightly fuzz` needs, unless present.
 fn ensure_tools() -> anyhow::Result<()> {
-    if !succeeds(Command::new("rustup").args(["run", "nightly", "rustc", "--version"])) {
-        run_checked(Command::new("rustup").args([
+    if crate::cmd::output(Command::new("rustup").args(["run", "nightly", "rustc", "--version"]))
+        .is_err()
+    {
+        crate::cmd::run(Command::new("rustup").args([
             "toolchain",
             "install",
             "nightly",
@@ -48,8 +22,8 @@ fn ensure_tools() -> anyhow::Result<()> {
             "minimal",
         ]))?;
     }
-    if !succeeds(Command::new("cargo").args(["fuzz", "--version"])) {
-        run_checked(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
+    if crate::cmd::output(Command::new("cargo").args(["fuzz", "--version"])).is_err() {
+        crate::cmd::run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
     }
     Ok(())
 }
@@ -80,7 +54,7 @@ fn scan_line(line: &str, stats: &mut Stats) {
 /// Runs the target for `seconds` and prints executions and crashes.
 pub fn run(seconds: u64) -> anyhow::Result<()> {
     ensure_tools()?;
-    let fuzz_dir = root().join("fuzz");
+    let fuzz_dir = crate::paths::root().join("fuzz");
     let corpus = fuzz_dir.join("corpus").join(TARGET);
     std::fs::create_dir_all(&corpus).with_context(|| format!("creating {}", corpus.display()))?;
     let mut child = Command::new("cargo")

@@ -2,10 +2,12 @@
 //! machine; `demo` and `test` install missing dependencies themselves.
 
 mod bench;
+mod bench_config;
 mod boot;
 mod cmd;
 mod demo;
 mod deps;
+mod fuzz;
 mod image;
 mod node_build;
 mod paths;
@@ -61,7 +63,13 @@ enum Task {
     /// What CI runs: dependencies, fmt, clippy, images for both architectures, all tests
     /// including the QEMU end-to-end tests on arm64 and amd64.
     Test,
-    /// Boot-time and size benchmarks, printed as a table.
+    /// Fuzz config decoding and validation (cargo-fuzz on the nightly toolchain).
+    Fuzz {
+        /// How long to run.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
+    /// Boot-time, size and config benchmarks, printed as tables.
     Bench {
         /// Boots per measurement; the table shows medians.
         #[arg(long, default_value_t = 3)]
@@ -91,6 +99,7 @@ fn main() -> anyhow::Result<()> {
         } => qemu::run(arch, board.as_deref(), append, keep_state),
         Task::Demo => demo::run(),
         Task::Test => test::run(),
+        Task::Fuzz { seconds } => fuzz::run(seconds),
         Task::Bench { runs } => bench::run(runs.max(1)),
     }
 }

@@ -12,25 +12,17 @@ use crate::paths;
 
 /// Version facts compiled into machined (read with `option_env!`).
 fn stamp(command: &mut Command, rustc: &str) {
-    let root = paths::root();
-    let sha = cmd::output(Command::new("git").arg("-C").arg(&root).args([
-        "rev-parse",
-        "--short=12",
-        "HEAD",
-    ]))
-    .unwrap_or_default();
-    let date =
-        cmd::output(
-            Command::new("git")
-                .arg("-C")
-                .arg(&root)
-                .args(["log", "-1", "--format=%cI"]),
-        )
-        .unwrap_or_default();
+    let git = |args: &[&str]| {
+        cmd::output(Command::new("git").arg("-C").arg(paths::root()).args(args))
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    };
     let rustc_version = cmd::output(Command::new(rustc).arg("--version")).unwrap_or_default();
     command
-        .env("TALOS_GIT_SHA", sha.trim())
-        .env("TALOS_BUILD_DATE", date.trim())
+        .env("TALOS_GIT_SHA", git(&["rev-parse", "--short=12", "HEAD"]))
+        .env("TALOS_BUILD_DATE", git(&["log", "-1", "--format=%cI"]))
+        .env("TALOS_BUILD_EPOCH", git(&["log", "-1", "--format=%ct"]))
         .env("TALOS_RUSTC_VERSION", rustc_version.trim());
 }
 

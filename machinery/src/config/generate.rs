@@ -10,7 +10,7 @@ use super::v1alpha1::{
     MachineConfig, MachineType, Network, PemKey, PemPair, Proxy, Scheduler, ServiceRegistry,
     V1Alpha1,
 };
-use super::{Config, ConfigError, EndpointUrl, RawDocument};
+use super::{Config, ConfigError, Document, EndpointUrl, HostnameConfig};
 use crate::b64::Base64Text;
 use crate::codec::{self, CodecError};
 use crate::pki::{self, PkiError};
@@ -312,11 +312,7 @@ fn document(
 fn with_stable_hostname(v1alpha1: V1Alpha1) -> Config {
     Config {
         v1alpha1,
-        documents: vec![RawDocument {
-            kind: "HostnameConfig".to_owned(),
-            name: None,
-            text: "apiVersion: v1alpha1\nkind: HostnameConfig\nauto: stable".to_owned(),
-        }],
+        documents: vec![Document::Hostname(HostnameConfig::stable())],
     }
 }
 

@@ -2,11 +2,14 @@
 //! `version: v1alpha1` document plus any number of `apiVersion`/`kind` documents.
 //!
 //! Decoding is strict: unknown keys, unknown kinds and duplicate documents are errors that name
-//! the YAML path (and line and column). Documents of known kinds other than v1alpha1 are kept as
-//! their source text ([`RawDocument`]) until they are modelled.
+//! the YAML path (and line and column). `HostnameConfig`, `TimeSyncConfig` and `ResolverConfig`
+//! are typed ([`Document`]); documents of other known kinds are kept as their source text
+//! ([`RawDocument`]) until they are modelled.
 
+mod documents;
 mod generate;
 mod kinds;
+pub mod patch;
 pub mod raw;
 pub mod v1alpha1;
 mod validate;
@@ -18,10 +21,15 @@ use serde::Deserialize;
 use crate::codec::{self, CodecError, MAX_CONFIG_BYTES};
 use crate::pki::{self, PkiError};
 
+pub use documents::{
+    AutoHostname, Document, HostnameConfig, Nameserver, NtpConfig, PtpConfig, RawDocument,
+    ResolverConfig, SearchDomains, TimeSyncConfig,
+};
 pub use generate::{
     DEFAULT_INSTALL_DISK, DEFAULT_INSTALL_IMAGE, DEFAULT_KUBERNETES_VERSION, DEFAULT_TALOS_VERSION,
     GenerateError, GenerateInput, Generated, generate,
 };
+pub use patch::{Patch, PatchError};
 pub use v1alpha1::{MachineType, V1Alpha1};
 pub use validate::{Problem, ValidationMode, ValidationReport};
 
@@ -71,20 +79,11 @@ struct Header {
     name: Option<String>,
 }
 
-/// A document of a known kind that is not modelled yet, kept as its source text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawDocument {
-    pub kind: String,
-    pub name: Option<String>,
-    /// The document's YAML, without a leading `---` line or trailing `...`.
-    pub text: String,
-}
-
 /// A parsed machine config.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     v1alpha1: V1Alpha1,
-    documents: Vec<RawDocument>,
+    documents: Vec<Document>,
 }
 
 /// The Talos OS CA as found in `machine.ca`; workers have no key.
@@ -133,7 +132,7 @@ impl Config {
         }
         let text = codec::str_from_bytes(input)?;
         let mut v1alpha1: Option<V1Alpha1> = None;
-        let mut documents: Vec<RawDocument> = Vec::new();
+        let mut documents: Vec<Document> = Vec::new();
         for document in codec::split_documents(text)? {
             if document.is_empty() {
                 continue;
@@ -173,7 +172,7 @@ impl Config {
                     }
                     if documents
                         .iter()
-                        .any(|d| d.kind == kind && d.name == header.name)
+                        .any(|d| d.kind() == kind && d.name() == header.name.as_deref())
                     {
                         let what = match &header.name {
                             Some(name) => format!("{kind} named {name:?}"),
@@ -181,10 +180,15 @@ impl Config {
                         };
                         return Err(ConfigError::Duplicate { what, line });
                     }
-                    documents.push(RawDocument {
-                        kind,
-                        name: header.name,
-                        text: normalize_document_text(document.text()),
+                    documents.push(match kind.as_str() {
+                        HostnameConfig::KIND => Document::Hostname(document.decode()?),
+                        TimeSyncConfig::KIND => Document::TimeSync(document.decode()?),
+                        ResolverConfig::KIND => Document::Resolver(document.decode()?),
+                        _ => Document::Other(RawDocument {
+                            kind,
+                            name: header.name,
+                            text: normalize_document_text(document.text()),
+                        }),
                     });
                 }
             }
@@ -203,10 +207,14 @@ impl Config {
             if !out.ends_with('\n') {
                 out.push('\n');
             }
-            if !document.text.starts_with("---") {
-                out.push_str("---\n");
-            }
-            out.push_str(&document.text);
+            out.push_str("---\n");
+            let text = match document {
+                Document::Hostname(d) => codec::to_yaml(d)?,
+                Document::TimeSync(d) => codec::to_yaml(d)?,
+                Document::Resolver(d) => codec::to_yaml(d)?,
+                Document::Other(raw) => raw.text.clone(),
+            };
+            out.push_str(text.trim_end());
             out.push('\n');
         }
         Ok(out)
@@ -217,8 +225,37 @@ impl Config {
     }
 
     /// The documents other than v1alpha1, in input order.
-    pub fn documents(&self) -> &[RawDocument] {
+    pub fn documents(&self) -> &[Document] {
         &self.documents
+    }
+
+    /// True when a document of `kind` is present.
+    pub fn has_kind(&self, kind: &str) -> bool {
+        self.documents.iter().any(|d| d.kind() == kind)
+    }
+
+    /// The `HostnameConfig` document, if any.
+    pub fn hostname_config(&self) -> Option<&HostnameConfig> {
+        self.documents.iter().find_map(|d| match d {
+            Document::Hostname(h) => Some(h),
+            _ => None,
+        })
+    }
+
+    /// The `TimeSyncConfig` document, if any.
+    pub fn time_sync_config(&self) -> Option<&TimeSyncConfig> {
+        self.documents.iter().find_map(|d| match d {
+            Document::TimeSync(t) => Some(t),
+            _ => None,
+        })
+    }
+
+    /// The `ResolverConfig` document, if any.
+    pub fn resolver_config(&self) -> Option<&ResolverConfig> {
+        self.documents.iter().find_map(|d| match d {
+            Document::Resolver(r) => Some(r),
+            _ => None,
+        })
     }
 
     pub fn machine_type(&self) -> MachineType {
@@ -263,9 +300,11 @@ impl Config {
         &self.v1alpha1.machine.cert_sans
     }
 
-    /// `machine.network.hostname`.
+    /// The static hostname: `HostnameConfig.hostname`, else `machine.network.hostname`.
     pub fn hostname(&self) -> Option<&str> {
-        self.network().and_then(|n| n.hostname.as_deref())
+        self.hostname_config()
+            .and_then(|h| h.hostname.as_deref())
+            .or_else(|| self.network().and_then(|n| n.hostname.as_deref()))
     }
 
     /// `machine.network.interfaces`.
@@ -273,13 +312,25 @@ impl Config {
         self.network().map_or(&[], |n| n.interfaces.as_slice())
     }
 
-    /// `machine.network.nameservers`.
-    pub fn nameservers(&self) -> &[String] {
-        self.network().map_or(&[], |n| n.nameservers.as_slice())
+    /// DNS servers: from `ResolverConfig` when present, else `machine.network.nameservers`.
+    pub fn nameservers(&self) -> Vec<&str> {
+        match self.resolver_config() {
+            Some(resolver) if !resolver.nameservers.is_empty() => resolver
+                .nameservers
+                .iter()
+                .map(|n| n.address.as_str())
+                .collect(),
+            _ => self.network().map_or(Vec::new(), |n| {
+                n.nameservers.iter().map(String::as_str).collect()
+            }),
+        }
     }
 
-    /// `machine.time.servers`.
+    /// NTP servers: from `TimeSyncConfig` when present, else `machine.time.servers`.
     pub fn time_servers(&self) -> &[String] {
+        if let Some(ntp) = self.time_sync_config().and_then(|t| t.ntp.as_ref()) {
+            return &ntp.servers;
+        }
         self.v1alpha1
             .machine
             .time

@@ -21,6 +21,66 @@ pub enum RawValue {
     Map(Vec<(RawValue, RawValue)>),
 }
 
+impl RawValue {
+    /// A string value.
+    pub fn string(value: impl Into<String>) -> RawValue {
+        RawValue::String(value.into())
+    }
+
+    pub fn is_null(&self) -> bool {
+        matches!(self, RawValue::Null)
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            RawValue::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The value under a string key of a mapping.
+    pub fn get(&self, key: &str) -> Option<&RawValue> {
+        match self {
+            RawValue::Map(entries) => entries
+                .iter()
+                .find(|(k, _)| k.as_str() == Some(key))
+                .map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    /// The key as written in a path: strings as they are, other scalars in their YAML form.
+    pub fn key_text(&self) -> String {
+        match self {
+            RawValue::Null => "null".to_owned(),
+            RawValue::Bool(b) => b.to_string(),
+            RawValue::Int(i) => i.to_string(),
+            RawValue::UInt(u) => u.to_string(),
+            RawValue::Float(f) => f.to_string(),
+            RawValue::String(s) => s.clone(),
+            RawValue::Seq(_) => "[...]".to_owned(),
+            RawValue::Map(_) => "{...}".to_owned(),
+        }
+    }
+
+    /// Equality as JSON sees it: numbers compare by value whatever their representation.
+    pub fn json_eq(&self, other: &RawValue) -> bool {
+        use RawValue::*;
+        match (self, other) {
+            (Int(a), UInt(b)) | (UInt(b), Int(a)) => u64::try_from(*a).is_ok_and(|a| a == *b),
+            (Int(a), Float(b)) | (Float(b), Int(a)) => (*a as f64) == *b,
+            (UInt(a), Float(b)) | (Float(b), UInt(a)) => (*a as f64) == *b,
+            (Seq(a), Seq(b)) => a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.json_eq(y)),
+            (Map(a), Map(b)) => {
+                a.len() == b.len()
+                    && a.iter()
+                        .all(|(k, v)| b.iter().any(|(bk, bv)| bk.json_eq(k) && bv.json_eq(v)))
+            }
+            _ => self == other,
+        }
+    }
+}
+
 impl Serialize for RawValue {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {

@@ -2,6 +2,7 @@ use std::sync::OnceLock;
 use std::time::SystemTime;
 
 use super::*;
+use crate::codec;
 use crate::role::{Role, RoleSet};
 use crate::secrets::SecretsBundle;
 
@@ -57,8 +58,9 @@ fn generated_controlplane_parses_and_validates_for_metal() {
         config.install().unwrap().disk.as_deref(),
         Some(DEFAULT_INSTALL_DISK)
     );
-    let kinds: Vec<_> = config.documents().iter().map(|d| d.kind.as_str()).collect();
+    let kinds: Vec<_> = config.documents().iter().map(|d| d.kind()).collect();
     assert_eq!(kinds, ["HostnameConfig"]);
+    assert_eq!(config.hostname_config(), Some(&HostnameConfig::stable()));
 }
 
 #[test]
@@ -143,14 +145,17 @@ fn other_documents_are_kept_and_round_trip() {
     let kinds: Vec<_> = config
         .documents()
         .iter()
-        .map(|d| (d.kind.as_str(), d.name.as_deref()))
+        .map(|d| (d.kind(), d.name()))
         .collect();
     assert_eq!(
         kinds,
         [("HostnameConfig", None), ("UserVolumeConfig", Some("data"))]
     );
+    let Document::Other(raw) = &config.documents()[1] else {
+        panic!("UserVolumeConfig is not typed");
+    };
     assert_eq!(
-        config.documents()[1].text,
+        raw.text,
         "apiVersion: v1alpha1\nkind: UserVolumeConfig\nname: data\nprovisioning:\n  maxSize: 10GiB"
     );
     let again = Config::from_bytes(config.to_yaml().unwrap().as_bytes()).unwrap();
@@ -394,4 +399,251 @@ fn generated_secrets() -> SecretsBundle {
     SECRETS
         .get_or_init(|| SecretsBundle::generate(SystemTime::now()).unwrap())
         .clone()
+}
+
+const GOLDEN: [(&str, &str); 3] = [
+    (
+        "v1.13-controlplane.yaml",
+        include_str!("testdata/v1.13-controlplane.yaml"),
+    ),
+    (
+        "v1.13-worker.yaml",
+        include_str!("testdata/v1.13-worker.yaml"),
+    ),
+    (
+        "v1.14-controlplane.yaml",
+        include_str!("testdata/v1.14-controlplane.yaml"),
+    ),
+];
+
+#[test]
+fn golden_configs_round_trip_losslessly_and_validate() {
+    for (name, text) in GOLDEN {
+        let config = Config::from_bytes(text.as_bytes()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let yaml = config.to_yaml().unwrap();
+        let again = Config::from_bytes(yaml.as_bytes()).unwrap();
+        assert_eq!(again, config, "{name}");
+        assert_eq!(again.to_yaml().unwrap(), yaml, "{name}: writing is stable");
+
+        // Nothing is lost or changed: the written trees equal the input trees.
+        let input = codec::split_documents(text)
+            .unwrap()
+            .into_iter()
+            .map(|d| d.decode::<raw::RawValue>().unwrap())
+            .collect::<Vec<_>>();
+        let output = config.to_documents().unwrap();
+        assert_eq!(input.len(), output.len(), "{name}");
+        for (i, (a, b)) in input.iter().zip(&output).enumerate() {
+            assert!(a.json_eq(b), "{name}: document {i} changed:\n{a:?}\n{b:?}");
+        }
+
+        for mode in [ValidationMode::Metal, ValidationMode::Cloud] {
+            let report = config.validate(mode);
+            assert_eq!(report, ValidationReport::default(), "{name} {mode:?}");
+        }
+    }
+}
+
+#[test]
+fn golden_controlplane_sets_every_v1alpha1_section() {
+    let config = Config::from_bytes(GOLDEN[0].1.as_bytes()).unwrap();
+    let tree = &config.to_documents().unwrap()[0];
+    let keys = |section: &str| -> Vec<String> {
+        match tree.get(section) {
+            Some(raw::RawValue::Map(entries)) => {
+                entries.iter().map(|(k, _)| k.key_text()).collect()
+            }
+            other => panic!("{section}: {other:?}"),
+        }
+    };
+    let mut machine = keys("machine");
+    machine.sort();
+    assert_eq!(
+        machine,
+        [
+            "acceptedCAs",
+            "baseRuntimeSpecOverrides",
+            "ca",
+            "certSANs",
+            "controlPlane",
+            "disks",
+            "env",
+            "features",
+            "files",
+            "install",
+            "kernel",
+            "kubelet",
+            "logging",
+            "network",
+            "nodeAnnotations",
+            "nodeLabels",
+            "nodeTaints",
+            "pods",
+            "registries",
+            "seccompProfiles",
+            "sysctls",
+            "sysfs",
+            "systemDiskEncryption",
+            "time",
+            "token",
+            "type",
+            "udev",
+        ]
+    );
+    let mut cluster = keys("cluster");
+    cluster.sort();
+    assert_eq!(
+        cluster,
+        [
+            "acceptedCAs",
+            "adminKubeconfig",
+            "aggregatorCA",
+            "allowSchedulingOnControlPlanes",
+            "apiServer",
+            "ca",
+            "clusterName",
+            "controlPlane",
+            "controllerManager",
+            "coreDNS",
+            "discovery",
+            "etcd",
+            "externalCloudProvider",
+            "extraManifestHeaders",
+            "extraManifests",
+            "id",
+            "inlineManifests",
+            "network",
+            "proxy",
+            "scheduler",
+            "secret",
+            "secretboxEncryptionSecret",
+            "serviceAccount",
+            "token",
+        ]
+    );
+    assert_eq!(config.hostname(), Some("cp-1"));
+    assert_eq!(
+        config.interfaces()[0].addresses,
+        ["10.5.0.2/24", "fd00:5::2/64"]
+    );
+    assert_eq!(config.time_servers(), ["time.cloudflare.com"]);
+}
+
+#[test]
+fn golden_worker_typed_documents() {
+    let config = Config::from_bytes(GOLDEN[1].1.as_bytes()).unwrap();
+    assert_eq!(
+        config.hostname_config().unwrap().auto,
+        Some(AutoHostname::Stable)
+    );
+    let time = config.time_sync_config().unwrap();
+    assert_eq!(time.boot_timeout.as_deref(), Some("2m30s"));
+    assert_eq!(config.time_servers(), ["time.cloudflare.com", "10.5.0.1"]);
+    assert_eq!(config.nameservers(), ["10.5.0.1", "2606:4700:4700::1111"]);
+    let resolver = config.resolver_config().unwrap();
+    assert_eq!(
+        resolver.nameservers[1].tls_server_name.as_deref(),
+        Some("one.one.one.one")
+    );
+    assert_eq!(
+        resolver.search_domains.as_ref().unwrap().disable_default,
+        Some(true)
+    );
+    assert_eq!(
+        config.documents().last().unwrap().label(),
+        "UserVolumeConfig[data]"
+    );
+    // Metal needs the disk selector or a disk.
+    assert!(config.install().unwrap().disk_selector.is_some());
+}
+
+#[test]
+fn golden_v1_14_layout_keeps_kube_documents() {
+    let config = Config::from_bytes(GOLDEN[2].1.as_bytes()).unwrap();
+    let labels: Vec<String> = config.documents().iter().map(Document::label).collect();
+    assert_eq!(
+        labels,
+        [
+            "KubeClusterConfig",
+            "KubeNetworkConfig",
+            "KubeAPIServerCAConfig",
+            "KubeServiceAccountConfig",
+            "KubeEtcdEncryptionConfig",
+            "KubePrismConfig",
+            "UnattendedInstallConfig",
+            "DiscoveryIdentityConfig",
+            "HostnameConfig",
+            "KubeAuthorizerConfig[node]",
+            "KubeAuthorizerConfig[rbac]",
+        ]
+    );
+    assert_eq!(config.control_plane_endpoint(), None);
+    // Without the split-out documents the shrunk v1alpha1 document is incomplete.
+    let bare = Config::new(config.v1alpha1().clone());
+    let paths: Vec<String> = bare
+        .validate(ValidationMode::Metal)
+        .errors
+        .into_iter()
+        .map(|p| p.path)
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "cluster.controlPlane.endpoint",
+            "cluster.ca.crt",
+            "cluster.serviceAccount.key",
+            "cluster.secretboxEncryptionSecret",
+            "machine.install.disk",
+        ]
+    );
+}
+
+#[test]
+fn typed_documents_are_strict() {
+    let cases = [
+        ("kind: HostnameConfig\nauto: sometimes\n", "auto"),
+        ("kind: HostnameConfig\nname: x\nauto: stable\n", "name"),
+        ("kind: TimeSyncConfig\nntp:\n  server: [a]\n", "ntp.server"),
+        (
+            "kind: ResolverConfig\nnameservers:\n  - adress: 1.1.1.1\n",
+            "nameservers[0].adress",
+        ),
+    ];
+    for (doc, path) in cases {
+        let text = format!("{MINIMAL}---\napiVersion: v1alpha1\n{doc}");
+        let err = Config::from_bytes(text.as_bytes()).unwrap_err();
+        let ConfigError::Codec(codec_error) = &err else {
+            panic!("{doc}: unexpected error {err}");
+        };
+        assert_eq!(codec_error.path(), Some(path), "{doc}: {err}");
+    }
+}
+
+#[test]
+fn hostile_inputs_are_refused_by_the_budgets() {
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let mut bomb = String::from(
+        "version: v1alpha1\nmachine:\n  sysctls:\n    a0: &a0 [x, x, x, x, x, x, x, x, x]\n",
+    );
+    for level in 1..=12 {
+        let refs = vec![format!("*a{}", level - 1); 9].join(", ");
+        bomb.push_str(&format!("    a{level}: &a{level} [{refs}]\n"));
+    }
+    let mut block = String::from("version: v1alpha1\nmachine:\n");
+    for depth in 1..200 {
+        block.push_str(&format!("{}a:\n", "  ".repeat(depth)));
+    }
+    for (name, text) in [
+        ("flow nesting", deep),
+        ("alias bomb", bomb),
+        ("block nesting", block),
+    ] {
+        let started = std::time::Instant::now();
+        let err = Config::from_bytes(text.as_bytes()).unwrap_err();
+        assert!(matches!(err, ConfigError::Codec(_)), "{name}: {err}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{name}"
+        );
+    }
 }

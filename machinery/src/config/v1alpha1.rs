@@ -308,7 +308,11 @@ pub struct Features {
     pub rbac: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stable_hostname: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "kubernetesTalosAPIAccess",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub kubernetes_talos_api_access: Option<RawValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub apid_check_ext_key_usage: Option<bool>,

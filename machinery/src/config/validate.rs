@@ -1,8 +1,15 @@
-//! Semantic checks of a parsed config, per runtime mode.
+//! Semantic checks of a parsed config, per runtime mode. Errors make a config unusable; warnings
+//! point at deprecated or ignored settings. Every finding names its YAML path.
 
 use std::fmt;
+use std::net::IpAddr;
 
-use super::{Config, EndpointUrl, MachineType};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
+use super::raw::RawValue;
+use super::v1alpha1::{Interface, PemPair};
+use super::{Config, ConfigError, Document, EndpointUrl, MachineType};
 use crate::pki;
 
 /// The runtime mode a config is checked for.
@@ -57,115 +64,619 @@ impl ValidationReport {
     }
 }
 
+const TOKEN_FORMAT: &str = "must have the form [a-z0-9]{6}.[a-z0-9]{16}";
+
 impl Config {
     /// Checks the config for `mode`.
     pub fn validate(&self, mode: ValidationMode) -> ValidationReport {
         let mut report = ValidationReport::default();
-        let machine = &self.v1alpha1.machine;
+        let control_plane = self.machine_type() == MachineType::ControlPlane;
+        check_machine_pki(self, &mut report);
+        check_cluster(self, control_plane, &mut report);
+        check_network(self, &mut report);
+        check_install(self, mode, &mut report);
+        check_features(self, &mut report);
+        check_logging(self, &mut report);
+        check_documents(self, &mut report);
+        report
+    }
+}
 
-        check_os_ca(self, &mut report);
-        for (i, ca) in machine.accepted_cas.iter().enumerate() {
-            if let Err(e) = pki::pem_to_der_certs(ca.crt.as_str()) {
-                report.error(format!("machine.acceptedCAs[{i}].crt"), e.to_string());
+fn check_machine_pki(config: &Config, report: &mut ValidationReport) {
+    let machine = &config.v1alpha1.machine;
+    match config.os_ca() {
+        Ok(Some(ca)) => match ca.key_pem.as_deref() {
+            Some(key) => check_key_matches(&ca.cert_pem, key, "machine.ca", report),
+            None if config.machine_type() == MachineType::ControlPlane => report.error(
+                "machine.ca.key",
+                "is required on a control plane node (it signs client and worker certificates)",
+            ),
+            None => {}
+        },
+        Ok(None) => report.error("machine.ca.crt", "is required"),
+        Err(ConfigError::Pem { source, .. }) => report.error("machine.ca.crt", source.to_string()),
+        Err(e) => report.error("machine.ca.crt", e.to_string()),
+    }
+    for (i, ca) in machine.accepted_cas.iter().enumerate() {
+        if let Err(e) = pki::pem_to_der_certs(ca.crt.as_str()) {
+            report.error(format!("machine.acceptedCAs[{i}].crt"), e.to_string());
+        }
+    }
+    check_token(machine.token.as_deref(), "machine.token", report);
+}
+
+fn check_token(token: Option<&str>, path: &str, report: &mut ValidationReport) {
+    match token {
+        None | Some("") => report.error(path, "is required"),
+        Some(token) if !pki::is_valid_token(token) => report.error(path, TOKEN_FORMAT),
+        Some(_) => {}
+    }
+}
+
+fn check_key_matches(cert_pem: &str, key_pem: &str, path: &str, report: &mut ValidationReport) {
+    match pki::key_matches_cert(cert_pem, key_pem) {
+        Ok(true) => {}
+        Ok(false) => report.error(format!("{path}.key"), format!("does not match {path}.crt")),
+        Err(e) => report.error(format!("{path}.key"), e.to_string()),
+    }
+}
+
+/// A CA pair: the certificate must parse; the key, when present (or `key_required`), must match.
+fn check_ca(pair: Option<&PemPair>, path: &str, key_required: bool, report: &mut ValidationReport) {
+    let Some(pair) = pair.filter(|p| !p.crt.is_empty()) else {
+        report.error(format!("{path}.crt"), "is required");
+        return;
+    };
+    if let Err(e) = pki::pem_to_der_certs(pair.crt.as_str()) {
+        report.error(format!("{path}.crt"), e.to_string());
+        return;
+    }
+    match pair.key() {
+        Some(key) => check_key_matches(pair.crt.as_str(), key, path, report),
+        None if key_required => {
+            report.error(format!("{path}.key"), "is required on a control plane node")
+        }
+        None => {}
+    }
+}
+
+/// Base64 (standard alphabet) of exactly 32 bytes.
+fn check_secret32(value: Option<&str>, path: &str, report: &mut ValidationReport) {
+    let Some(value) = value else { return };
+    match STANDARD.decode(value) {
+        Ok(bytes) if bytes.len() == 32 => {}
+        Ok(bytes) => report.error(
+            path,
+            format!(
+                "must be 32 bytes, base64-encoded; it decodes to {} bytes",
+                bytes.len()
+            ),
+        ),
+        Err(e) => report.error(path, format!("is not valid base64: {e}")),
+    }
+}
+
+fn check_cluster(config: &Config, control_plane: bool, report: &mut ValidationReport) {
+    // In the v1.14 layout these settings live in their own documents.
+    let split_endpoint = config.has_kind("KubeClusterConfig");
+    let split_ca = config.has_kind("KubeAPIServerCAConfig");
+    let split_service_account = config.has_kind("KubeServiceAccountConfig");
+    let split_encryption = config.has_kind("KubeEtcdEncryptionConfig");
+    match config.control_plane_endpoint() {
+        None | Some("") if split_endpoint => {}
+        None | Some("") => report.error("cluster.controlPlane.endpoint", "is required"),
+        Some(url) => {
+            if let Err(message) = EndpointUrl::parse(url) {
+                report.error("cluster.controlPlane.endpoint", message);
             }
         }
-
-        match machine.token.as_deref() {
-            None | Some("") => report.error("machine.token", "is required"),
-            Some(token) if !pki::is_valid_token(token) => report.error(
-                "machine.token",
-                "must have the form [a-z0-9]{6}.[a-z0-9]{16}",
-            ),
-            Some(_) => {}
+    }
+    let Some(cluster) = config.v1alpha1.cluster.as_ref() else {
+        report.error("cluster.token", "is required");
+        if !split_ca {
+            report.error("cluster.ca.crt", "is required");
         }
-
-        match self.control_plane_endpoint() {
-            None | Some("") => report.error("cluster.controlPlane.endpoint", "is required"),
-            Some(url) => {
-                if let Err(message) = EndpointUrl::parse(url) {
-                    report.error("cluster.controlPlane.endpoint", message);
+        return;
+    };
+    check_token(cluster.token.as_deref(), "cluster.token", report);
+    if !(split_ca && cluster.ca.is_none()) {
+        check_ca(cluster.ca.as_ref(), "cluster.ca", control_plane, report);
+    }
+    for (i, ca) in cluster.accepted_cas.iter().enumerate() {
+        if let Err(e) = pki::pem_to_der_certs(ca.crt.as_str()) {
+            report.error(format!("cluster.acceptedCAs[{i}].crt"), e.to_string());
+        }
+    }
+    if let Some(aggregator) = cluster.aggregator_ca.as_ref() {
+        check_ca(
+            Some(aggregator),
+            "cluster.aggregatorCA",
+            control_plane,
+            report,
+        );
+    }
+    check_secret32(cluster.id.as_deref(), "cluster.id", report);
+    check_secret32(cluster.secret.as_deref(), "cluster.secret", report);
+    check_secret32(
+        cluster.secretbox_encryption_secret.as_deref(),
+        "cluster.secretboxEncryptionSecret",
+        report,
+    );
+    check_secret32(
+        cluster.aescbc_encryption_secret.as_deref(),
+        "cluster.aescbcEncryptionSecret",
+        report,
+    );
+    if control_plane {
+        match cluster
+            .service_account
+            .as_ref()
+            .filter(|k| !k.key.is_empty())
+        {
+            None if split_service_account => {}
+            None => report.error(
+                "cluster.serviceAccount.key",
+                "is required on a control plane node",
+            ),
+            Some(key) => {
+                if let Err(e) = pki::parse_private_key(key.key.as_str()) {
+                    report.error("cluster.serviceAccount.key", e.to_string());
                 }
             }
         }
-
-        if let Some(hostname) = self.hostname()
-            && !is_valid_hostname(hostname)
+        check_ca(
+            cluster.etcd.as_ref().and_then(|e| e.ca.as_ref()),
+            "cluster.etcd.ca",
+            true,
+            report,
+        );
+        if cluster.secretbox_encryption_secret.is_none()
+            && cluster.aescbc_encryption_secret.is_none()
+            && !split_encryption
         {
             report.error(
-                "machine.network.hostname",
-                format!("{hostname:?} is not a valid host name"),
+                "cluster.secretboxEncryptionSecret",
+                "is required on a control plane node (or cluster.aescbcEncryptionSecret)",
             );
         }
+    }
 
-        for (i, interface) in self.interfaces().iter().enumerate() {
-            for (j, address) in interface.addresses.iter().enumerate() {
-                if !is_cidr(address) {
+    if let Some(network) = cluster.network.as_ref() {
+        let pods = check_cidrs(&network.pod_subnets, "cluster.network.podSubnets", report);
+        let services = check_cidrs(
+            &network.service_subnets,
+            "cluster.network.serviceSubnets",
+            report,
+        );
+        for (i, service) in &services {
+            for (j, pod) in &pods {
+                if service.overlaps(pod) {
                     report.error(
-                        format!("machine.network.interfaces[{i}].addresses[{j}]"),
-                        format!("{address:?} is not an address in CIDR notation"),
+                        format!("cluster.network.serviceSubnets[{i}]"),
+                        format!("{service} overlaps cluster.network.podSubnets[{j}] ({pod})"),
                     );
                 }
             }
         }
+        if let Some(domain) = network.dns_domain.as_deref()
+            && !is_valid_hostname(domain)
+        {
+            report.error(
+                "cluster.network.dnsDomain",
+                format!("{domain:?} is not a valid domain name"),
+            );
+        }
+    }
+    if let Some(etcd) = cluster.etcd.as_ref() {
+        for (field, subnets) in [
+            ("advertisedSubnets", &etcd.advertised_subnets),
+            ("listenSubnets", &etcd.listen_subnets),
+        ] {
+            for (i, subnet) in subnets.iter().enumerate() {
+                let bare = subnet.strip_prefix('!').unwrap_or(subnet);
+                if Cidr::parse(bare).is_none() {
+                    report.error(
+                        format!("cluster.etcd.{field}[{i}]"),
+                        format!("{subnet:?} is not a subnet in CIDR notation (optionally prefixed with !)"),
+                    );
+                }
+            }
+        }
+        if etcd.subnet.is_some() {
+            report.warning(
+                "cluster.etcd.subnet",
+                "deprecated: use cluster.etcd.advertisedSubnets",
+            );
+        }
+    }
+    if let Some(endpoint) = cluster
+        .discovery
+        .as_ref()
+        .and_then(|d| d.registries.as_ref())
+        .and_then(|r| r.service.as_ref())
+        .and_then(|s| s.endpoint.as_deref())
+        && let Err(message) = check_url(endpoint, &["https", "http"])
+    {
+        report.error("cluster.discovery.registries.service.endpoint", message);
+    }
+    if cluster.allow_scheduling_on_masters.is_some() {
+        report.warning(
+            "cluster.allowSchedulingOnMasters",
+            "deprecated: use cluster.allowSchedulingOnControlPlanes",
+        );
+    }
+}
 
-        for (i, server) in self.nameservers().iter().enumerate() {
-            if server.parse::<std::net::IpAddr>().is_err() {
+/// Parses every entry; reports the bad ones and returns the good ones with their index.
+fn check_cidrs(values: &[String], path: &str, report: &mut ValidationReport) -> Vec<(usize, Cidr)> {
+    let mut good = Vec::new();
+    for (i, value) in values.iter().enumerate() {
+        match Cidr::parse(value) {
+            Some(cidr) if cidr.is_network() => good.push((i, cidr)),
+            Some(_) => report.error(
+                format!("{path}[{i}]"),
+                format!("{value:?} has host bits set; write the network address"),
+            ),
+            None => report.error(
+                format!("{path}[{i}]"),
+                format!("{value:?} is not a subnet in CIDR notation"),
+            ),
+        }
+    }
+    good
+}
+
+fn check_network(config: &Config, report: &mut ValidationReport) {
+    if let Some(hostname) = config
+        .v1alpha1
+        .machine
+        .network
+        .as_ref()
+        .and_then(|n| n.hostname.as_deref())
+        && !is_valid_hostname(hostname)
+    {
+        report.error(
+            "machine.network.hostname",
+            format!("{hostname:?} is not a valid host name"),
+        );
+    }
+    let interfaces = config
+        .v1alpha1
+        .machine
+        .network
+        .as_ref()
+        .map_or(&[][..], |n| n.interfaces.as_slice());
+    for (i, interface) in interfaces.iter().enumerate() {
+        check_interface(interfaces, i, interface, report);
+    }
+    if let Some(network) = config.v1alpha1.machine.network.as_ref() {
+        for (i, server) in network.nameservers.iter().enumerate() {
+            if server.parse::<IpAddr>().is_err() {
                 report.error(
                     format!("machine.network.nameservers[{i}]"),
                     format!("{server:?} is not an IP address"),
                 );
             }
         }
-
-        let install = self.install();
-        let has_disk = install.is_some_and(|i| {
-            i.disk.as_deref().is_some_and(|d| !d.is_empty()) || i.disk_selector.is_some()
-        });
-        match mode {
-            ValidationMode::Metal if !has_disk => report.error(
-                "machine.install.disk",
-                "an install disk or disk selector is required in metal mode",
-            ),
-            ValidationMode::Container if install.is_some() => {
-                report.warning("machine.install", "ignored in container mode")
-            }
-            _ => {}
-        }
-
-        if machine.features.as_ref().and_then(|f| f.rbac) == Some(false) {
-            report.warning(
-                "machine.features.rbac",
-                "RBAC is off: every client certificate signed by the OS CA acts as os:admin",
-            );
-        }
-        report
     }
 }
 
-fn check_os_ca(config: &Config, report: &mut ValidationReport) {
-    let ca = match config.os_ca() {
-        Ok(Some(ca)) => ca,
-        Ok(None) => {
-            report.error("machine.ca.crt", "is required");
-            return;
+fn check_interface(
+    all: &[Interface],
+    i: usize,
+    interface: &Interface,
+    report: &mut ValidationReport,
+) {
+    let path = format!("machine.network.interfaces[{i}]");
+    match (&interface.interface, &interface.device_selector) {
+        (None, None) => report.error(&path, "one of interface or deviceSelector is required"),
+        (Some(_), Some(_)) => {
+            report.error(&path, "interface and deviceSelector are mutually exclusive")
         }
-        Err(e) => {
-            report.error("machine.ca.crt", e.to_string());
-            return;
-        }
-    };
-    match ca.key_pem.as_deref() {
-        Some(key) => match pki::key_matches_cert(&ca.cert_pem, key) {
-            Ok(true) => {}
-            Ok(false) => report.error("machine.ca.key", "does not match machine.ca.crt"),
-            Err(e) => report.error("machine.ca.key", e.to_string()),
-        },
-        None if config.machine_type() == MachineType::ControlPlane => report.error(
-            "machine.ca.key",
-            "is required on a control plane node (it signs client and worker certificates)",
-        ),
-        None => {}
+        _ => {}
     }
+    let earlier = all[..i].iter().position(|other| {
+        (interface.interface.is_some() && other.interface == interface.interface)
+            || (interface.device_selector.is_some()
+                && other.device_selector == interface.device_selector)
+    });
+    if let Some(j) = earlier {
+        let what = match &interface.interface {
+            Some(name) => format!("interface {name:?}"),
+            None => "this deviceSelector".to_owned(),
+        };
+        report.error(
+            &path,
+            format!("{what} is already configured at machine.network.interfaces[{j}]; merge the two entries"),
+        );
+    }
+    // Link kinds talos-rs cannot configure yet; upstream accepts them.
+    for (field, value) in [
+        ("bond", &interface.bond),
+        ("bridge", &interface.bridge),
+        ("bridgePort", &interface.bridge_port),
+        ("vlans", &interface.vlans),
+        ("wireguard", &interface.wireguard),
+        ("vip", &interface.vip),
+    ] {
+        if value.is_some() {
+            report.error(
+                format!("{path}.{field}"),
+                format!("{field} is not supported yet by talos-rs"),
+            );
+        }
+    }
+    for (j, address) in interface.addresses.iter().enumerate() {
+        if Cidr::parse(address).is_none() {
+            report.error(
+                format!("{path}.addresses[{j}]"),
+                format!("{address:?} is not an address in CIDR notation"),
+            );
+        }
+    }
+    if let Some(cidr) = interface.cidr.as_deref() {
+        report.warning(format!("{path}.cidr"), "deprecated: use addresses");
+        if Cidr::parse(cidr).is_none() {
+            report.error(
+                format!("{path}.cidr"),
+                format!("{cidr:?} is not an address in CIDR notation"),
+            );
+        }
+    }
+    if let Some(mtu) = interface.mtu
+        && !(68..=65_535).contains(&mtu)
+    {
+        report.error(format!("{path}.mtu"), format!("{mtu} is outside 68..65535"));
+    }
+    if let Some(RawValue::Seq(routes)) = &interface.routes {
+        for (j, route) in routes.iter().enumerate() {
+            if let Some(network) = route.get("network") {
+                let text = network.key_text();
+                if Cidr::parse(&text).is_none() {
+                    report.error(
+                        format!("{path}.routes[{j}].network"),
+                        format!("{text:?} is not a subnet in CIDR notation"),
+                    );
+                }
+            }
+            if let Some(gateway) = route.get("gateway") {
+                let text = gateway.key_text();
+                if text.parse::<IpAddr>().is_err() {
+                    report.error(
+                        format!("{path}.routes[{j}].gateway"),
+                        format!("{text:?} is not an IP address"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn check_install(config: &Config, mode: ValidationMode, report: &mut ValidationReport) {
+    let install = config.install();
+    let has_disk = install.is_some_and(|i| {
+        i.disk.as_deref().is_some_and(|d| !d.is_empty()) || i.disk_selector.is_some()
+    }) || config.has_kind("UnattendedInstallConfig");
+    match mode {
+        ValidationMode::Metal if !has_disk => report.error(
+            "machine.install.disk",
+            "an install disk or disk selector is required in metal mode",
+        ),
+        ValidationMode::Container if install.is_some() => {
+            report.warning("machine.install", "ignored in container mode")
+        }
+        _ => {}
+    }
+    if install.is_some_and(|i| i.extensions.is_some()) {
+        report.warning(
+            "machine.install.extensions",
+            "deprecated: build the installer image with the extensions instead",
+        );
+    }
+}
+
+fn check_features(config: &Config, report: &mut ValidationReport) {
+    let Some(features) = config.v1alpha1.machine.features.as_ref() else {
+        return;
+    };
+    if features.rbac == Some(false) {
+        report.warning(
+            "machine.features.rbac",
+            "RBAC is off: every client certificate signed by the OS CA acts as os:admin",
+        );
+    }
+    if let Some(prism) = features.kube_prism.as_ref()
+        && prism.enabled == Some(true)
+        && prism.port == Some(0)
+    {
+        report.error(
+            "machine.features.kubePrism.port",
+            "must not be 0 when KubePrism is enabled",
+        );
+    }
+}
+
+fn check_logging(config: &Config, report: &mut ValidationReport) {
+    let Some(RawValue::Seq(destinations)) = config
+        .v1alpha1
+        .machine
+        .logging
+        .as_ref()
+        .and_then(|l| l.get("destinations"))
+    else {
+        return;
+    };
+    for (i, destination) in destinations.iter().enumerate() {
+        let path = format!("machine.logging.destinations[{i}].endpoint");
+        match destination.get("endpoint").and_then(RawValue::as_str) {
+            None => report.error(path, "is required"),
+            Some(url) => match check_url(url, &["tcp", "udp"]) {
+                Ok(Some(_)) => {}
+                Ok(None) => report.error(path, format!("{url:?} has no port")),
+                Err(message) => report.error(path, message),
+            },
+        }
+    }
+}
+
+fn check_documents(config: &Config, report: &mut ValidationReport) {
+    for (i, document) in config.documents.iter().enumerate() {
+        let label = document.label();
+        if config.documents[..i]
+            .iter()
+            .any(|d| d.kind() == document.kind() && d.name() == document.name())
+        {
+            report.error(&label, "duplicate document");
+        }
+        match document {
+            Document::Hostname(h) => {
+                match (&h.hostname, &h.auto) {
+                    (Some(_), Some(_)) => {
+                        report.error(&label, "hostname and auto are mutually exclusive")
+                    }
+                    (None, None) => report.error(&label, "one of hostname or auto is required"),
+                    _ => {}
+                }
+                if let Some(name) = h.hostname.as_deref()
+                    && !is_valid_hostname(name)
+                {
+                    report.error(
+                        format!("{label}.hostname"),
+                        format!("{name:?} is not a valid host name"),
+                    );
+                }
+                if config
+                    .v1alpha1
+                    .machine
+                    .network
+                    .as_ref()
+                    .is_some_and(|n| n.hostname.is_some())
+                {
+                    report.error(
+                        "machine.network.hostname",
+                        "conflicts with the HostnameConfig document; set the hostname in one place",
+                    );
+                }
+                if config
+                    .v1alpha1
+                    .machine
+                    .features
+                    .as_ref()
+                    .is_some_and(|f| f.stable_hostname.is_some())
+                {
+                    report.error(
+                        "machine.features.stableHostname",
+                        "conflicts with the HostnameConfig document; use its auto field",
+                    );
+                }
+            }
+            Document::TimeSync(t) => {
+                if t.ntp.is_some() && t.ptp.is_some() {
+                    report.error(&label, "ntp and ptp are mutually exclusive");
+                }
+                if let Some(timeout) = t.boot_timeout.as_deref()
+                    && !is_go_duration(timeout)
+                {
+                    report.error(
+                        format!("{label}.bootTimeout"),
+                        format!("{timeout:?} is not a duration (e.g. 2m30s)"),
+                    );
+                }
+                if config.v1alpha1.machine.time.is_some() {
+                    report.error(
+                        "machine.time",
+                        "conflicts with the TimeSyncConfig document; configure time sync in one place",
+                    );
+                }
+            }
+            Document::Resolver(r) => {
+                for (j, server) in r.nameservers.iter().enumerate() {
+                    if server.address.parse::<IpAddr>().is_err() {
+                        report.error(
+                            format!("{label}.nameservers[{j}].address"),
+                            format!("{:?} is not an IP address", server.address),
+                        );
+                    }
+                }
+                if config
+                    .v1alpha1
+                    .machine
+                    .network
+                    .as_ref()
+                    .is_some_and(|n| !n.nameservers.is_empty())
+                    && !r.nameservers.is_empty()
+                {
+                    report.error(
+                        "machine.network.nameservers",
+                        "conflicts with the ResolverConfig document; list nameservers in one place",
+                    );
+                }
+            }
+            Document::Other(_) => {}
+        }
+    }
+}
+
+/// Checks `scheme://host[:port][/path]` with one of `schemes`; returns the port if given.
+fn check_url(url: &str, schemes: &[&str]) -> Result<Option<u16>, String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| format!("{url:?} is not a URL"))?;
+    if !schemes.contains(&scheme) {
+        return Err(format!("{url:?} must use {}", schemes.join(" or ")));
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(bracketed) => {
+            let (host, after) = bracketed
+                .split_once(']')
+                .ok_or_else(|| format!("{url:?} has an unclosed IPv6 bracket"))?;
+            (host, after.strip_prefix(':'))
+        }
+        None => match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    if host.is_empty() {
+        return Err(format!("{url:?} has no host"));
+    }
+    port.map(|p| {
+        p.parse::<u16>()
+            .ok()
+            .filter(|&p| p != 0)
+            .ok_or_else(|| format!("{url:?} has an invalid port {p:?}"))
+    })
+    .transpose()
+}
+
+/// A Go `time.Duration` string: `1h2m3.5s`, `300ms`, `0`.
+fn is_go_duration(text: &str) -> bool {
+    if text == "0" {
+        return true;
+    }
+    let mut rest = text;
+    if rest.is_empty() {
+        return false;
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if digits == 0 || rest[..digits].parse::<f64>().is_err() {
+            return false;
+        }
+        rest = &rest[digits..];
+        let unit = ["ns", "us", "µs", "ms", "s", "m", "h"]
+            .into_iter()
+            .filter(|u| rest.starts_with(u))
+            .max_by_key(|u| u.len());
+        match unit {
+            Some(unit) => rest = &rest[unit.len()..],
+            None => return false,
+        }
+    }
+    true
 }
 
 fn is_valid_hostname(name: &str) -> bool {
@@ -182,16 +693,63 @@ fn is_valid_hostname(name: &str) -> bool {
         })
 }
 
-fn is_cidr(value: &str) -> bool {
-    let Some((address, prefix)) = value.split_once('/') else {
-        return false;
-    };
-    let Ok(prefix) = prefix.parse::<u8>() else {
-        return false;
-    };
-    match address.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V4(_)) => prefix <= 32,
-        Ok(std::net::IpAddr::V6(_)) => prefix <= 128,
-        Err(_) => false,
+/// An address with a prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cidr {
+    address: IpAddr,
+    prefix: u8,
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.address, self.prefix)
     }
 }
+
+impl Cidr {
+    fn parse(value: &str) -> Option<Cidr> {
+        let (address, prefix) = value.split_once('/')?;
+        if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let prefix: u8 = prefix.parse().ok()?;
+        let address: IpAddr = address.parse().ok()?;
+        let max = if address.is_ipv4() { 32 } else { 128 };
+        (prefix <= max).then_some(Cidr { address, prefix })
+    }
+
+    /// The address left-aligned in 128 bits (IPv4 in the top 32) and the prefix length.
+    fn bits(&self) -> (u128, u32) {
+        match self.address {
+            IpAddr::V4(a) => (u128::from(u32::from(a)) << 96, u32::from(self.prefix)),
+            IpAddr::V6(a) => (u128::from(a), u32::from(self.prefix)),
+        }
+    }
+
+    fn mask(prefix: u32) -> u128 {
+        if prefix == 0 {
+            0
+        } else {
+            u128::MAX << (128 - prefix)
+        }
+    }
+
+    /// True when no host bits are set.
+    fn is_network(&self) -> bool {
+        let (bits, prefix) = self.bits();
+        bits & !Self::mask(prefix) == 0
+    }
+
+    fn overlaps(&self, other: &Cidr) -> bool {
+        if self.address.is_ipv4() != other.address.is_ipv4() {
+            return false;
+        }
+        let (a, pa) = self.bits();
+        let (b, pb) = other.bits();
+        let mask = Self::mask(pa.min(pb));
+        a & mask == b & mask
+    }
+}
+
+#[cfg(test)]
+mod tests;

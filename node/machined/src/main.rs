@@ -10,6 +10,7 @@ mod cmdline;
 mod config_fetch;
 mod dhcp;
 mod diff;
+mod dns;
 mod early;
 mod files;
 mod kmsg;
@@ -21,6 +22,7 @@ mod power;
 mod services;
 mod storage;
 mod sysinfo;
+mod timesync;
 
 use std::io::Write;
 use std::path::Path;
@@ -190,6 +192,24 @@ async fn run(
         services.clone(),
     ));
 
+    let floor = timesync::floor(
+        option_env!("TALOS_BUILD_EPOCH").and_then(|e| e.parse().ok()),
+        std::fs::read_to_string(Path::new(storage::STATE_MOUNT).join(timesync::FLOOR_FILE))
+            .ok()
+            .as_deref(),
+    );
+    match timesync::apply_floor(&Linux, floor) {
+        Ok(Some(t)) => tracing::warn!(
+            "the clock was behind the last known time; moved it forward to {}",
+            kmsg::rfc3339(t)
+        ),
+        Ok(None) => {}
+        Err(e) => tracing::error!("applying the time floor: {e}"),
+    }
+
+    let floor_dir = store
+        .is_some()
+        .then(|| std::path::PathBuf::from(storage::STATE_MOUNT));
     let stored = store.as_ref().and_then(|s| match s.load() {
         Ok(data) => data,
         Err(e) => {
@@ -236,6 +256,14 @@ async fn run(
             }
         }
     });
+
+    let time_node = node.clone();
+    tokio::spawn(timesync::run(
+        Arc::new(Linux),
+        move || time_node.time_servers(),
+        floor_dir,
+        node.services.clone(),
+    ));
 
     match (node.is_configured(), cmdline.config_url()) {
         (false, Some(url)) => {

@@ -180,6 +180,21 @@ impl Node {
         }
     }
 
+    /// NTP servers from the machine config, else upstream's default.
+    pub fn time_servers(&self) -> Vec<String> {
+        let configured = self
+            .mode()
+            .config
+            .as_ref()
+            .map(|(c, _)| c.time_servers().to_vec())
+            .unwrap_or_default();
+        if configured.is_empty() {
+            vec![crate::timesync::DEFAULT_SERVER.to_owned()]
+        } else {
+            configured
+        }
+    }
+
     /// Applies [`Node::hostname`] to the kernel.
     pub fn set_system_hostname(&self) {
         let name = self.hostname();

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::SysError;
+use crate::clock::Clock;
 use crate::fs::{ModuleLoader, MountSpec, Mounter};
 use crate::net::NetConfig;
 use crate::power::{Power, RebootAction};
@@ -28,6 +29,8 @@ pub enum Call {
         link: String,
         gateway: Ipv4Addr,
     },
+    StepClock(std::time::SystemTime),
+    SlewClock(i64),
 }
 
 /// Records calls; the module loader fails for paths listed in `failing_modules`.
@@ -35,6 +38,8 @@ pub enum Call {
 pub struct FakeSystem {
     pub calls: Mutex<Vec<Call>>,
     pub failing_modules: Vec<PathBuf>,
+    /// What `Clock::now` returns; the real clock when unset.
+    pub clock: Mutex<Option<std::time::SystemTime>>,
 }
 
 impl FakeSystem {
@@ -110,6 +115,26 @@ impl NetConfig for FakeSystem {
             link: link.to_owned(),
             gateway,
         });
+        Ok(())
+    }
+}
+
+impl Clock for FakeSystem {
+    fn now(&self) -> std::time::SystemTime {
+        self.clock
+            .lock()
+            .expect("fake lock poisoned")
+            .unwrap_or_else(std::time::SystemTime::now)
+    }
+
+    fn step(&self, to: std::time::SystemTime) -> Result<(), SysError> {
+        *self.clock.lock().expect("fake lock poisoned") = Some(to);
+        self.record(Call::StepClock(to));
+        Ok(())
+    }
+
+    fn slew(&self, offset_ns: i64) -> Result<(), SysError> {
+        self.record(Call::SlewClock(offset_ns));
         Ok(())
     }
 }

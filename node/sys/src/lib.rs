@@ -5,6 +5,7 @@
 //! the logic that drives them is unit-tested without a kernel.
 #![allow(unsafe_code)]
 
+pub mod clock;
 mod error;
 pub mod fs;
 pub mod net;

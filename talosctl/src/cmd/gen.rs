@@ -9,7 +9,10 @@ use std::time::SystemTime;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use talos_machinery::SecretsBundle;
+use talos_machinery::config::Patch;
+use talos_machinery::{Config, SecretsBundle};
+
+use crate::cmd::machineconfig::load_patches;
 use talos_machinery::codec::MAX_CONFIG_BYTES;
 use talos_machinery::config::{
     self, DEFAULT_INSTALL_DISK, DEFAULT_INSTALL_IMAGE, DEFAULT_KUBERNETES_VERSION, EndpointUrl,
@@ -39,7 +42,7 @@ pub enum GenCommand {
     /// unless --force is given.
     ///
     /// Example: talosctl gen config lab https://10.0.0.2:6443 -o ./lab
-    Config(ConfigArgs),
+    Config(Box<ConfigArgs>),
 
     /// Generate a secrets bundle (CAs, keys and tokens) to generate configs from later.
     ///
@@ -122,6 +125,19 @@ pub struct ConfigArgs {
     )]
     pub output_types: Vec<OutputType>,
 
+    /// Patch for every generated machine config, inline or `@FILE` (strategic merge or JSON
+    /// patch); repeatable, applied in order.
+    #[arg(long, value_name = "PATCH")]
+    pub config_patch: Vec<String>,
+
+    /// Patch for the control-plane config only, applied after --config-patch; repeatable.
+    #[arg(long, value_name = "PATCH")]
+    pub config_patch_control_plane: Vec<String>,
+
+    /// Patch for the worker config only, applied after --config-patch; repeatable.
+    #[arg(long, value_name = "PATCH")]
+    pub config_patch_worker: Vec<String>,
+
     /// Overwrite existing files.
     #[arg(short = 'f', long)]
     pub force: bool,
@@ -149,7 +165,7 @@ fn parse_endpoint(value: &str) -> Result<String, String> {
 
 pub fn run(args: GenArgs) -> anyhow::Result<()> {
     match args.command {
-        GenCommand::Config(args) => gen_config(args),
+        GenCommand::Config(args) => gen_config(*args),
         GenCommand::Secrets(args) => gen_secrets(args),
     }
 }
@@ -167,6 +183,12 @@ fn gen_config(args: ConfigArgs) -> anyhow::Result<()> {
     if !args.force {
         refuse_existing(targets.iter().map(|(_, path)| path.as_path()))?;
     }
+
+    let common = load_patches(&args.config_patch).context("--config-patch")?;
+    let controlplane_patches =
+        load_patches(&args.config_patch_control_plane).context("--config-patch-control-plane")?;
+    let worker_patches =
+        load_patches(&args.config_patch_worker).context("--config-patch-worker")?;
 
     let now = SystemTime::now();
     let secrets = match &args.with_secrets {
@@ -187,19 +209,33 @@ fn gen_config(args: ConfigArgs) -> anyhow::Result<()> {
         now,
     };
     let generated = config::generate(&input)?;
+    let controlplane = patched(&generated.controlplane, &common, &controlplane_patches)
+        .context("patching controlplane.yaml")?;
+    let worker =
+        patched(&generated.worker, &common, &worker_patches).context("patching worker.yaml")?;
 
     fs::create_dir_all(&args.output_dir)
         .with_context(|| format!("creating {}", args.output_dir.display()))?;
     for (output_type, path) in &targets {
         let contents = match output_type {
-            OutputType::Controlplane => generated.controlplane.clone(),
-            OutputType::Worker => generated.worker.clone(),
+            OutputType::Controlplane => controlplane.clone(),
+            OutputType::Worker => worker.clone(),
             OutputType::Talosconfig => generated.talosconfig.to_yaml()?,
         };
         write_secret_file(path, contents.as_bytes(), args.force)?;
         eprintln!("created {}", path.display());
     }
     Ok(())
+}
+
+/// The generated config with the common patches, then the role's patches, applied.
+fn patched(generated: &str, common: &[Patch], role: &[Patch]) -> anyhow::Result<String> {
+    if common.is_empty() && role.is_empty() {
+        return Ok(generated.to_owned());
+    }
+    let config = Config::from_bytes(generated.as_bytes())?;
+    let patches: Vec<Patch> = common.iter().chain(role).cloned().collect();
+    Ok(config.patch(&patches)?.to_yaml()?)
 }
 
 fn gen_secrets(args: SecretsArgs) -> anyhow::Result<()> {
@@ -271,7 +307,7 @@ fn write_secret_file(path: &Path, contents: &[u8], force: bool) -> anyhow::Resul
 mod tests {
     use super::*;
     use clap::Parser;
-    use talos_machinery::{Config, Talosconfig, ValidationMode};
+    use talos_machinery::{Talosconfig, ValidationMode};
 
     #[derive(Debug, Parser)]
     struct TestCli {
@@ -429,6 +465,87 @@ mod tests {
         assert_eq!(
             worker.os_ca().unwrap().unwrap().cert_pem,
             bundle.os_ca().cert_pem
+        );
+    }
+
+    #[test]
+    fn gen_config_applies_common_then_role_patches() {
+        let dir = TempDir::new("patches");
+        let out = dir.0.join("out");
+        let patch_file = dir.0.join("cp.yaml");
+        fs::write(
+            &patch_file,
+            "cluster:\n  network:\n    podSubnets: [10.32.0.0/12]\n",
+        )
+        .unwrap();
+        let cp_patch = format!("@{}", patch_file.display());
+        run(parse(&[
+            "config",
+            "lab",
+            "https://10.0.0.2:6443",
+            "-o",
+            out.to_str().unwrap(),
+            "--config-patch",
+            "machine:\n  network:\n    nameservers: [9.9.9.9]\n",
+            "--config-patch",
+            "machine:\n  network:\n    nameservers: [1.1.1.1]\n",
+            "--config-patch-control-plane",
+            &cp_patch,
+            "--config-patch-worker",
+            "machine:\n  install:\n    disk: /dev/vda\n",
+        ])
+        .unwrap())
+        .unwrap();
+        let cp = Config::from_bytes(&fs::read(out.join("controlplane.yaml")).unwrap()).unwrap();
+        let worker = Config::from_bytes(&fs::read(out.join("worker.yaml")).unwrap()).unwrap();
+        assert_eq!(cp.nameservers(), ["9.9.9.9", "1.1.1.1"]);
+        assert_eq!(worker.nameservers(), ["9.9.9.9", "1.1.1.1"]);
+        let pods = |c: &Config| {
+            c.v1alpha1()
+                .cluster
+                .as_ref()
+                .unwrap()
+                .network
+                .as_ref()
+                .unwrap()
+                .pod_subnets
+                .clone()
+        };
+        assert_eq!(pods(&cp), ["10.32.0.0/12"]);
+        assert_eq!(pods(&worker), ["10.244.0.0/16"]);
+        assert_eq!(worker.install().unwrap().disk.as_deref(), Some("/dev/vda"));
+        assert_eq!(cp.install().unwrap().disk.as_deref(), Some("/dev/sda"));
+        assert!(cp.validate(ValidationMode::Metal).errors.is_empty());
+
+        // A bad patch fails before anything is written.
+        let fresh = dir.0.join("fresh");
+        let err = run(parse(&[
+            "config",
+            "lab",
+            "https://10.0.0.2:6443",
+            "-o",
+            fresh.to_str().unwrap(),
+            "--config-patch-worker",
+            "machine:\n  instal: {}\n",
+        ])
+        .unwrap())
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("machine.instal"), "{err:#}");
+        assert!(!fresh.exists());
+        let err = run(parse(&[
+            "config",
+            "lab",
+            "https://10.0.0.2:6443",
+            "-o",
+            fresh.to_str().unwrap(),
+            "--config-patch",
+            "@/nonexistent/patch.yaml",
+        ])
+        .unwrap())
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("/nonexistent/patch.yaml"),
+            "{err:#}"
         );
     }
 }

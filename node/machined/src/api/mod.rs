@@ -3,6 +3,7 @@
 
 pub mod authz;
 pub mod machine;
+pub mod time;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use talos_proto::machine::machine_service_server::MachineServiceServer;
+use talos_proto::time::time_service_server::TimeServiceServer;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
@@ -94,6 +96,7 @@ pub async fn serve(node: Arc<Node>) {
     let result = tonic::transport::Server::builder()
         .layer(authz::AuthzLayer { node: node.clone() })
         .add_service(machine)
+        .add_service(TimeServiceServer::new(time::TimeApi { node: node.clone() }))
         .serve_with_incoming(ReceiverStream::new(rx))
         .await;
     if let Err(e) = result {
