@@ -4,7 +4,7 @@ use std::process::Command;
 
 use talos_machinery::Arch;
 
-use crate::{cmd, deps, image, paths};
+use crate::{cmd, deps, fuzz, image, paths};
 
 pub fn run() -> anyhow::Result<()> {
     deps::ensure_if_missing()?;
@@ -33,5 +33,14 @@ pub fn run() -> anyhow::Result<()> {
             .args(["test", "--workspace", "--locked"])
             .env("TALOS_RS_OUT", root.join("out"))
             .env("TALOS_RS_E2E_REQUIRED", "1"),
-    )
+    )?;
+    if cmd::output(Command::new("rustup").args(["run", "nightly", "rustc", "--version"])).is_ok() {
+        fuzz::run(FUZZ_SECONDS)
+    } else {
+        eprintln!("fuzzing skipped: no nightly toolchain (cargo-fuzz needs one)");
+        Ok(())
+    }
 }
+
+/// A short fuzzing run on every CI pass; longer runs with `cargo xtask fuzz --seconds N`.
+const FUZZ_SECONDS: u64 = 30;
