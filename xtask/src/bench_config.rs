@@ -36,7 +36,7 @@ fn build_decode_peak(root: &std::path::Path) -> anyhow::Result<PathBuf> {
     if !status.success() {
         bail!("building the decode_peak example failed with {status}");
     }
-    Ok(root.join("target/debug/examples/decode_peak"))
+    Ok(crate::paths::target().join("debug/examples/decode_peak"))
 }
 
 /// Runs `decode_peak` on `document`; returns the outcome and peak KiB.
@@ -167,7 +167,7 @@ pub fn rows() -> anyhow::Result<Vec<(String, String)>> {
 
     let root = crate::paths::root();
     let binary = build_decode_peak(&root)?;
-    let dir = root.join("target").join("bench-config");
+    let dir = crate::paths::target().join("bench-config");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut benign = controlplane.clone();
     benign.push('#');

@@ -17,7 +17,7 @@ fn talosctl() -> anyhow::Result<PathBuf> {
             .current_dir(paths::root())
             .args(["build", "--quiet", "-p", "talosctl"]),
     )?;
-    Ok(paths::root().join("target/debug/talosctl"))
+    Ok(paths::target().join("debug/talosctl"))
 }
 
 fn talosctl_run(bin: &Path, args: &[&str]) -> anyhow::Result<()> {

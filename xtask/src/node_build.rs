@@ -27,7 +27,7 @@ fn stamp(command: &mut Command, rustc: &str) {
 }
 
 fn target_dir(arch: Arch) -> PathBuf {
-    paths::root().join("target").join(format!("node-{arch}"))
+    paths::target().join(format!("node-{arch}"))
 }
 
 /// Builds the release, statically linked `package` binary for `arch` and returns its path.

@@ -11,6 +11,11 @@ pub fn root() -> PathBuf {
         .to_owned()
 }
 
+/// Cargo's target directory (`$CARGO_TARGET_DIR`, else target/ in the workspace).
+pub fn target() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
+}
+
 /// Built images per architecture: `out/<arch>/`.
 pub fn out(arch: Arch) -> PathBuf {
     root().join("out").join(arch.as_str())
