@@ -12,6 +12,16 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use talos_machinery::Arch;
 
+mod firmware;
+mod memory;
+mod pi;
+
+pub use firmware::{
+    Artifact, BootKind, DiskLayout, DtbLayout, DtbSource, Dtbs, Firmware, Placement, SECTOR_BYTES,
+};
+pub use memory::{MEMORY_DIR, MemoryProfile, Service, ServiceMemory};
+pub use pi::{PI_OVERLAY_DIR, PiConfig};
+
 /// The file name of a board description inside its directory.
 pub const BOARD_FILE: &str = "board.toml";
 
@@ -33,6 +43,26 @@ pub struct Board {
     /// Present when the board can be emulated by QEMU.
     #[serde(default)]
     pub qemu: Option<QemuMachine>,
+    /// Boot chains (variants); the first is the default. Empty: the kernel is started
+    /// directly (QEMU `-kernel`).
+    #[serde(default)]
+    pub firmware: Vec<Firmware>,
+    #[serde(default)]
+    pub dtb: Option<Dtbs>,
+    #[serde(default)]
+    pub disk: DiskLayout,
+    /// Raspberry Pi firmware settings, rendered by [`Board::config_txt`].
+    #[serde(default)]
+    pub config_txt: Option<PiConfig>,
+    /// Our device-tree overlays (`dtb/overlays/<name>.dts`) the firmware applies.
+    #[serde(default)]
+    pub overlays: Vec<String>,
+    /// Name of a profile in `boards/memory/`.
+    #[serde(default)]
+    pub memory_profile: Option<String>,
+    /// The profile `memory_profile` names, read by [`Board::load`].
+    #[serde(skip)]
+    pub memory: Option<MemoryProfile>,
 }
 
 /// How to emulate the board in QEMU.
@@ -149,9 +179,60 @@ impl Board {
             path: path.to_owned(),
             source,
         })?;
-        let board: Board = toml::from_str(&text).map_err(|e| parse_error(path, &text, &e))?;
+        let mut board: Board = toml::from_str(&text).map_err(|e| parse_error(path, &text, &e))?;
         board.validate(path)?;
+        board.memory = board.load_memory_profile(path)?;
         Ok(board)
+    }
+
+    /// The default boot chain, if the board has any.
+    pub fn default_firmware(&self) -> Option<&Firmware> {
+        self.firmware.first()
+    }
+
+    /// The boot chain called `name`.
+    pub fn firmware_variant(&self, name: &str) -> Option<&Firmware> {
+        self.firmware.iter().find(|f| f.name == name)
+    }
+
+    /// The Raspberry Pi `config.txt`, for boards that have one.
+    pub fn config_txt(&self) -> Option<String> {
+        self.config_txt
+            .as_ref()
+            .map(|c| c.render(&self.name, &self.overlays))
+    }
+
+    fn load_memory_profile(&self, path: &Path) -> Result<Option<MemoryProfile>, BoardError> {
+        let Some(name) = &self.memory_profile else {
+            return Ok(None);
+        };
+        let file = path
+            .parent()
+            .and_then(Path::parent)
+            .unwrap_or(Path::new("."))
+            .join(MEMORY_DIR)
+            .join(format!("{name}.toml"));
+        if !file.is_file() {
+            return Err(BoardError::Invalid {
+                path: path.to_owned(),
+                field: "memory_profile".into(),
+                reason: format!("names {name:?}, but {} does not exist", file.display()),
+            });
+        }
+        let text = fs::read_to_string(&file).map_err(|source| BoardError::Read {
+            path: file.clone(),
+            source,
+        })?;
+        let profile: MemoryProfile =
+            toml::from_str(&text).map_err(|e| parse_error(&file, &text, &e))?;
+        if let Some((field, reason)) = profile.problem() {
+            return Err(BoardError::Invalid {
+                path: file,
+                field,
+                reason,
+            });
+        }
+        Ok(Some(profile))
     }
 
     /// The kernel command line: `kernel_args` joined by spaces.
@@ -170,7 +251,7 @@ impl Board {
             return Err(invalid(
                 "name",
                 format!(
-                    "{:?} must be lowercase letters, digits and '-', starting with a letter",
+                    "{:?} must be lowercase letters, digits, '-' and '_', starting with a letter",
                     self.name
                 ),
             ));
@@ -248,6 +329,203 @@ impl Board {
 
         if let Some(qemu) = &self.qemu {
             qemu.validate(&invalid)?;
+        }
+        self.validate_boot(&invalid)
+    }
+
+    fn validate_boot(
+        &self,
+        invalid: &dyn Fn(&str, String) -> BoardError,
+    ) -> Result<(), BoardError> {
+        let disk = self.disk;
+        if !(4..=128).contains(&disk.gpt_entries) || !disk.gpt_entries.is_multiple_of(4) {
+            return Err(invalid(
+                "disk.gpt_entries",
+                format!(
+                    "{} must be a multiple of 4 (one 512-byte sector) between 4 and 128",
+                    disk.gpt_entries
+                ),
+            ));
+        }
+        // The first partition starts 1 MiB-aligned and after the primary GPT.
+        if !disk.partition_start_lba.is_multiple_of(2048)
+            || disk.partition_start_bytes() < disk.gpt_end_bytes()
+        {
+            return Err(invalid(
+                "disk.partition_start_lba",
+                format!(
+                    "{} must be a non-zero multiple of 2048 (1 MiB)",
+                    disk.partition_start_lba
+                ),
+            ));
+        }
+
+        let mut names = BTreeSet::new();
+        let mut boot_files = BTreeSet::new();
+        for (i, firmware) in self.firmware.iter().enumerate() {
+            let field = format!("firmware[{i}]");
+            if !is_board_name(&firmware.name) {
+                return Err(invalid(
+                    &format!("{field}.name"),
+                    format!(
+                        "{:?} must be lowercase letters, digits and '-'",
+                        firmware.name
+                    ),
+                ));
+            }
+            if !names.insert(firmware.name.as_str()) {
+                return Err(invalid(
+                    &format!("{field}.name"),
+                    format!("{:?} is used twice", firmware.name),
+                ));
+            }
+            let mut raw: Vec<(u64, u64, usize)> = Vec::new();
+            for (j, artifact) in firmware.artifacts.iter().enumerate() {
+                let field = format!("{field}.artifacts[{j}]");
+                if !is_debian_package(&artifact.package) {
+                    return Err(invalid(
+                        &format!("{field}.package"),
+                        format!("{:?} is not a Debian package name", artifact.package),
+                    ));
+                }
+                if !artifact.path.starts_with('/') || !is_clean_path(&artifact.path[1..]) {
+                    return Err(invalid(
+                        &format!("{field}.path"),
+                        format!(
+                            "{:?} must be an absolute path inside the package, without `..`",
+                            artifact.path
+                        ),
+                    ));
+                }
+                match &artifact.placement {
+                    Placement::Raw { offset, max_bytes } => {
+                        let end = offset.saturating_add(*max_bytes);
+                        if *offset < disk.gpt_end_bytes()
+                            || end > disk.partition_start_bytes()
+                            || *max_bytes == 0
+                            || !offset.is_multiple_of(SECTOR_BYTES)
+                        {
+                            return Err(invalid(
+                                &format!("{field}.offset"),
+                                format!(
+                                    "{offset}..{end} must be sector-aligned, non-empty, and lie between the end of the primary GPT ({}) and the first partition ({})",
+                                    disk.gpt_end_bytes(),
+                                    disk.partition_start_bytes()
+                                ),
+                            ));
+                        }
+                        if let Some((_, _, k)) =
+                            raw.iter().find(|(s, e, _)| *offset < *e && *s < end)
+                        {
+                            return Err(invalid(
+                                &format!("{field}.offset"),
+                                format!("{offset}..{end} overlaps artifacts[{k}]"),
+                            ));
+                        }
+                        raw.push((*offset, end, j));
+                    }
+                    Placement::BootFile { dest } => {
+                        if !is_clean_path(dest) {
+                            return Err(invalid(
+                                &format!("{field}.dest"),
+                                format!("{dest:?} must be a relative path without `..`"),
+                            ));
+                        }
+                        boot_files.insert(dest.as_str());
+                    }
+                    Placement::QemuBios => {
+                        if self.qemu.is_none() {
+                            return Err(invalid(
+                                &format!("{field}.install"),
+                                "is \"qemu-bios\", but the board has no [qemu] table".into(),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+
+        if let Some(dtb) = &self.dtb {
+            if dtb.files.is_empty() {
+                return Err(invalid("dtb.files", "is empty".into()));
+            }
+            let mut seen = BTreeSet::new();
+            for file in &dtb.files {
+                if !is_clean_path(file) || !file.contains('/') || !file.ends_with(".dtb") {
+                    return Err(invalid(
+                        "dtb.files",
+                        format!("entry {file:?} must look like <vendor>/<name>.dtb"),
+                    ));
+                }
+                if !seen.insert(dtb.destination(file)) {
+                    return Err(invalid(
+                        "dtb.files",
+                        format!("entry {file:?} lands on the same boot file as another"),
+                    ));
+                }
+            }
+        }
+
+        let mut overlays = BTreeSet::new();
+        for overlay in &self.overlays {
+            if !is_board_name(overlay) || overlay.contains('_') {
+                return Err(invalid(
+                    "overlays",
+                    format!("entry {overlay:?} must be an overlay name such as disable-bt"),
+                ));
+            }
+            if !overlays.insert(overlay.as_str()) {
+                return Err(invalid("overlays", format!("lists {overlay:?} twice")));
+            }
+        }
+        if !self.overlays.is_empty() && self.config_txt.is_none() {
+            return Err(invalid(
+                "overlays",
+                "needs a [config_txt] table: only the Raspberry Pi firmware applies overlays so far"
+                    .into(),
+            ));
+        }
+
+        if let Some(config) = &self.config_txt {
+            if self.arch != Arch::Arm64 || !config.arm_64bit {
+                return Err(invalid(
+                    "config_txt.arm_64bit",
+                    "must be true, on an arm64 board: we boot a 64-bit U-Boot".into(),
+                ));
+            }
+            if !boot_files.contains(config.kernel.as_str()) {
+                return Err(invalid(
+                    "config_txt.kernel",
+                    format!(
+                        "{:?} is not the `dest` of any boot-file artifact",
+                        config.kernel
+                    ),
+                ));
+            }
+            if let Some(mib) = config.gpu_mem_mib.filter(|m| !(16..=512).contains(m)) {
+                return Err(invalid(
+                    "config_txt.gpu_mem_mib",
+                    format!("{mib} must be between 16 and 512"),
+                ));
+            }
+            let mut ports = BTreeSet::new();
+            if let Some(port) = config
+                .hdmi_safe
+                .iter()
+                .find(|p| **p > 1 || !ports.insert(**p))
+            {
+                return Err(invalid(
+                    "config_txt.hdmi_safe",
+                    format!("port {port} must be 0 or 1, listed once"),
+                ));
+            }
+        }
+
+        if let Some(profile) = self.memory_profile.as_ref().filter(|p| !is_board_name(p)) {
+            return Err(invalid(
+                "memory_profile",
+                format!("{profile:?} must be a profile name such as small"),
+            ));
         }
         Ok(())
     }
@@ -380,7 +658,24 @@ fn is_board_name(name: &str) -> bool {
     name.starts_with(|c: char| c.is_ascii_lowercase())
         && name
             .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+fn is_debian_package(name: &str) -> bool {
+    name.len() >= 2
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
+}
+
+/// A relative, `/`-separated path with no empty, `.` or `..` parts.
+fn is_clean_path(path: &str) -> bool {
+    !path.is_empty()
+        && !path.chars().any(char::is_whitespace)
+        && path
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..")
 }
 
 fn is_word(value: &str) -> bool {

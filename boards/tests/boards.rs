@@ -47,12 +47,28 @@ fn every_board_in_the_repository_loads() {
     let names: Vec<&str> = boards.iter().map(|b| b.name.as_str()).collect();
     assert!(names.contains(&"qemu-virt-arm64"), "{names:?}");
     assert!(names.contains(&"qemu-amd64"), "{names:?}");
+    for wanted in [
+        "generic-amd64",
+        "generic-arm64",
+        "pine64",
+        "rockpi4",
+        "rpi_generic",
+    ] {
+        assert!(names.contains(&wanted), "{wanted} missing from {names:?}");
+    }
     for board in &boards {
+        let console = format!("console={}", board.console);
         assert!(
             board
                 .kernel_args
-                .contains(&format!("console={}", board.console)),
+                .iter()
+                .any(|a| *a == console || a.starts_with(&format!("{console},"))),
             "{}",
+            board.name
+        );
+        assert!(
+            board.memory.is_some(),
+            "{} has no memory profile",
             board.name
         );
         assert!(

@@ -411,8 +411,8 @@ async fn arm64_config_from_kernel_command_line_url() {
     node.qemu.power_off_hard().unwrap();
 }
 
-/// The v1alpha1 document of a generated config with `machine.network.hostname` and
-/// `machine.time.servers` set.
+/// The v1alpha1 document of a generated config with `machine.network.hostname`, a static
+/// eth0 (QEMU user networking's address, MTU 1400) and `machine.time.servers` set.
 fn with_hostname(config: &str, hostname: &str, time_server: &str) -> Vec<u8> {
     let v1alpha1 = config.split("\n---\n").next().expect("a v1alpha1 document");
     assert!(
@@ -420,11 +420,26 @@ fn with_hostname(config: &str, hostname: &str, time_server: &str) -> Vec<u8> {
         "generated config layout changed"
     );
     let replacement = format!(
-        "\n  network:\n    hostname: {hostname}\n  time:\n    servers:\n    - {time_server}\n"
+        "\n  network:\n    hostname: {hostname}\n    interfaces:\n      - interface: eth0\n        addresses: [10.0.2.15/24]\n        mtu: 1400\n        routes:\n          - network: 0.0.0.0/0\n            gateway: 10.0.2.2\n  time:\n    servers:\n    - {time_server}\n"
     );
     v1alpha1
         .replacen("\n  network: {}\n", &replacement, 1)
         .into_bytes()
+}
+
+/// A file's contents through the Read RPC.
+async fn read_file(client: &Client, path: &str) -> String {
+    let mut stream = client
+        .machine()
+        .read(client.request(talos_proto::machine::ReadRequest { path: path.into() }))
+        .await
+        .expect("Read")
+        .into_inner();
+    let mut data = Vec::new();
+    while let Some(chunk) = stream.message().await.expect("Read stream") {
+        data.extend(chunk.bytes);
+    }
+    String::from_utf8(data).expect("UTF-8")
 }
 
 /// An SNTP server on the host whose clock runs `ahead` of the real one.
@@ -498,6 +513,11 @@ async fn arm64_day2_apply_modes_logs_and_reset() {
         .await
         .expect("mutual TLS");
     assert_eq!(admin.hostname().await.unwrap(), "base");
+    assert_eq!(
+        read_file(&admin, "/sys/class/net/eth0/mtu").await,
+        "1400\n",
+        "the config's MTU is live"
+    );
 
     // The clock follows the configured time server, which runs two minutes ahead.
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -611,6 +631,10 @@ async fn arm64_day2_apply_modes_logs_and_reset() {
         .await
         .expect("mutual TLS after reboot");
     assert_eq!(admin.hostname().await.unwrap(), "staged");
+    node.qemu
+        .wait_for_line("static address from the machine config", BOOT_TIMEOUT)
+        .expect("after the reboot eth0 is configured from the machine config, not DHCP");
+    assert_eq!(read_file(&admin, "/sys/class/net/eth0/mtu").await, "1400\n");
 
     // Reset wipes STATE; the node reboots into maintenance mode.
     admin

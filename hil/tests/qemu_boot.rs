@@ -221,6 +221,13 @@ fn qemu_startup_errors_are_reported_with_stderr() {
             "exit_on_poweroff = true\nextra_args = [\"-device\", \"no-such-device\"]",
         );
     fs::write(dir.join("board.toml"), broken).expect("write board");
+    let boards = Path::new(env!("CARGO_MANIFEST_DIR")).join("../boards");
+    fs::create_dir(tmp.path().join("memory")).expect("mkdir memory");
+    fs::copy(
+        boards.join("memory/standard.toml"),
+        tmp.path().join("memory/standard.toml"),
+    )
+    .expect("memory profile");
     let board = Board::load(&dir.join("board.toml")).expect("valid board");
     let placeholder = tmp.path().join("placeholder");
     fs::write(&placeholder, b"").expect("placeholder");

@@ -35,6 +35,8 @@ pub const PACKAGES: &[&str] = &[
     "u-boot-tools",
     "protobuf-compiler",
     "kmod",
+    "device-tree-compiler",
+    "make",
 ];
 
 fn installed(package: &str) -> bool {

@@ -7,8 +7,11 @@ mod boot;
 mod cmd;
 mod demo;
 mod deps;
+mod dtb;
 mod fuzz;
+mod gpiosim;
 mod image;
+mod kernel;
 mod node_build;
 mod paths;
 mod qemu;
@@ -63,6 +66,13 @@ enum Task {
     /// What CI runs: dependencies, fmt, clippy, images for both architectures, all tests
     /// including the QEMU end-to-end tests on arm64 and amd64.
     Test,
+    /// Kernel config checks.
+    Kernel {
+        #[command(subcommand)]
+        action: KernelTask,
+    },
+    /// Compile our device-tree overlays into out/dtb/.
+    Dtb,
     /// Fuzz config decoding and validation (cargo-fuzz on the nightly toolchain).
     Fuzz {
         /// How long to run.
@@ -74,6 +84,16 @@ enum Task {
         /// Boots per measurement; the table shows medians.
         #[arg(long, default_value_t = 3)]
         runs: usize,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KernelTask {
+    /// Report missing required options and hardening gaps (both Debian kernels by default).
+    Check {
+        /// A kernel .config to check instead of the Debian kernels'.
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
     },
 }
 
@@ -99,6 +119,10 @@ fn main() -> anyhow::Result<()> {
         } => qemu::run(arch, board.as_deref(), append, keep_state),
         Task::Demo => demo::run(),
         Task::Test => test::run(),
+        Task::Kernel {
+            action: KernelTask::Check { config },
+        } => kernel::check(config),
+        Task::Dtb => dtb::build().map(|_| ()),
         Task::Fuzz { seconds } => fuzz::run(seconds),
         Task::Bench { runs } => bench::run(runs.max(1)),
     }

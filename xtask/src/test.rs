@@ -4,7 +4,7 @@ use std::process::Command;
 
 use talos_machinery::Arch;
 
-use crate::{cmd, deps, fuzz, image, paths};
+use crate::{cmd, deps, fuzz, gpiosim, image, paths};
 
 pub fn run() -> anyhow::Result<()> {
     deps::ensure_if_missing()?;
@@ -27,6 +27,7 @@ pub fn run() -> anyhow::Result<()> {
     for arch in Arch::ALL {
         image::build(arch, None)?;
     }
+    gpiosim::image(Arch::Arm64)?;
     cmd::run(
         Command::new(&cargo)
             .current_dir(&root)

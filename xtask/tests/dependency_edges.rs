@@ -25,6 +25,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("talos-boards", &["talos-machinery"]),
+    ("talos-dtb", &["talos-machinery", "talos-boards"]),
+    ("talos-kernel", &[]),
     ("talos-images", &["talos-machinery", "talos-boards"]),
     (
         "talos-hil",
@@ -36,6 +38,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "talos-images",
         ],
     ),
+    // The gpio-sim guest's /init: the relay driver under test, nothing else.
+    ("gpio-sim-check", &["talos-hil"]),
     (
         "xtask",
         &[
@@ -44,6 +48,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "talos-boards",
             "talos-images",
             "talos-hil",
+            "talos-kernel",
+            "talos-dtb",
         ],
     ),
 ];

@@ -185,12 +185,6 @@ async fn run(
         .as_deref()
         .and_then(|l| network::mac_address(Path::new("/sys/class/net"), l));
     let (status_tx, mut status_rx) = watch::channel(NetworkStatus::default());
-    tokio::spawn(network::run(
-        Arc::new(Linux),
-        static_ip,
-        status_tx,
-        services.clone(),
-    ));
 
     let floor = timesync::floor(
         option_env!("TALOS_BUILD_EPOCH").and_then(|e| e.parse().ok()),
@@ -234,6 +228,21 @@ async fn run(
     {
         tracing::error!("{e}; staying in maintenance mode");
     }
+
+    let configured_links = node.config().map(|c| {
+        let (links, warnings) = network::plan(&c);
+        for w in warnings {
+            tracing::warn!("{w}");
+        }
+        links
+    });
+    tokio::spawn(network::run(
+        Arc::new(Linux),
+        static_ip,
+        configured_links.unwrap_or_default(),
+        status_tx,
+        node.services.clone(),
+    ));
 
     let got_address = tokio::time::timeout(
         Duration::from_secs(20),

@@ -56,7 +56,7 @@ pub fn apply_static(net: &dyn NetConfig, link: &str, ip: &StaticIp) -> Result<()
     net.link_up(link)?;
     net.set_ipv4(link, ip.address, ip.prefix)?;
     if let Some(gw) = ip.gateway {
-        net.add_default_route(link, gw)?;
+        net.add_route(link, Ipv4Addr::UNSPECIFIED, 0, gw)?;
     }
     Ok(())
 }
@@ -64,7 +64,93 @@ pub fn apply_static(net: &dyn NetConfig, link: &str, ip: &StaticIp) -> Result<()
 pub fn apply_lease(net: &dyn NetConfig, link: &str, lease: &Lease) -> Result<(), SysError> {
     net.set_ipv4(link, lease.address, lease.prefix)?;
     if let Some(gw) = lease.router {
-        net.add_default_route(link, gw)?;
+        net.add_route(link, Ipv4Addr::UNSPECIFIED, 0, gw)?;
+    }
+    Ok(())
+}
+
+/// One link's settings from `machine.network.interfaces`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkSettings {
+    pub link: String,
+    pub address: Option<(Ipv4Addr, u8)>,
+    pub routes: Vec<(Ipv4Addr, u8, Ipv4Addr)>,
+    pub mtu: Option<u32>,
+    /// DHCP stays on for this link (no static address, or `dhcp: true`).
+    pub dhcp: bool,
+}
+
+fn cidr(text: &str) -> Option<(Ipv4Addr, u8)> {
+    let (addr, prefix) = text.split_once('/')?;
+    Some((
+        addr.parse().ok()?,
+        prefix.parse().ok().filter(|p| *p <= 32)?,
+    ))
+}
+
+/// What the config asks of each named link, and what this node cannot do yet (warnings).
+/// Validation has already refused malformed addresses and unsupported link kinds.
+pub fn plan(config: &talos_machinery::config::Config) -> (Vec<LinkSettings>, Vec<String>) {
+    let mut links = Vec::new();
+    let mut warnings = Vec::new();
+    for (i, iface) in config.interfaces().iter().enumerate() {
+        let Some(link) = iface.interface.clone() else {
+            warnings.push(format!(
+                "machine.network.interfaces[{i}]: deviceSelector is not applied by talos-rs yet"
+            ));
+            continue;
+        };
+        if iface.ignore == Some(true) {
+            continue;
+        }
+        let mut addresses = iface.addresses.iter().chain(iface.cidr.as_ref()).filter_map(|a| {
+            let parsed = cidr(a);
+            if parsed.is_none() {
+                warnings.push(format!("machine.network.interfaces[{i}]: {a} is not IPv4; only IPv4 addresses are applied yet"));
+            }
+            parsed
+        });
+        let address = addresses.next();
+        if addresses.next().is_some() {
+            warnings.push(format!(
+                "machine.network.interfaces[{i}]: only the first IPv4 address is applied yet"
+            ));
+        }
+        let mut routes = Vec::new();
+        if let Some(talos_machinery::config::raw::RawValue::Seq(items)) = &iface.routes {
+            for (j, route) in items.iter().enumerate() {
+                let network = route
+                    .get("network")
+                    .and_then(|n| n.as_str())
+                    .unwrap_or("0.0.0.0/0");
+                match (cidr(network), route.get("gateway").and_then(|g| g.as_str()).and_then(|g| g.parse().ok())) {
+                    (Some((dest, prefix)), Some(gateway)) => routes.push((dest, prefix, gateway)),
+                    _ => warnings.push(format!("machine.network.interfaces[{i}].routes[{j}]: only IPv4 routes with a gateway are applied yet")),
+                }
+            }
+        }
+        links.push(LinkSettings {
+            link,
+            dhcp: iface.dhcp == Some(true) || address.is_none(),
+            address,
+            routes,
+            mtu: iface.mtu,
+        });
+    }
+    (links, warnings)
+}
+
+/// Applies one link's settings: up, MTU, address, routes.
+pub fn apply_settings(net: &dyn NetConfig, settings: &LinkSettings) -> Result<(), SysError> {
+    net.link_up(&settings.link)?;
+    if let Some(mtu) = settings.mtu {
+        net.set_mtu(&settings.link, mtu)?;
+    }
+    if let Some((addr, prefix)) = settings.address {
+        net.set_ipv4(&settings.link, addr, prefix)?;
+    }
+    for (dest, prefix, gateway) in &settings.routes {
+        net.add_route(&settings.link, *dest, *prefix, *gateway)?;
     }
     Ok(())
 }
@@ -96,10 +182,13 @@ async fn wait_for_nic(wanted: Option<&str>, within: Duration) -> Option<String> 
     }
 }
 
-/// Configures the network, publishes the result, and renews DHCP leases forever.
+/// Configures the network, publishes the result, and renews DHCP leases forever. Links named
+/// in the machine config (`configured`) get their settings first; the first NIC then takes a
+/// static address from the config, else from `ip=`, else from DHCP.
 pub async fn run(
     net: Arc<dyn NetConfig + Send + Sync>,
     static_ip: Option<StaticIp>,
+    configured: Vec<LinkSettings>,
     status: watch::Sender<NetworkStatus>,
     services: ServiceRegistry,
 ) {
@@ -107,6 +196,41 @@ pub async fn run(
     services.set(SERVICE, ServiceState::Preparing, "bringing up lo");
     if let Err(e) = net.link_up("lo") {
         tracing::error!("{e}");
+    }
+    let mut static_from_config = None;
+    for settings in &configured {
+        if wait_for_nic(Some(&settings.link), Duration::from_secs(10))
+            .await
+            .is_none()
+        {
+            tracing::warn!(
+                link = settings.link,
+                "the machine config names a link that does not exist"
+            );
+            continue;
+        }
+        match apply_settings(net.as_ref(), settings) {
+            Ok(()) => {
+                if let (false, Some(address)) = (settings.dhcp, settings.address) {
+                    tracing::info!(link = settings.link, address = %address.0, prefix = address.1, "static address from the machine config");
+                    static_from_config.get_or_insert((settings.link.clone(), address));
+                }
+            }
+            Err(e) => tracing::error!("{e}"),
+        }
+    }
+    if let Some((link, (address, prefix))) = static_from_config {
+        services.set(
+            SERVICE,
+            ServiceState::Running,
+            &format!("{link} {address}/{prefix} from the machine config"),
+        );
+        status.send_replace(NetworkStatus {
+            link: Some(link),
+            addresses: vec![address],
+            hostname: None,
+        });
+        return;
     }
     let Some(link) = wait_for_nic(
         static_ip.as_ref().and_then(|s| s.device.as_deref()),
@@ -228,12 +352,58 @@ mod tests {
                     addr: Ipv4Addr::new(10, 0, 2, 15),
                     prefix: 24
                 },
-                Call::DefaultRoute {
+                Call::Route {
                     link: "eth0".into(),
+                    destination: Ipv4Addr::UNSPECIFIED,
+                    prefix: 0,
                     gateway: Ipv4Addr::new(10, 0, 2, 2)
                 },
             ]
         );
+    }
+
+    #[test]
+    fn config_links_become_settings() {
+        let yaml = "version: v1alpha1\nmachine:\n  type: worker\n  network:\n    interfaces:\n      - interface: eth0\n        addresses: [192.168.7.9/24]\n        mtu: 1400\n        routes:\n          - network: 0.0.0.0/0\n            gateway: 192.168.7.1\n          - network: 10.10.0.0/16\n            gateway: 192.168.7.254\n      - interface: eth1\n        dhcp: true\n        mtu: 9000\n";
+        let config = talos_machinery::config::Config::from_bytes(yaml.as_bytes()).unwrap();
+        let (links, warnings) = plan(&config);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(
+            links[0],
+            LinkSettings {
+                link: "eth0".into(),
+                address: Some((Ipv4Addr::new(192, 168, 7, 9), 24)),
+                routes: vec![
+                    (Ipv4Addr::UNSPECIFIED, 0, Ipv4Addr::new(192, 168, 7, 1)),
+                    (
+                        Ipv4Addr::new(10, 10, 0, 0),
+                        16,
+                        Ipv4Addr::new(192, 168, 7, 254)
+                    )
+                ],
+                mtu: Some(1400),
+                dhcp: false,
+            }
+        );
+        assert!(links[1].dhcp && links[1].address.is_none());
+        let fake = FakeSystem::default();
+        apply_settings(&fake, &links[0]).unwrap();
+        assert_eq!(
+            fake.calls()[..3],
+            [
+                Call::LinkUp("eth0".into()),
+                Call::SetMtu {
+                    link: "eth0".into(),
+                    mtu: 1400
+                },
+                Call::SetIpv4 {
+                    link: "eth0".into(),
+                    addr: Ipv4Addr::new(192, 168, 7, 9),
+                    prefix: 24
+                },
+            ]
+        );
+        assert_eq!(fake.calls().len(), 5);
     }
 
     #[test]

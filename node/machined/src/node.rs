@@ -7,6 +7,7 @@ use std::time::Duration;
 use rustls::ServerConfig;
 use talos_machinery::config::{Config, ValidationMode};
 use talos_machinery::pki::CertAndKey;
+use talos_node_sys::net::NetConfig;
 use talos_node_sys::power::{Power, RebootAction};
 use talos_node_sys::process::Hostname;
 use talos_proto::machine::apply_configuration_request::Mode as ApplyMode;
@@ -21,8 +22,8 @@ use crate::services::ServiceRegistry;
 use crate::storage::ConfigStore;
 
 /// The side effects the node core needs.
-pub trait System: Hostname + Power + Send + Sync {}
-impl<T: Hostname + Power + Send + Sync> System for T {}
+pub trait System: Hostname + Power + NetConfig + Send + Sync {}
+impl<T: Hostname + Power + NetConfig + Send + Sync> System for T {}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -180,6 +181,25 @@ impl Node {
         }
     }
 
+    /// The machine config in force, if any.
+    pub fn config(&self) -> Option<Arc<Config>> {
+        self.mode().config.as_ref().map(|(c, _)| c.clone())
+    }
+
+    /// Applies the config's link settings now (a live apply; at boot the network task does it).
+    fn apply_network(&self) {
+        let Some(config) = self.config() else { return };
+        let (links, warnings) = crate::network::plan(&config);
+        for w in warnings {
+            tracing::warn!("{w}");
+        }
+        for settings in links {
+            if let Err(e) = crate::network::apply_settings(self.system.as_ref(), &settings) {
+                tracing::error!("{e}");
+            }
+        }
+    }
+
     /// NTP servers from the machine config, else upstream's default.
     pub fn time_servers(&self) -> Vec<String> {
         let configured = self
@@ -291,6 +311,7 @@ impl Node {
         if mode == ApplyMode::Try {
             let previous = self.mode().config.clone();
             self.switch_to(Arc::new(config), data.to_vec(), tls);
+            self.apply_network();
             self.arm_revert(previous, try_for);
             return Ok(Applied {
                 mode,
@@ -321,6 +342,7 @@ impl Node {
             }
             _ => {
                 self.switch_to(Arc::new(config), data.to_vec(), tls);
+                self.apply_network();
                 "Applied configuration without a reboot".to_owned()
             }
         };
@@ -351,6 +373,7 @@ impl Node {
             match node.tls_for(Some(&config)) {
                 Ok(tls) => {
                     node.switch_to(config, raw, tls);
+                    node.apply_network();
                     tracing::warn!(
                         "try mode: the trial configuration was not confirmed within {after:?}; reverted"
                     );

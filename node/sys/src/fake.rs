@@ -25,9 +25,15 @@ pub enum Call {
         addr: Ipv4Addr,
         prefix: u8,
     },
-    DefaultRoute {
+    Route {
         link: String,
+        destination: Ipv4Addr,
+        prefix: u8,
         gateway: Ipv4Addr,
+    },
+    SetMtu {
+        link: String,
+        mtu: u32,
     },
     StepClock(std::time::SystemTime),
     SlewClock(i64),
@@ -110,10 +116,26 @@ impl NetConfig for FakeSystem {
         Ok(())
     }
 
-    fn add_default_route(&self, link: &str, gateway: Ipv4Addr) -> Result<(), SysError> {
-        self.record(Call::DefaultRoute {
+    fn add_route(
+        &self,
+        link: &str,
+        destination: Ipv4Addr,
+        prefix: u8,
+        gateway: Ipv4Addr,
+    ) -> Result<(), SysError> {
+        self.record(Call::Route {
             link: link.to_owned(),
+            destination,
+            prefix,
             gateway,
+        });
+        Ok(())
+    }
+
+    fn set_mtu(&self, link: &str, mtu: u32) -> Result<(), SysError> {
+        self.record(Call::SetMtu {
+            link: link.to_owned(),
+            mtu,
         });
         Ok(())
     }

@@ -9,7 +9,15 @@ pub trait NetConfig {
     fn link_up(&self, link: &str) -> Result<(), SysError>;
     /// Sets the link's primary IPv4 address and prefix length.
     fn set_ipv4(&self, link: &str, addr: Ipv4Addr, prefix: u8) -> Result<(), SysError>;
-    fn add_default_route(&self, link: &str, gateway: Ipv4Addr) -> Result<(), SysError>;
+    /// Adds a route to `destination/prefix` via `gateway` (0.0.0.0/0 is the default route).
+    fn add_route(
+        &self,
+        link: &str,
+        destination: Ipv4Addr,
+        prefix: u8,
+        gateway: Ipv4Addr,
+    ) -> Result<(), SysError>;
+    fn set_mtu(&self, link: &str, mtu: u32) -> Result<(), SysError>;
 }
 
 /// Restricts a socket to one link, so DHCP works before the link has an address.
@@ -146,13 +154,19 @@ impl NetConfig for crate::fs::Linux {
         )
     }
 
-    fn add_default_route(&self, link: &str, gateway: Ipv4Addr) -> Result<(), SysError> {
+    fn add_route(
+        &self,
+        link: &str,
+        destination: Ipv4Addr,
+        prefix: u8,
+        gateway: Ipv4Addr,
+    ) -> Result<(), SysError> {
         let fd = control_socket()?;
         let dev = cstring("SIOCADDRT", link)?;
         // SAFETY: rtentry is plain old data; all-zero is a valid value.
         let mut rt: libc::rtentry = unsafe { std::mem::zeroed() };
-        rt.rt_dst = sockaddr_in(Ipv4Addr::UNSPECIFIED);
-        rt.rt_genmask = sockaddr_in(Ipv4Addr::UNSPECIFIED);
+        rt.rt_dst = sockaddr_in(destination);
+        rt.rt_genmask = sockaddr_in(prefix_to_netmask(prefix));
         rt.rt_gateway = sockaddr_in(gateway);
         rt.rt_flags = libc::RTF_UP | libc::RTF_GATEWAY;
         rt.rt_dev = dev.as_ptr().cast_mut();
@@ -166,6 +180,25 @@ impl NetConfig for crate::fs::Linux {
             Err(e) if e.errno() == Some(libc::EEXIST) => Ok(()),
             other => other,
         }
+    }
+
+    fn set_mtu(&self, link: &str, mtu: u32) -> Result<(), SysError> {
+        let fd = control_socket()?;
+        let mut req = ifreq_for(link)?;
+        req.ifr_ifru.ifru_mtu = libc::c_int::try_from(mtu).map_err(|_| {
+            SysError::new(
+                "SIOCSIFMTU",
+                link,
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "MTU too large"),
+            )
+        })?;
+        ioctl(
+            &fd,
+            libc::SIOCSIFMTU,
+            (&raw mut req).cast(),
+            "SIOCSIFMTU",
+            link,
+        )
     }
 }
 
