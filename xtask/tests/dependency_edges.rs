@@ -50,6 +50,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "talos-hil",
             "talos-kernel",
             "talos-dtb",
+            "talos-proto",
         ],
     ),
 ];

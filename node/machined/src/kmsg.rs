@@ -81,11 +81,7 @@ pub fn rfc3339(t: SystemTime) -> String {
 pub fn boot_time() -> SystemTime {
     let uptime = std::fs::read_to_string("/proc/uptime")
         .ok()
-        .and_then(|s| {
-            s.split_whitespace()
-                .next()
-                .and_then(|u| u.parse::<f64>().ok())
-        })
+        .and_then(|s| crate::sysinfo::uptime(&s))
         .unwrap_or(0.0);
     SystemTime::now() - Duration::from_secs_f64(uptime)
 }

@@ -84,6 +84,11 @@ pub fn meminfo(text: &str) -> MemInfo {
     )
 }
 
+/// Seconds since boot, from `/proc/uptime`.
+pub fn uptime(text: &str) -> Option<f64> {
+    text.split_whitespace().next()?.parse().ok()
+}
+
 pub fn loadavg(text: &str) -> LoadAvg {
     let mut fields = text
         .split_whitespace()
@@ -246,6 +251,7 @@ mod tests {
 
     #[test]
     fn load_cpu_and_mounts() {
+        assert_eq!(uptime("12.34 20.00\n"), Some(12.34));
         let l = loadavg("0.52 0.31 0.10 1/80 1234\n");
         assert_eq!((l.load1, l.load5, l.load15), (0.52, 0.31, 0.10));
         let cpus = cpuinfo(

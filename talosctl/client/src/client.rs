@@ -27,6 +27,8 @@ pub const MAX_MESSAGE_SIZE: usize = 32 * 1024 * 1024;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// The first attempt's time limit in `connect_with_retry`; it doubles up to [`CONNECT_TIMEOUT`].
+const FIRST_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// gRPC metadata key that makes apid forward a call to one node.
 pub const NODE_METADATA_KEY: &str = "node";
@@ -59,6 +61,9 @@ impl Client {
     ) -> Result<Client, ClientError> {
         let started = Instant::now();
         let mut last = None;
+        // Short first attempts: a port forward can hold a connection whose far end is not up
+        // yet for seconds; a fresh attempt gets through as soon as the node listens.
+        let mut attempt_limit = FIRST_ATTEMPT_TIMEOUT;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
@@ -68,16 +73,17 @@ impl Client {
                     last: last.map(Box::new),
                 });
             }
+            let limit = remaining.min(attempt_limit);
+            attempt_limit = (attempt_limit * 2).min(CONNECT_TIMEOUT);
             let attempt = async {
-                let client =
-                    Client::connect_within(endpoint, &tls, remaining.min(CONNECT_TIMEOUT)).await?;
+                let client = Client::connect_within(endpoint, &tls, limit).await?;
                 match client.version().await {
                     Ok(_) => Ok(client),
                     Err(err) if err.status().is_some() && !err.is_transient() => Ok(client),
                     Err(err) => Err(err),
                 }
             };
-            match tokio::time::timeout(remaining, attempt).await {
+            match tokio::time::timeout(limit, attempt).await {
                 Ok(Ok(client)) => return Ok(client),
                 Ok(Err(err)) if err.is_transient() => last = Some(err),
                 Ok(Err(err)) => return Err(err),

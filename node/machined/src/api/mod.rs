@@ -93,6 +93,12 @@ pub async fn serve(node: Arc<Node>) {
         &format!("listening on :{API_PORT} ({mode})"),
     );
     tracing::info!("API listening on :{API_PORT} ({mode})");
+    if let Some(uptime) = std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|t| crate::sysinfo::uptime(&t))
+    {
+        tracing::info!("API ready {uptime:.2} s after kernel start");
+    }
     let result = tonic::transport::Server::builder()
         .layer(authz::AuthzLayer { node: node.clone() })
         .add_service(machine)
