@@ -145,6 +145,20 @@ async fn connect_when_configured(node: &Node, tls: TlsMode) -> Client {
     }
 }
 
+fn client_cert(ca: &CertAndKey, role: Role) -> CertAndKey {
+    pki::issue_client_cert(ca, &[role], pki::CLIENT_CERT_VALIDITY, SystemTime::now()).unwrap()
+}
+
+/// Mutual TLS with the current context of a talosconfig.
+fn talosconfig_tls(talosconfig: &talos_machinery::talosconfig::Talosconfig) -> TlsMode {
+    let (_, ctx) = talosconfig.current(None).unwrap();
+    TlsMode::Mutual {
+        ca_pem: ctx.ca_pem().unwrap(),
+        cert_pem: ctx.crt_pem().unwrap(),
+        key_pem: ctx.key_pem().unwrap(),
+    }
+}
+
 fn mutual(ca: &CertAndKey, client: &CertAndKey) -> TlsMode {
     TlsMode::Mutual {
         ca_pem: ca.cert_pem.clone(),
@@ -216,12 +230,7 @@ async fn walking_skeleton(arch: Arch, append: Vec<String>) {
         .expect("apply-config --insecure");
     assert_eq!(applied.mode, ApplyMode::NoReboot as i32);
 
-    let (_, ctx) = generated.talosconfig.current(None).unwrap();
-    let admin_tls = TlsMode::Mutual {
-        ca_pem: ctx.ca_pem().unwrap(),
-        cert_pem: ctx.crt_pem().unwrap(),
-        key_pem: ctx.key_pem().unwrap(),
-    };
+    let admin_tls = talosconfig_tls(&generated.talosconfig);
     let admin = connect(&node, admin_tls.clone())
         .await
         .expect("mutual TLS with the admin certificate");
@@ -273,13 +282,7 @@ async fn walking_skeleton(arch: Arch, append: Vec<String>) {
     );
 
     // Roles come from the certificate's Organization.
-    let reader_cert = pki::issue_client_cert(
-        &os_ca,
-        &[Role::Reader],
-        pki::CLIENT_CERT_VALIDITY,
-        SystemTime::now(),
-    )
-    .unwrap();
+    let reader_cert = client_cert(&os_ca, Role::Reader);
     let reader = connect(&node, mutual(&os_ca, &reader_cert))
         .await
         .expect("a reader connects");
@@ -291,13 +294,7 @@ async fn walking_skeleton(arch: Arch, append: Vec<String>) {
 
     // A certificate from another CA is refused.
     let other_ca = pki::new_os_ca(SystemTime::now()).unwrap();
-    let stranger_cert = pki::issue_client_cert(
-        &other_ca,
-        &[Role::Admin],
-        pki::CLIENT_CERT_VALIDITY,
-        SystemTime::now(),
-    )
-    .unwrap();
+    let stranger_cert = client_cert(&other_ca, Role::Admin);
     let stranger = Client::connect(
         &Endpoint::new("127.0.0.1", node.qemu.api_port()),
         mutual(&os_ca, &stranger_cert),
@@ -396,12 +393,7 @@ async fn arm64_config_from_kernel_command_line_url() {
     node.qemu
         .wait_for_line("503", BOOT_TIMEOUT)
         .expect("the first failed fetch is logged");
-    let (_, ctx) = generated.talosconfig.current(None).unwrap();
-    let admin_tls = TlsMode::Mutual {
-        ca_pem: ctx.ca_pem().unwrap(),
-        cert_pem: ctx.crt_pem().unwrap(),
-        key_pem: ctx.key_pem().unwrap(),
-    };
+    let admin_tls = talosconfig_tls(&generated.talosconfig);
     let admin = connect_when_configured(&node, admin_tls).await;
     admin.version().await.unwrap();
     assert!(
@@ -502,13 +494,7 @@ async fn arm64_day2_apply_modes_logs_and_reset() {
         .apply_configuration(with_hostname(&base, "base", &ntp), ApplyMode::Auto, false)
         .await
         .expect("apply");
-    let admin_cert = pki::issue_client_cert(
-        &os_ca,
-        &[Role::Admin],
-        pki::CLIENT_CERT_VALIDITY,
-        SystemTime::now(),
-    )
-    .unwrap();
+    let admin_cert = client_cert(&os_ca, Role::Admin);
     let admin = connect(&node, mutual(&os_ca, &admin_cert))
         .await
         .expect("mutual TLS");
@@ -563,13 +549,7 @@ async fn arm64_day2_apply_modes_logs_and_reset() {
         .await
         .expect("the tail arrives")
         .expect("a first chunk");
-    let reader_cert = pki::issue_client_cert(
-        &os_ca,
-        &[Role::Reader],
-        pki::CLIENT_CERT_VALIDITY,
-        SystemTime::now(),
-    )
-    .unwrap();
+    let reader_cert = client_cert(&os_ca, Role::Reader);
     let reader = connect(&node, mutual(&os_ca, &reader_cert)).await.unwrap();
     assert_eq!(
         code(reader.reboot(RebootMode::Default).await),

@@ -83,42 +83,20 @@ pub fn run() -> anyhow::Result<()> {
             controlplane,
         ],
     )?;
-    talosctl_run(
-        &talosctl,
-        &[
-            "--talosconfig",
-            talosconfig,
-            "-e",
-            &endpoint,
-            "-n",
-            "127.0.0.1",
-            "version",
-        ],
-    )?;
-    talosctl_run(
-        &talosctl,
-        &[
-            "--talosconfig",
-            talosconfig,
-            "-e",
-            &endpoint,
-            "-n",
-            "127.0.0.1",
-            "services",
-        ],
-    )?;
-    talosctl_run(
-        &talosctl,
-        &[
-            "--talosconfig",
-            talosconfig,
-            "-e",
-            &endpoint,
-            "-n",
-            "127.0.0.1",
-            "shutdown",
-        ],
-    )?;
+    for command in ["version", "services", "shutdown"] {
+        talosctl_run(
+            &talosctl,
+            &[
+                "--talosconfig",
+                talosconfig,
+                "-e",
+                &endpoint,
+                "-n",
+                "127.0.0.1",
+                command,
+            ],
+        )?;
+    }
     let status = board
         .wait_exit(Duration::from_secs(60))
         .context("QEMU did not exit after shutdown")?;
