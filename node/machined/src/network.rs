@@ -52,15 +52,6 @@ pub fn default_hostname(mac: Option<[u8; 6]>) -> String {
     }
 }
 
-pub fn apply_static(net: &dyn NetConfig, link: &str, ip: &StaticIp) -> Result<(), SysError> {
-    net.link_up(link)?;
-    net.set_ipv4(link, ip.address, ip.prefix)?;
-    if let Some(gw) = ip.gateway {
-        net.add_route(link, Ipv4Addr::UNSPECIFIED, 0, gw)?;
-    }
-    Ok(())
-}
-
 pub fn apply_lease(net: &dyn NetConfig, link: &str, lease: &Lease) -> Result<(), SysError> {
     net.set_ipv4(link, lease.address, lease.prefix)?;
     if let Some(gw) = lease.router {
@@ -86,6 +77,23 @@ fn cidr(text: &str) -> Option<(Ipv4Addr, u8)> {
         addr.parse().ok()?,
         prefix.parse().ok().filter(|p| *p <= 32)?,
     ))
+}
+
+impl LinkSettings {
+    /// The settings a static `ip=` kernel argument asks of `link`.
+    pub fn from_kernel_arg(link: &str, ip: &StaticIp) -> Self {
+        Self {
+            link: link.to_owned(),
+            address: Some((ip.address, ip.prefix)),
+            routes: ip
+                .gateway
+                .map(|gw| (Ipv4Addr::UNSPECIFIED, 0, gw))
+                .into_iter()
+                .collect(),
+            mtu: None,
+            dhcp: false,
+        }
+    }
 }
 
 /// What the config asks of each named link, and what this node cannot do yet (warnings).
@@ -243,7 +251,7 @@ pub async fn run(
         return;
     };
     if let Some(ip) = static_ip {
-        match apply_static(net.as_ref(), &link, &ip) {
+        match apply_settings(net.as_ref(), &LinkSettings::from_kernel_arg(&link, &ip)) {
             Ok(()) => {
                 tracing::info!(link, address = %ip.address, prefix = ip.prefix, "static address from ip=");
                 services.set(
@@ -342,7 +350,7 @@ mod tests {
     fn static_plan_sets_link_address_and_route_in_order() {
         let fake = FakeSystem::default();
         let ip = StaticIp::parse("10.0.2.15::10.0.2.2:255.255.255.0::eth0:off").unwrap();
-        apply_static(&fake, "eth0", &ip).unwrap();
+        apply_settings(&fake, &LinkSettings::from_kernel_arg("eth0", &ip)).unwrap();
         assert_eq!(
             fake.calls(),
             vec![
