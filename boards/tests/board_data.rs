@@ -176,12 +176,13 @@ fn board_modules_exist_in_the_debian_kernels() {
 }
 
 /// The files of a package, from dpkg's database or a cached .deb; None when neither is here.
-fn package_files(package: &str) -> Option<BTreeSet<String>> {
-    for list in [
-        format!("{package}.list"),
-        format!("{package}:arm64.list"),
-        format!("{package}:amd64.list"),
-    ] {
+fn package_files(package: &str, arch: &str) -> Option<BTreeSet<String>> {
+    let host_list = if arch == "amd64" {
+        format!("{package}.list")
+    } else {
+        format!("{package}:{arch}.list")
+    };
+    for list in [host_list, format!("{package}:{arch}.list")] {
         if let Ok(text) = fs::read_to_string(Path::new("/var/lib/dpkg/info").join(list)) {
             return Some(text.lines().map(str::to_owned).collect());
         }
@@ -192,8 +193,11 @@ fn package_files(package: &str) -> Option<BTreeSet<String>> {
         .filter_map(Result::ok)
         .map(|e| e.path())
         .find(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{package}_")))
+            p.file_name().is_some_and(|n| {
+                let n = n.to_string_lossy();
+                n.starts_with(&format!("{package}_"))
+                    && (n.ends_with(&format!("_{arch}.deb")) || n.ends_with("_all.deb"))
+            })
         })?;
     let out = Command::new("dpkg-deb")
         .arg("--fsys-tarfile")
@@ -225,7 +229,7 @@ fn artifacts_exist_in_their_debian_packages_where_known_here() {
     let mut skipped = BTreeSet::new();
     for board in load_all(&boards_dir()).expect("boards") {
         for artifact in board.firmware.iter().flat_map(|f| &f.artifacts) {
-            match package_files(&artifact.package) {
+            match package_files(&artifact.package, board.arch.as_str()) {
                 Some(files) => {
                     assert!(
                         files.contains(&artifact.path),

@@ -23,7 +23,7 @@ pub mod storage;
 pub mod strategy;
 pub mod suites;
 
-pub use qemu::{Accel, QemuBoard, QemuSpec, SerialLine};
+pub use qemu::{Accel, BootSource, QemuBoard, QemuSpec, SerialLine};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HilError {

@@ -43,15 +43,26 @@ impl Accel {
     }
 }
 
+/// What QEMU starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootSource {
+    /// The kernel directly (`-kernel`, `-initrd`, `-append`): the board's kernel arguments
+    /// plus `append_extra`, e.g. `talos.config=...`.
+    Kernel {
+        kernel: PathBuf,
+        initrd: PathBuf,
+        append_extra: Vec<String>,
+    },
+    /// Firmware (`-bios`: U-Boot, QEMU_EFI.fd or OVMF) that boots from the disk.
+    Firmware { bios: PathBuf },
+}
+
 /// Everything needed to boot one emulated board.
 #[derive(Debug, Clone)]
 pub struct QemuSpec {
     /// Must have a `[qemu]` table.
     pub board: Board,
-    pub kernel: PathBuf,
-    pub initrd: PathBuf,
-    /// Appended to the board's kernel arguments, e.g. `talos.config=...`.
-    pub append_extra: Vec<String>,
+    pub boot: BootSource,
     /// A raw disk image attached as the board's disk device.
     pub disk: Option<PathBuf>,
     /// Host port forwarded to the guest's port 50000; `None` picks a free port.
@@ -127,10 +138,12 @@ impl QemuBoard {
             .ok_or_else(|| HilError::NotEmulated {
                 board: spec.board.name.clone(),
             })?;
-        let inputs = [
-            ("kernel", Some(&spec.kernel)),
-            ("initrd", Some(&spec.initrd)),
-        ];
+        let inputs = match &spec.boot {
+            BootSource::Kernel { kernel, initrd, .. } => {
+                vec![("kernel", Some(kernel)), ("initrd", Some(initrd))]
+            }
+            BootSource::Firmware { bios } => vec![("firmware", Some(bios))],
+        };
         for (what, path) in inputs.into_iter().chain([("disk", spec.disk.as_ref())]) {
             if let Some(path) = path.filter(|p| !p.is_file()) {
                 return Err(HilError::MissingInput {
@@ -341,15 +354,6 @@ fn qemu_args(spec: &QemuSpec, machine: &QemuMachine, api_port: u16) -> Vec<OsStr
     push(&["-m", &machine.memory_mib.to_string()]);
     push(&["-smp", &machine.smp.to_string()]);
     push(&["-serial", "stdio"]);
-    let append = spec
-        .board
-        .kernel_args
-        .iter()
-        .chain(&spec.append_extra)
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .join(" ");
-    push(&["-append", &append]);
     let hostfwd = format!("user,id=n0,hostfwd=tcp:127.0.0.1:{api_port}-:{GUEST_API_PORT}");
     push(&["-netdev", &hostfwd]);
     push(&["-device", &format!("{},netdev=n0", machine.nic_device)]);
@@ -359,10 +363,28 @@ fn qemu_args(spec: &QemuSpec, machine: &QemuMachine, api_port: u16) -> Vec<OsStr
     let extra: Vec<&str> = machine.extra_args.iter().map(String::as_str).collect();
     push(&extra);
 
-    args.push("-kernel".into());
-    args.push(spec.kernel.clone().into());
-    args.push("-initrd".into());
-    args.push(spec.initrd.clone().into());
+    match &spec.boot {
+        BootSource::Kernel {
+            kernel,
+            initrd,
+            append_extra,
+        } => {
+            let append = spec
+                .board
+                .kernel_args
+                .iter()
+                .chain(append_extra)
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(" ");
+            args.extend(["-append".into(), append.into()]);
+            args.extend(["-kernel".into(), kernel.clone().into_os_string()]);
+            args.extend(["-initrd".into(), initrd.clone().into_os_string()]);
+        }
+        BootSource::Firmware { bios } => {
+            args.extend(["-bios".into(), bios.clone().into_os_string()]);
+        }
+    }
     if let Some(disk) = &spec.disk {
         let mut drive = OsString::from("if=none,id=d0,format=raw,file=");
         drive.push(escape_option_value(disk));
@@ -504,9 +526,11 @@ exit_on_poweroff = false
     fn spec(board: Board) -> QemuSpec {
         QemuSpec {
             board,
-            kernel: "/k/bzImage".into(),
-            initrd: "/k/initrd".into(),
-            append_extra: vec!["talos.config=http://10.0.2.2/c".into()],
+            boot: BootSource::Kernel {
+                kernel: "/k/bzImage".into(),
+                initrd: "/k/initrd".into(),
+                append_extra: vec!["talos.config=http://10.0.2.2/c".into()],
+            },
             disk: Some("/img/a,b.raw".into()),
             api_port: Some(1234),
             serial_log: "/tmp/unused".into(),

@@ -17,7 +17,7 @@ use talos_images::flash::{self, FlashProgress, FlashReport};
 
 use crate::console::{Console, ConsoleLine};
 use crate::power::PowerSwitch;
-use crate::qemu::{Accel, QemuBoard, QemuSpec};
+use crate::qemu::{Accel, BootSource, QemuBoard, QemuSpec};
 use crate::storage::Storage;
 use crate::{DriverError, HilError};
 
@@ -128,9 +128,11 @@ impl QemuTarget {
             .join(format!("serial-{}.log", inner.logs.len() + 1));
         let board = QemuBoard::launch(QemuSpec {
             board: self.spec.board.clone(),
-            kernel: self.spec.kernel.clone(),
-            initrd: self.spec.initrd.clone(),
-            append_extra: self.spec.append.clone(),
+            boot: BootSource::Kernel {
+                kernel: self.spec.kernel.clone(),
+                initrd: self.spec.initrd.clone(),
+                append_extra: self.spec.append.clone(),
+            },
             disk: Some(self.spec.disk.clone()),
             api_port: Some(self.api_port),
             serial_log: log.clone(),

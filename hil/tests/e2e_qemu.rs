@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use talos_boards::Board;
 use talos_client::{Client, ClientError, Endpoint, TlsMode};
-use talos_hil::{Accel, QemuBoard, QemuSpec};
+use talos_hil::{Accel, BootSource, QemuBoard, QemuSpec};
 use talos_machinery::Arch;
 use talos_machinery::config::{GenerateInput, generate};
 use talos_machinery::pki::{self, CertAndKey};
@@ -110,9 +110,11 @@ impl Drop for Node {
 fn boot(arch: Arch, art: &Artifacts, dir: &Path, append: Vec<String>) -> Node {
     let spec = QemuSpec {
         board: board(arch),
-        kernel: art.kernel.clone(),
-        initrd: art.initramfs.clone(),
-        append_extra: append,
+        boot: BootSource::Kernel {
+            kernel: art.kernel.clone(),
+            initrd: art.initramfs.clone(),
+            append_extra: append,
+        },
         disk: Some(state_disk(dir)),
         api_port: None,
         serial_log: dir.join("console.log"),

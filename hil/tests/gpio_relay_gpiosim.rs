@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use talos_hil::{Accel, QemuBoard, QemuSpec};
+use talos_hil::{Accel, BootSource, QemuBoard, QemuSpec};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -49,9 +49,11 @@ fn relay_drives_gpio_sim_lines_on_off_active_low_and_off_time() {
     let dir = tempfile::tempdir().unwrap();
     let qemu = QemuBoard::launch(QemuSpec {
         board,
-        kernel,
-        initrd,
-        append_extra: vec![],
+        boot: BootSource::Kernel {
+            kernel,
+            initrd,
+            append_extra: vec![],
+        },
         disk: None,
         api_port: None,
         serial_log: dir.path().join("console.log"),

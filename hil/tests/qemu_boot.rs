@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use talos_boards::{Board, find};
 use talos_hil::qemu::qemu_binary;
-use talos_hil::{Accel, HilError, QemuBoard, QemuSpec};
+use talos_hil::{Accel, BootSource, HilError, QemuBoard, QemuSpec};
 use talos_images::InitramfsSpec;
 use talos_machinery::Arch;
 
@@ -75,9 +75,11 @@ fn debian_kernel(arch: Arch) -> Result<PathBuf, String> {
 fn spec(board: Board, kernel: PathBuf, initrd: PathBuf, dir: &Path) -> QemuSpec {
     QemuSpec {
         board,
-        kernel,
-        initrd,
-        append_extra: vec!["talos.config=none".into()],
+        boot: BootSource::Kernel {
+            kernel,
+            initrd,
+            append_extra: vec!["talos.config=none".into()],
+        },
         disk: None,
         api_port: None,
         serial_log: dir.join("serial.log"),
@@ -178,7 +180,9 @@ fn arm64_kernel_unpacks_our_initramfs_and_runs_init() {
     fs::write(&initrd, &image.bytes).expect("write initramfs");
 
     let mut spec = spec(board("qemu-virt-arm64"), kernel, initrd, tmp.path());
-    spec.append_extra.push("panic=-1".into());
+    if let BootSource::Kernel { append_extra, .. } = &mut spec.boot {
+        append_extra.push("panic=-1".into());
+    }
     spec.no_reboot = true;
     let qemu = QemuBoard::launch(spec).expect("launch qemu");
     qemu.wait_for_line("Run /init as init process", BOOT_TIMEOUT)

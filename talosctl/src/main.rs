@@ -57,6 +57,31 @@ enum Command {
     /// Shut nodes down (power off).
     Shutdown(cmd::power::ShutdownArgs),
 
+    /// Upgrade nodes to another Talos version from an installer image.
+    ///
+    /// Sends MachineService/Upgrade to every target node (-n): the node fetches the installer
+    /// image, installs it and reboots into it, keeping the version it ran for `talosctl rollback`.
+    /// Each node's acknowledgement is printed as `NODE: upgrade requested: ACK (actor ID ID)`.
+    ///
+    /// Without --wait the command returns once every node has acknowledged. With --wait it then
+    /// shows a spinner per node on stderr until the node has gone away and answers the API again,
+    /// and prints `NODE: back on TAG`; a node that is not back within --timeout fails with the
+    /// last error seen. The exit status is non-zero when any node failed.
+    #[command(after_help = cmd::upgrade::UPGRADE_EXAMPLES)]
+    Upgrade(cmd::upgrade::UpgradeArgs),
+
+    /// Roll nodes back to the Talos version they ran before their last upgrade.
+    ///
+    /// Sends MachineService/Rollback to every target node (-n); the node reboots into the version
+    /// it ran before, and `NODE: rollback requested, rebooting into the previous version` is
+    /// printed for it. The exit status is non-zero when any node failed, for example one that has no
+    /// previous version.
+    #[command(after_help = cmd::upgrade::ROLLBACK_EXAMPLES)]
+    Rollback(cmd::upgrade::RollbackArgs),
+
+    /// Work with Talos disk images on this machine.
+    Image(cmd::image::ImageArgs),
+
     /// Print the hostname of nodes.
     Hostname,
 
@@ -93,6 +118,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Service(args) => cmd::service::run(global, args).await,
         Command::Reboot(args) => cmd::power::reboot(global, args).await,
         Command::Shutdown(args) => cmd::power::shutdown(global, args).await,
+        Command::Upgrade(args) => cmd::upgrade::upgrade(global, args).await,
+        Command::Rollback(args) => cmd::upgrade::rollback(global, args).await,
+        Command::Image(args) => cmd::image::run(args),
         Command::Hostname => cmd::hostname::run(global).await,
         Command::Gen(args) => cmd::r#gen::run(args),
         Command::MachineConfig(args) => cmd::machineconfig::run(args),
@@ -205,5 +233,89 @@ mod tests {
             args.command,
             cmd::config::ConfigCommand::Endpoint { endpoints } if endpoints == ["a", "b"]
         ));
+    }
+
+    #[test]
+    fn parses_upgrade_rollback_and_image_flash() {
+        use std::time::Duration;
+
+        use cmd::upgrade::UpgradeRebootMode;
+        use output::OutputFormat;
+
+        let cli = Cli::try_parse_from([
+            "talosctl",
+            "upgrade",
+            "-n",
+            "a,b",
+            "--image",
+            "ghcr.io/x/installer:v1",
+            "--stage",
+            "--force",
+            "--preserve",
+            "--reboot-mode",
+            "powercycle",
+            "--wait",
+            "--timeout",
+            "90s",
+            "-o",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.nodes, ["a", "b"]);
+        let Command::Upgrade(args) = cli.command else {
+            panic!("expected upgrade");
+        };
+        assert_eq!(args.image, "ghcr.io/x/installer:v1");
+        assert!(args.stage && args.force && args.preserve && args.wait);
+        assert_eq!(args.reboot_mode, UpgradeRebootMode::Powercycle);
+        assert_eq!(args.timeout, Duration::from_secs(90));
+        assert_eq!(args.output, OutputFormat::Json);
+
+        let cli = Cli::try_parse_from(["talosctl", "upgrade", "-i", "img"]).unwrap();
+        let Command::Upgrade(args) = cli.command else {
+            panic!("expected upgrade");
+        };
+        assert!(!(args.stage || args.force || args.preserve || args.wait));
+        assert_eq!(args.reboot_mode, UpgradeRebootMode::Default);
+        assert_eq!(args.timeout, Duration::from_secs(600));
+        assert_eq!(args.output, OutputFormat::Table);
+
+        for bad in [
+            &["talosctl", "upgrade"][..],
+            &["talosctl", "upgrade", "-i", "img", "-m", "force"],
+            &["talosctl", "upgrade", "-i", "img", "--timeout", "5m"],
+            &[
+                "talosctl",
+                "upgrade",
+                "-i",
+                "img",
+                "--wait",
+                "--timeout",
+                "soon",
+            ],
+            &["talosctl", "rollback", "now"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+
+        let cli = Cli::try_parse_from(["talosctl", "rollback", "-n", "c", "-o", "yaml"]).unwrap();
+        let Command::Rollback(args) = cli.command else {
+            panic!("expected rollback");
+        };
+        assert_eq!(args.output, OutputFormat::Yaml);
+
+        let cli = Cli::try_parse_from([
+            "talosctl", "image", "flash", "t.raw", "--device", "/dev/sdb", "--force", "-y",
+        ])
+        .unwrap();
+        let Command::Image(args) = cli.command else {
+            panic!("expected image");
+        };
+        let cmd::image::ImageCommand::Flash(flash) = args.command;
+        assert_eq!(flash.image, std::path::Path::new("t.raw"));
+        assert_eq!(flash.device, std::path::Path::new("/dev/sdb"));
+        assert!(flash.force && flash.yes);
+        assert!(Cli::try_parse_from(["talosctl", "image", "flash", "t.raw"]).is_err());
+        assert!(Cli::try_parse_from(["talosctl", "image", "flash", "--device", "d"]).is_err());
     }
 }

@@ -334,8 +334,9 @@ impl ServiceView {
     }
 }
 
+/// `3m10s ago`; an event stamped ahead of `now` (the node's clock runs fast) reads `0s ago`.
 fn ago(ts: Option<i64>, now: i64) -> String {
-    ts.map(|ts| format!("{} ago", go_duration(now - ts)))
+    ts.map(|ts| format!("{} ago", go_duration(now.saturating_sub(ts).max(0))))
         .unwrap_or_default()
 }
 
@@ -542,6 +543,15 @@ mod tests {
              10.5.0.2   apid      Running   OK       3m10s ago     Health check successful\n\
              10.5.0.2   udevd     Waiting   ?                      \n"
         );
+    }
+
+    #[test]
+    fn ages_from_a_node_clock_ahead_are_zero() {
+        assert_eq!(ago(Some(1_001), 1_000), "0s ago");
+        assert_eq!(ago(Some(990), 1_000), "10s ago");
+        assert_eq!(ago(None, 1_000), "");
+        let rows = vec![ServiceView::new("n".into(), &service())];
+        assert!(services_table(&rows, 1_009).contains("   0s ago   "));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Runs the talosctl binary against an in-process mTLS server built from machinery's PKI.
 
 use std::process::{Command, Output};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use futures_util::stream;
@@ -14,10 +14,12 @@ use talos_machinery::talosconfig::{Context, Talosconfig};
 use talos_proto::common::Metadata;
 use talos_proto::machine::machine_service_server::{MachineService, MachineServiceServer};
 use talos_proto::machine::{
-    MemInfo, Memory, MemoryResponse, RebootRequest, RebootResponse, Version, VersionInfo,
+    MemInfo, Memory, MemoryResponse, RebootRequest, RebootResponse, Rollback, RollbackRequest,
+    RollbackResponse, Upgrade, UpgradeRequest, UpgradeResponse, Version, VersionInfo,
     VersionResponse,
 };
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_rustls::TlsAcceptor;
 use tonic::{Request, Response, Status};
 
@@ -72,8 +74,8 @@ impl MachineService for Node {
     }
 }
 
-/// Starts the server; returns its port and a talosconfig (YAML) pointing at it.
-async fn start() -> (u16, String) {
+/// The node's TLS acceptor and an admin talosconfig (YAML) for `127.0.0.1:port`.
+fn node_tls(port: u16) -> (TlsAcceptor, String) {
     let now = SystemTime::now();
     let day = Duration::from_secs(86_400);
     let ca = pki::new_os_ca(now).unwrap();
@@ -97,23 +99,6 @@ async fn start() -> (u16, String) {
         .with_single_cert(vec![CertificateDer::from(server.cert_der().unwrap())], key)
         .unwrap();
     config.alpn_protocols = vec![b"h2".to_vec()];
-    let acceptor = TlsAcceptor::from(Arc::new(config));
-
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let incoming = stream::unfold((listener, acceptor), |(listener, acceptor)| async move {
-        loop {
-            let (tcp, _) = listener.accept().await.ok()?;
-            if let Ok(tls) = acceptor.accept(tcp).await {
-                return Some((Ok::<_, std::io::Error>(tls), (listener, acceptor)));
-            }
-        }
-    });
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(MachineServiceServer::new(Node))
-            .serve_with_incoming(incoming),
-    );
 
     let context = Context::new(
         vec![format!("127.0.0.1:{port}")],
@@ -124,6 +109,39 @@ async fn start() -> (u16, String) {
     let yaml = Talosconfig::with_context("test", context)
         .to_yaml()
         .unwrap();
+    (TlsAcceptor::from(Arc::new(config)), yaml)
+}
+
+/// Serves `service` over TLS on `listener` until `shutdown` resolves; the listener closes then.
+fn serve<S: MachineService>(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    service: S,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    let incoming = stream::unfold((listener, acceptor), |(listener, acceptor)| async move {
+        loop {
+            let (tcp, _) = listener.accept().await.ok()?;
+            if let Ok(tls) = acceptor.accept(tcp).await {
+                return Some((Ok::<_, std::io::Error>(tls), (listener, acceptor)));
+            }
+        }
+    });
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(MachineServiceServer::new(service))
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await
+            .unwrap();
+    })
+}
+
+/// Starts the server; returns its port and a talosconfig (YAML) pointing at it.
+async fn start() -> (u16, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (acceptor, yaml) = node_tls(port);
+    serve(listener, acceptor, Node, std::future::pending());
     (port, yaml)
 }
 
@@ -210,4 +228,211 @@ async fn talosctl_against_an_mtls_node() {
             "error: talosconfig {path_str}: Context \"foo\" is not defined in the talosconfig\n"
         )
     );
+}
+
+/// A node on `tag` that acknowledges Upgrade, records the request and goes down 300 ms later
+/// (`down`), and acknowledges Rollback.
+#[derive(Clone)]
+struct Upgrading {
+    tag: &'static str,
+    requests: Arc<Mutex<Vec<UpgradeRequest>>>,
+    down: Arc<Notify>,
+}
+
+#[tonic::async_trait]
+impl MachineService for Upgrading {
+    async fn version(&self, request: Request<()>) -> Result<Response<VersionResponse>, Status> {
+        Ok(Response::new(VersionResponse {
+            messages: vec![Version {
+                metadata: echoed_node(&request),
+                version: Some(VersionInfo {
+                    tag: self.tag.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+        }))
+    }
+
+    async fn upgrade(
+        &self,
+        request: Request<UpgradeRequest>,
+    ) -> Result<Response<UpgradeResponse>, Status> {
+        let metadata = echoed_node(&request);
+        self.requests.lock().unwrap().push(request.into_inner());
+        let down = self.down.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            down.notify_one();
+        });
+        Ok(Response::new(UpgradeResponse {
+            messages: vec![Upgrade {
+                metadata,
+                ack: "Upgrade request received".into(),
+                actor_id: "actor-1".into(),
+            }],
+        }))
+    }
+
+    async fn rollback(
+        &self,
+        request: Request<RollbackRequest>,
+    ) -> Result<Response<RollbackResponse>, Status> {
+        Ok(Response::new(RollbackResponse {
+            messages: vec![Rollback {
+                metadata: echoed_node(&request),
+            }],
+        }))
+    }
+}
+
+/// Starts an [`Upgrading`] node on v-old; after an upgrade it is down for 2 s and then, if
+/// `comes_back`, serves v-new on the same port. Returns the talosconfig and the requests seen.
+async fn start_upgrading(comes_back: bool) -> (String, Arc<Mutex<Vec<UpgradeRequest>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (acceptor, yaml) = node_tls(port);
+    let node = Upgrading {
+        tag: "v-old",
+        requests: Arc::default(),
+        down: Arc::new(Notify::new()),
+    };
+    let requests = node.requests.clone();
+    let down = node.down.clone();
+    let server = serve(listener, acceptor.clone(), node.clone(), async move {
+        down.notified().await;
+    });
+    tokio::spawn(async move {
+        server.await.unwrap();
+        if !comes_back {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let node = Upgrading {
+            tag: "v-new",
+            ..node
+        };
+        serve(listener, acceptor, node, std::future::pending());
+    });
+    (yaml, requests)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_waits_for_the_node_to_come_back() {
+    let (yaml, requests) = start_upgrading(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config");
+    std::fs::write(&path, yaml).unwrap();
+    let config = path.to_str().unwrap();
+
+    let out = talosctl(
+        &["--talosconfig", config, "-n", "10.0.0.7", "rollback"],
+        &[],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "10.0.0.7: rollback requested, rebooting into the previous version\n"
+    );
+    let out = talosctl(
+        &[
+            "--talosconfig",
+            config,
+            "-n",
+            "10.0.0.7",
+            "rollback",
+            "-o",
+            "json",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(
+        text(&out.stdout),
+        "[\n  {\n    \"node\": \"10.0.0.7\"\n  }\n]\n"
+    );
+
+    let out = talosctl(
+        &[
+            "--talosconfig",
+            config,
+            "-n",
+            "10.0.0.7",
+            "upgrade",
+            "-i",
+            "installer:v-new",
+            "--stage",
+            "--force",
+            "--preserve",
+            "-m",
+            "powercycle",
+            "--wait",
+            "--timeout",
+            "30s",
+        ],
+        &[],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "10.0.0.7: upgrade requested: Upgrade request received (actor ID actor-1)\n\
+         10.0.0.7: back on v-new\n"
+    );
+    assert_eq!(
+        *requests.lock().unwrap(),
+        [UpgradeRequest {
+            image: "installer:v-new".into(),
+            preserve: true,
+            stage: true,
+            force: true,
+            reboot_mode: 1,
+        }]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_wait_times_out_with_the_last_error() {
+    let (yaml, _) = start_upgrading(false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config");
+    std::fs::write(&path, yaml).unwrap();
+    let config = path.to_str().unwrap();
+
+    let out = talosctl(
+        &[
+            "--talosconfig",
+            config,
+            "-n",
+            "10.0.0.7",
+            "upgrade",
+            "-i",
+            "img",
+            "--wait",
+            "--timeout",
+            "3s",
+            "-o",
+            "json",
+        ],
+        &[],
+    )
+    .await;
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(
+            "error on node 10.0.0.7: did not answer again within 3s (--timeout); \
+             last error: Connecting to 127.0.0.1:"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.ends_with("error: 1 of 1 node(s) failed\n"),
+        "{stderr}"
+    );
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("\"tag_before\": \"v-old\""), "{stdout}");
+    assert!(!stdout.contains("tag_after"), "{stdout}");
 }

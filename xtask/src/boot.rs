@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use talos_client::{Client, Endpoint, TlsMode};
-use talos_hil::{Accel, QemuBoard, QemuSpec};
+use talos_hil::{Accel, BootSource, QemuBoard, QemuSpec};
 
 use crate::cmd;
 use crate::image::Image;
@@ -32,9 +32,11 @@ pub fn launch(
 ) -> anyhow::Result<QemuBoard> {
     let spec = QemuSpec {
         board: image.board.clone(),
-        kernel: image.kernel.clone(),
-        initrd: image.initramfs.clone(),
-        append_extra: extra_args,
+        boot: BootSource::Kernel {
+            kernel: image.kernel.clone(),
+            initrd: image.initramfs.clone(),
+            append_extra: extra_args,
+        },
         disk,
         api_port: None,
         serial_log,

@@ -37,6 +37,7 @@ pub const PACKAGES: &[&str] = &[
     "kmod",
     "device-tree-compiler",
     "make",
+    "docker-registry",
 ];
 
 fn installed(package: &str) -> bool {
@@ -102,6 +103,19 @@ pub struct Kernel {
     pub release: String,
     pub vmlinuz: PathBuf,
     pub modules_dir: PathBuf,
+}
+
+impl Kernel {
+    /// The package's device trees, e.g. `broadcom/bcm2837-rpi-3-b.dtb` below it.
+    pub fn dtb_dir(&self) -> PathBuf {
+        let root = self
+            .modules_dir
+            .ancestors()
+            .nth(3)
+            .unwrap_or(Path::new("/"));
+        root.join("usr/lib")
+            .join(format!("linux-image-{}", self.release))
+    }
 }
 
 fn kernel_root(arch: Arch) -> PathBuf {

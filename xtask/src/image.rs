@@ -48,8 +48,28 @@ fn write_if_changed(path: &Path, data: &[u8]) -> anyhow::Result<()> {
     std::fs::write(path, data).with_context(|| format!("writing {}", path.display()))
 }
 
+/// The OS version images report unless told otherwise.
+pub const DEFAULT_VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"));
+
+/// Where machined reads the version of the image it booted from.
+const OS_RELEASE_PATH: &str = "/etc/os-release";
+
+fn os_release(version: &str) -> Vec<u8> {
+    format!("NAME=\"talos-rs\"\nID=talos\nVERSION={version}\nVERSION_ID={version}\n").into_bytes()
+}
+
 /// Packs `init` (machined, or another init for benchmarks) with the board's modules.
 pub fn pack(board: &Board, init: &Path, name: &str) -> anyhow::Result<Image> {
+    pack_version(board, init, name, DEFAULT_VERSION)
+}
+
+/// [`pack`] for an image that reports `version`.
+pub fn pack_version(
+    board: &Board,
+    init: &Path,
+    name: &str,
+    version: &str,
+) -> anyhow::Result<Image> {
     let kernel = deps::kernel(board.arch)?;
     let modules_list = board.modules.join("\n") + "\n";
     let spec = InitramfsSpec {
@@ -59,11 +79,14 @@ pub fn pack(board: &Board, init: &Path, name: &str) -> anyhow::Result<Image> {
             kernel_release: kernel.release.clone(),
             wanted: board.modules.clone(),
         }),
-        extra_files: vec![(
-            MODULE_LIST_PATH.to_owned(),
-            modules_list.into_bytes(),
-            0o644,
-        )],
+        extra_files: vec![
+            (
+                MODULE_LIST_PATH.to_owned(),
+                modules_list.into_bytes(),
+                0o644,
+            ),
+            (OS_RELEASE_PATH.to_owned(), os_release(version), 0o644),
+        ],
         mtime: source_date_epoch(),
     };
     let initramfs = talos_images::build(&spec)

@@ -1,12 +1,14 @@
 //! `cargo xtask`: build automation for talos-rs. Every task is one command on a fresh Debian 12
 //! machine; `demo` and `test` install missing dependencies themselves.
 
+mod artifacts;
 mod bench;
 mod bench_config;
 mod boot;
 mod cmd;
 mod demo;
 mod deps;
+mod disk;
 mod dtb;
 mod fuzz;
 mod gpiosim;
@@ -38,13 +40,26 @@ enum Task {
         #[arg(long, default_value = "arm64")]
         arch: Arch,
     },
-    /// Build machined and pack the board's initramfs into out/<arch>/ next to the kernel.
+    /// Build machined and pack the board's initramfs into out/<arch>/ next to the kernel;
+    /// with --disk, also the raw disk image out/images/<board>-<boot chain>/metal-<arch>.raw.
     Image {
         #[arg(long, default_value = "arm64")]
         arch: Arch,
         /// A board under boards/ (default: the QEMU board of the architecture).
         #[arg(long)]
         board: Option<String>,
+        /// Build the GPT disk image (EFI with A/B slots, META, STATE).
+        #[arg(long)]
+        disk: bool,
+        /// The boot chain of the disk image, e.g. u-boot or uefi (default: the board's first).
+        #[arg(long, requires = "disk")]
+        firmware: Option<String>,
+        /// The OS version the image reports.
+        #[arg(long, default_value = image::DEFAULT_VERSION)]
+        version: String,
+        /// Also write metal-<arch>.raw.xz.
+        #[arg(long, requires = "disk")]
+        xz: bool,
     },
     /// Boot a node under QEMU (TCG) with a free 127.0.0.1 port forwarded to its API, print
     /// the talosctl line to reach it, and stream its console until QEMU exits.
@@ -66,6 +81,19 @@ enum Task {
     /// What CI runs: dependencies, fmt, clippy, images for both architectures, all tests
     /// including the QEMU end-to-end tests on arm64 and amd64.
     Test,
+    /// Build only what the QEMU tests boot (images, disk images, installers), so
+    /// `TALOS_RS_OUT=out cargo test -p talos-hil` can run on its own.
+    TestInputs,
+    /// Write an installer image (OCI layout) for upgrades to out/installers/<arch>/<version>/.
+    Installer {
+        #[arg(long, default_value = "arm64")]
+        arch: Arch,
+        #[arg(long)]
+        board: Option<String>,
+        /// The OS version the installed system reports.
+        #[arg(long, default_value = image::DEFAULT_VERSION)]
+        version: String,
+    },
     /// Kernel config checks.
     Kernel {
         #[command(subcommand)]
@@ -107,9 +135,29 @@ fn main() -> anyhow::Result<()> {
             eprintln!("{}", path.display());
             Ok(())
         }
-        Task::Image { arch, board } => {
+        Task::Image {
+            arch,
+            board,
+            disk,
+            firmware,
+            version,
+            xz,
+        } => {
             deps::ensure_if_missing()?;
-            image::build(arch, board.as_deref()).map(|_| ())
+            if !disk {
+                return image::build(arch, board.as_deref()).map(|_| ());
+            }
+            let board = talos_boards::find(
+                &paths::boards(),
+                board.as_deref().unwrap_or(paths::default_board(arch)),
+            )?;
+            let system = disk::system(&board, &version)?;
+            let image = disk::build(&board, firmware.as_deref(), &system)?;
+            if xz {
+                let compressed = disk::compress(&image.path)?;
+                eprintln!("{}", compressed.display());
+            }
+            Ok(())
         }
         Task::Qemu {
             arch,
@@ -119,6 +167,23 @@ fn main() -> anyhow::Result<()> {
         } => qemu::run(arch, board.as_deref(), append, keep_state),
         Task::Demo => demo::run(),
         Task::Test => test::run(),
+        Task::TestInputs => {
+            deps::ensure_if_missing()?;
+            test::inputs()
+        }
+        Task::Installer {
+            arch,
+            board,
+            version,
+        } => {
+            deps::ensure_if_missing()?;
+            let board = talos_boards::find(
+                &paths::boards(),
+                board.as_deref().unwrap_or(paths::default_board(arch)),
+            )?;
+            let system = disk::system(&board, &version)?;
+            disk::installer(board.arch, &system, false).map(|_| ())
+        }
         Task::Kernel {
             action: KernelTask::Check { config },
         } => kernel::check(config),

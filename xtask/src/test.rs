@@ -4,7 +4,7 @@ use std::process::Command;
 
 use talos_machinery::Arch;
 
-use crate::{cmd, deps, fuzz, gpiosim, image, paths};
+use crate::{cmd, deps, disk, fuzz, gpiosim, image, paths};
 
 pub fn run() -> anyhow::Result<()> {
     deps::ensure_if_missing()?;
@@ -24,10 +24,7 @@ pub fn run() -> anyhow::Result<()> {
         "-D",
         "warnings",
     ]))?;
-    for arch in Arch::ALL {
-        image::build(arch, None)?;
-    }
-    gpiosim::image(Arch::Arm64)?;
+    inputs()?;
     cmd::run(
         Command::new(&cargo)
             .current_dir(&root)
@@ -42,6 +39,46 @@ pub fn run() -> anyhow::Result<()> {
         Ok(())
     }
 }
+
+/// Everything the QEMU tests boot.
+pub fn inputs() -> anyhow::Result<()> {
+    for arch in Arch::ALL {
+        image::build(arch, None)?;
+    }
+    gpiosim::image(Arch::Arm64)?;
+    upgrade_fixtures()
+}
+
+/// Disk images at v1.0.0 and installers v2.0.0 and (broken) v3.0.0, for the A/B tests in
+/// hil/tests/upgrade_qemu.rs.
+fn upgrade_fixtures() -> anyhow::Result<()> {
+    for (board_name, chains, broken) in [
+        ("qemu-virt-arm64", &["u-boot", "uefi"][..], true),
+        ("qemu-amd64", &["uefi"][..], false),
+    ] {
+        let board = talos_boards::find(&paths::boards(), board_name)?;
+        let v1 = disk::system(&board, UPGRADE_VERSIONS[0])?;
+        for chain in chains {
+            disk::build(&board, Some(chain), &v1)?;
+        }
+        disk::installer(
+            board.arch,
+            &disk::system(&board, UPGRADE_VERSIONS[1])?,
+            false,
+        )?;
+        if broken {
+            disk::installer(
+                board.arch,
+                &disk::system(&board, UPGRADE_VERSIONS[2])?,
+                true,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The versions the upgrade tests see: the image, a good upgrade, a broken one.
+const UPGRADE_VERSIONS: [&str; 3] = ["v1.0.0", "v2.0.0", "v3.0.0"];
 
 /// A short fuzzing run on every CI pass; longer runs with `cargo xtask fuzz --seconds N`.
 const FUZZ_SECONDS: u64 = 30;

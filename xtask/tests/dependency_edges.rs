@@ -11,7 +11,13 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("talos-node-sys", &[]),
     (
         "machined",
-        &["talos-proto", "talos-machinery", "talos-node-sys"],
+        &[
+            "talos-proto",
+            "talos-machinery",
+            "talos-node-sys",
+            "talos-oci",
+            "talos-disk",
+        ],
     ),
     ("floor-init", &["talos-node-sys"]),
     ("talos-client", &["talos-proto", "talos-machinery"]),
@@ -22,12 +28,20 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "talos-proto",
             "talos-machinery",
             "talos-boards",
+            "talos-oci",
+            "talos-images",
         ],
     ),
     ("talos-boards", &["talos-machinery"]),
     ("talos-dtb", &["talos-machinery", "talos-boards"]),
     ("talos-kernel", &[]),
-    ("talos-images", &["talos-machinery", "talos-boards"]),
+    ("talos-oci", &[]),
+    // The on-disk contract (GPT, META, boot slots), shared by the image builder and the node.
+    ("talos-disk", &[]),
+    (
+        "talos-images",
+        &["talos-machinery", "talos-boards", "talos-disk"],
+    ),
     (
         "talos-hil",
         &[
@@ -36,6 +50,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "talos-machinery",
             "talos-boards",
             "talos-images",
+            "talos-oci",
         ],
     ),
     // The gpio-sim guest's /init: the relay driver under test, nothing else.
@@ -51,6 +66,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "talos-kernel",
             "talos-dtb",
             "talos-proto",
+            "talos-oci",
+            "talos-disk",
         ],
     ),
 ];

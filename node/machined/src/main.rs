@@ -6,6 +6,7 @@
 //! (stored, `talos.config=`, or ApplyConfiguration), with mutual TLS after.
 
 mod api;
+mod boot;
 mod cmdline;
 mod config_fetch;
 mod dhcp;
@@ -23,6 +24,7 @@ mod services;
 mod storage;
 mod sysinfo;
 mod timesync;
+mod upgrade;
 
 use std::io::Write;
 use std::path::Path;
@@ -30,6 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use talos_disk::slots::BootKind;
 use talos_node_sys::fs::Linux;
 use tokio::sync::watch;
 
@@ -98,11 +101,78 @@ fn boot() -> anyhow::Result<()> {
     }
 
     let store = mount_state();
+    let (slots, boot_kind) = open_slots(&cmdline);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(run(cmdline, release, ring, store))
+    runtime.block_on(run(
+        cmdline,
+        release,
+        ring,
+        store,
+        BootState { slots, boot_kind },
+    ))
+}
+
+/// How long a new slot may take to come up before the node reboots into the old one.
+const TRIAL_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The A/B slots the node booted from, and what kind of boot this is.
+struct BootState {
+    slots: Option<Arc<boot::BootSlots>>,
+    boot_kind: Option<BootKind>,
+}
+
+fn open_slots(cmdline: &Cmdline) -> (Option<Arc<boot::BootSlots>>, Option<BootKind>) {
+    let slots = match boot::BootSlots::open(&Linux, cmdline) {
+        Ok(Some(slots)) => Arc::new(slots),
+        Ok(None) => return (None, None),
+        Err(e) => {
+            tracing::error!("A/B slots unavailable (upgrades are disabled): {e}");
+            return (None, None);
+        }
+    };
+    let kind = match slots.on_boot() {
+        Ok(kind) => kind,
+        Err(e) => {
+            tracing::error!("reading the boot state: {e}");
+            return (Some(slots), None);
+        }
+    };
+    tracing::info!(
+        disk = %slots.disk.disk.display(),
+        "booted from slot {} ({kind:?})",
+        slots.booted
+    );
+    if kind == BootKind::Trial {
+        let watched = slots.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(TRIAL_TIMEOUT);
+            if watched.on_boot().is_ok_and(|k| k == BootKind::Trial) {
+                power::fatal(
+                    &Linux,
+                    &format!(
+                        "slot {} did not come up within {TRIAL_TIMEOUT:?}",
+                        watched.booted
+                    ),
+                );
+            }
+        });
+    }
+    (Some(slots), Some(kind))
+}
+
+/// The version of the image, as the image builder wrote it.
+fn os_version() -> String {
+    std::fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("VERSION="))
+                .map(|v| v.trim_matches('"').to_owned())
+        })
+        .unwrap_or_else(|| concat!("v", env!("CARGO_PKG_VERSION")).to_owned())
 }
 
 fn mount_state() -> Option<ConfigStore> {
@@ -168,6 +238,7 @@ async fn run(
     release: String,
     ring: LogRing,
     store: Option<ConfigStore>,
+    boot: BootState,
 ) -> anyhow::Result<()> {
     tokio::spawn(reap_zombies());
     let services = ServiceRegistry::default();
@@ -220,6 +291,9 @@ async fn run(
         store,
         system: Arc::new(Linux),
         default_hostname: network::default_hostname(mac),
+        os_version: os_version(),
+        slots: boot.slots,
+        boot_kind: boot.boot_kind,
     })
     .context("building the maintenance-mode certificate")?;
 

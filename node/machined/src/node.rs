@@ -5,6 +5,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rustls::ServerConfig;
+use talos_disk::slots::BootKind;
 use talos_machinery::config::{Config, ValidationMode};
 use talos_machinery::pki::CertAndKey;
 use talos_node_sys::net::NetConfig;
@@ -14,6 +15,7 @@ use talos_proto::machine::apply_configuration_request::Mode as ApplyMode;
 use tokio::sync::watch;
 
 use crate::api::tls;
+use crate::boot::BootSlots;
 use crate::cmdline::Cmdline;
 use crate::diff;
 use crate::logging::LogRing;
@@ -69,6 +71,11 @@ pub struct Node {
     /// confirms or replaces it first.
     pending_revert: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     default_hostname: String,
+    /// The image's version, from /etc/os-release.
+    pub os_version: String,
+    /// The A/B slots of the system disk, when the node booted from one.
+    pub slots: Option<Arc<BootSlots>>,
+    boot_kind: Option<BootKind>,
 }
 
 impl std::fmt::Debug for Node {
@@ -90,6 +97,9 @@ pub struct NodeParts {
     pub store: Option<ConfigStore>,
     pub system: Arc<dyn System>,
     pub default_hostname: String,
+    pub os_version: String,
+    pub slots: Option<Arc<BootSlots>>,
+    pub boot_kind: Option<BootKind>,
 }
 
 impl Node {
@@ -114,6 +124,9 @@ impl Node {
             tls,
             system: parts.system,
             pending_revert: std::sync::Mutex::new(None),
+            os_version: parts.os_version,
+            slots: parts.slots,
+            boot_kind: parts.boot_kind,
         });
         node.set_system_hostname();
         Ok(node)
@@ -121,6 +134,15 @@ impl Node {
 
     fn mode(&self) -> std::sync::RwLockReadGuard<'_, Mode> {
         self.mode.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The node is running: a trial boot of a new slot becomes permanent.
+    pub fn on_running(&self) {
+        if let (Some(slots), Some(BootKind::Trial)) = (&self.slots, self.boot_kind)
+            && let Err(e) = slots.commit()
+        {
+            tracing::error!("committing slot {}: {e}", slots.booted);
+        }
     }
 
     pub fn is_configured(&self) -> bool {
@@ -511,6 +533,9 @@ mod tests {
             store: Some(ConfigStore::new(store)),
             system: Arc::new(FakeSystem::default()),
             default_hostname: "talos-000000".into(),
+            os_version: "v0.0.0-test".into(),
+            slots: None,
+            boot_kind: None,
         })
         .unwrap()
     }

@@ -9,8 +9,9 @@ use rustls::pki_types::ServerName;
 use talos_machinery::talosconfig::{Talosconfig, TalosconfigError};
 use talos_proto::common;
 use talos_proto::machine::{
-    self, ApplyConfigurationRequest, DmesgRequest, RebootRequest, ShutdownRequest,
-    apply_configuration_request, machine_service_client::MachineServiceClient, reboot_request,
+    self, ApplyConfigurationRequest, DmesgRequest, RebootRequest, RollbackRequest, ShutdownRequest,
+    UpgradeRequest, apply_configuration_request, machine_service_client::MachineServiceClient,
+    reboot_request,
 };
 use talos_proto::time::time_service_client::TimeServiceClient;
 use tokio::net::TcpStream;
@@ -40,6 +41,7 @@ pub const NODE_METADATA_KEY: &str = "node";
 pub struct Client {
     channel: Channel,
     endpoint: Endpoint,
+    tls: TlsMode,
     node: Option<(String, AsciiMetadataValue)>,
 }
 
@@ -179,7 +181,18 @@ impl Client {
         Ok(Client {
             channel,
             endpoint: endpoint.clone(),
+            tls: tls.clone(),
             node: None,
+        })
+    }
+
+    /// A new connection to the same endpoint with the same TLS settings and node targeting,
+    /// through [`Client::connect_with_retry`] (for a node that is rebooting).
+    pub async fn reconnect_with_retry(&self, deadline: Instant) -> Result<Client, ClientError> {
+        let fresh = Client::connect_with_retry(&self.endpoint, self.tls.clone(), deadline).await?;
+        Ok(Client {
+            node: self.node.clone(),
+            ..fresh
         })
     }
 
@@ -282,6 +295,21 @@ impl Client {
             .shutdown(self.request(ShutdownRequest { force }))
             .await;
         first("Shutdown", resp.map(|r| r.into_inner().messages))
+    }
+
+    /// MachineService/Upgrade: the node installs `request.image` and reboots into it.
+    pub async fn upgrade(&self, request: UpgradeRequest) -> Result<machine::Upgrade, ClientError> {
+        let resp = self.machine().upgrade(self.request(request)).await;
+        first("Upgrade", resp.map(|r| r.into_inner().messages))
+    }
+
+    /// MachineService/Rollback: the node reboots into its previous version.
+    pub async fn rollback(&self) -> Result<machine::Rollback, ClientError> {
+        let resp = self
+            .machine()
+            .rollback(self.request(RollbackRequest {}))
+            .await;
+        first("Rollback", resp.map(|r| r.into_inner().messages))
     }
 
     /// MachineService/Memory.

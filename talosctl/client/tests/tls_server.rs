@@ -331,6 +331,24 @@ async fn retry_waits_for_a_real_answer() {
 }
 
 #[tokio::test]
+async fn reconnect_keeps_tls_and_node() {
+    let pki = pki(&["127.0.0.1"]);
+    let endpoint = start(&pki, true).await;
+    let client = Client::connect(&endpoint, mutual(&pki))
+        .await
+        .unwrap()
+        .with_node("10.0.0.9")
+        .unwrap();
+    let fresh = client
+        .reconnect_with_retry(Instant::now() + Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(fresh.node(), Some("10.0.0.9"));
+    let version = fresh.version().await.unwrap();
+    assert_eq!(version.metadata.unwrap().hostname, "10.0.0.9");
+}
+
+#[tokio::test]
 async fn retry_gives_up_at_the_deadline() {
     let pki = pki(&["127.0.0.1"]);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

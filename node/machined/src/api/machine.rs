@@ -14,8 +14,9 @@ use talos_proto::machine::{
     CpUsInfo, CpuInfoResponse, DmesgRequest, FileInfo, Hostname, HostnameResponse, ListRequest,
     LoadAvgResponse, LogsRequest, Memory, MemoryResponse, Mounts, MountsResponse, Process,
     ProcessesResponse, ReadRequest, Reboot, RebootRequest, RebootResponse, Reset, ResetRequest,
-    ResetResponse, ServiceList, ServiceListResponse, Shutdown, ShutdownRequest, ShutdownResponse,
-    Version, VersionResponse,
+    ResetResponse, Rollback, RollbackRequest, RollbackResponse, ServiceList, ServiceListResponse,
+    Shutdown, ShutdownRequest, ShutdownResponse, Upgrade, UpgradeRequest, UpgradeResponse, Version,
+    VersionResponse,
 };
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
@@ -26,6 +27,7 @@ use crate::files;
 use crate::kmsg;
 use crate::node::{ApplyError, Node};
 use crate::sysinfo;
+use crate::upgrade;
 
 /// Upstream's default try-mode timeout.
 const DEFAULT_TRY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -134,7 +136,7 @@ impl MachineService for MachineApi {
         let version = Version {
             metadata: None,
             version: Some(pb::VersionInfo {
-                tag: concat!("v", env!("CARGO_PKG_VERSION")).to_owned(),
+                tag: self.node.os_version.clone(),
                 sha: option_env!("TALOS_GIT_SHA").unwrap_or("unknown").to_owned(),
                 built: option_env!("TALOS_BUILD_DATE").unwrap_or("").to_owned(),
                 go_version: option_env!("TALOS_RUSTC_VERSION")
@@ -311,6 +313,64 @@ impl MachineService for MachineApi {
                 })
             });
         Ok(Response::new(Box::pin(head.chain(live))))
+    }
+
+    async fn upgrade(
+        &self,
+        request: Request<UpgradeRequest>,
+    ) -> Result<Response<UpgradeResponse>, Status> {
+        let request = request.into_inner();
+        if request.stage {
+            return Err(Status::unimplemented(
+                "staged upgrades are not supported yet; upgrade without --stage",
+            ));
+        }
+        let slots = self.node.slots.clone().ok_or_else(|| {
+            Status::failed_precondition(
+                "this node did not boot from an A/B system disk (no talos.slot= on its kernel command line), so it cannot upgrade in place",
+            )
+        })?;
+        let version = upgrade::stage(slots, &request.image)
+            .await
+            .map_err(|e| match e {
+                upgrade::UpgradeError::Reference(_) | upgrade::UpgradeError::Registry(_) => {
+                    Status::invalid_argument(e.to_string())
+                }
+                upgrade::UpgradeError::Pull(_) => Status::unavailable(e.to_string()),
+                upgrade::UpgradeError::Write(_) => Status::internal(e.to_string()),
+            })?;
+        tracing::info!(
+            image = request.image,
+            "upgrade to {version} staged; rebooting"
+        );
+        self.node.schedule_power(RebootAction::Restart);
+        Ok(Response::new(UpgradeResponse {
+            messages: vec![Upgrade {
+                metadata: None,
+                ack: format!("Upgrade request received: {version} boots next, once"),
+                actor_id: actor_id(),
+            }],
+        }))
+    }
+
+    async fn rollback(
+        &self,
+        _: Request<RollbackRequest>,
+    ) -> Result<Response<RollbackResponse>, Status> {
+        let slots = self.node.slots.clone().ok_or_else(|| {
+            Status::failed_precondition(
+                "this node did not boot from an A/B system disk, so there is nothing to roll back to",
+            )
+        })?;
+        let slot = tokio::task::spawn_blocking(move || slots.switch_to_other())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        tracing::info!("rollback to slot {slot}; rebooting");
+        self.node.schedule_power(RebootAction::Restart);
+        Ok(Response::new(RollbackResponse {
+            messages: vec![Rollback { metadata: None }],
+        }))
     }
 
     async fn reboot(

@@ -93,6 +93,7 @@ pub async fn serve(node: Arc<Node>) {
         &format!("listening on :{API_PORT} ({mode})"),
     );
     tracing::info!("API listening on :{API_PORT} ({mode})");
+    node.on_running();
     if let Some(uptime) = std::fs::read_to_string("/proc/uptime")
         .ok()
         .and_then(|t| crate::sysinfo::uptime(&t))

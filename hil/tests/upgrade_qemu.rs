@@ -1,0 +1,277 @@
+//! A/B upgrades on QEMU (TCG), booted from the disk images `cargo xtask test` builds: the
+//! firmware (U-Boot, QEMU_EFI or OVMF) starts the slot, the node upgrades from an installer
+//! image served by a real registry on 127.0.0.1 (the guest reaches it as 10.0.2.2), commits
+//! the new slot once it runs, and comes back to the old one by itself when the new one
+//! cannot boot.
+//!
+//! Inputs: `$TALOS_RS_OUT/images/<board>-<boot chain>/metal-<arch>.raw` (v1.0.0) and
+//! `$TALOS_RS_OUT/installers/<arch>/<version>/` (OCI layouts; v3.0.0 is deliberately broken).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use talos_boards::{Board, Placement};
+use talos_client::{Client, Endpoint, TlsMode};
+use talos_hil::{Accel, BootSource, QemuBoard, QemuSpec};
+use talos_machinery::config::{GenerateInput, generate};
+use talos_machinery::secrets::SecretsBundle;
+use talos_oci::{LocalRegistry, Reference, Registry};
+use talos_proto::machine::UpgradeRequest;
+use talos_proto::machine::apply_configuration_request::Mode as ApplyMode;
+
+const STEP_TIMEOUT: Duration = Duration::from_secs(300);
+const V1: &str = "v1.0.0";
+const V2: &str = "v2.0.0";
+const BROKEN_V3: &str = "v3.0.0";
+
+struct Fixture {
+    board: Board,
+    disk: PathBuf,
+    bios: PathBuf,
+    installers: PathBuf,
+}
+
+fn fixture(board_name: &str, chain: &str) -> Option<Fixture> {
+    let required = std::env::var_os("TALOS_RS_E2E_REQUIRED").is_some();
+    let Some(out) = std::env::var_os("TALOS_RS_OUT") else {
+        assert!(!required, "TALOS_RS_OUT is not set");
+        eprintln!("skipped: TALOS_RS_OUT is not set; `cargo xtask test` builds the disk images");
+        return None;
+    };
+    let board = talos_boards::find(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../boards"),
+        board_name,
+    )
+    .expect("the board file loads");
+    let bios = board
+        .firmware_variant(chain)
+        .expect("the boot chain exists")
+        .artifacts
+        .iter()
+        .find(|a| a.placement == Placement::QemuBios)
+        .map(|a| PathBuf::from(&a.path))
+        .expect("the boot chain has QEMU firmware");
+    let out = PathBuf::from(out);
+    let disk = out
+        .join("images")
+        .join(format!("{board_name}-{chain}"))
+        .join(format!("metal-{}.raw", board.arch));
+    let installers = out.join("installers").join(board.arch.as_str());
+    if !disk.is_file() || !bios.is_file() {
+        assert!(
+            !required,
+            "missing {} or {}",
+            disk.display(),
+            bios.display()
+        );
+        eprintln!("skipped: no {} or {}", disk.display(), bios.display());
+        return None;
+    }
+    Some(Fixture {
+        board,
+        disk,
+        bios,
+        installers,
+    })
+}
+
+/// A booted node that prints its console when the test fails.
+struct Node {
+    qemu: QemuBoard,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "---- serial console ({}) ----",
+                self.qemu.serial_log().display()
+            );
+            for line in self.qemu.serial_lines() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+impl Node {
+    fn boot(fixture: &Fixture, dir: &Path) -> Node {
+        let disk = dir.join("disk.raw");
+        std::fs::copy(&fixture.disk, &disk).expect("copy the disk image");
+        let qemu = QemuBoard::launch(QemuSpec {
+            board: fixture.board.clone(),
+            boot: BootSource::Firmware {
+                bios: fixture.bios.clone(),
+            },
+            disk: Some(disk),
+            api_port: None,
+            serial_log: dir.join("console.log"),
+            accel: Accel::Tcg,
+            no_reboot: false,
+        })
+        .expect("QEMU starts");
+        Node { qemu }
+    }
+
+    fn endpoint(&self) -> Endpoint {
+        Endpoint::new("127.0.0.1", self.qemu.api_port())
+    }
+
+    /// Waits until the node answers Version with `tag`, across reboots.
+    async fn wait_for_version(&self, tls: &TlsMode, tag: &str) -> Client {
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            if let Ok(client) = Client::connect_with_retry(
+                &self.endpoint(),
+                tls.clone(),
+                Instant::now() + Duration::from_secs(10),
+            )
+            .await
+            {
+                match client.version().await {
+                    Ok(v) => {
+                        let got = v.version.map(|v| v.tag).unwrap_or_default();
+                        if got == tag {
+                            return client;
+                        }
+                        last = format!("answered {got}");
+                    }
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        panic!("the node did not answer on {tag} within {STEP_TIMEOUT:?}; last: {last}");
+    }
+}
+
+/// Pushes the installer for `version` and returns the reference the guest pulls.
+async fn publish(registry: &LocalRegistry, fixture: &Fixture, version: &str) -> String {
+    let image = talos_oci::read_layout_dir(&fixture.installers.join(version))
+        .expect("the installer layout xtask wrote");
+    let host = Reference::parse(&format!("{}/talos/installer:{version}", registry.addr())).unwrap();
+    Registry::new(registry.addr(), registry.addr().to_string())
+        .push(&host, &image)
+        .await
+        .expect("push to the local registry");
+    format!(
+        "10.0.2.2:{}/talos/installer:{version}",
+        registry.addr().port()
+    )
+}
+
+async fn upgrade(client: &Client, image: &str) {
+    let ack = client
+        .upgrade(UpgradeRequest {
+            image: image.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .expect("Upgrade is accepted");
+    eprintln!("upgrade {image}: {}", ack.ack);
+}
+
+/// Boots v1 from disk, configures it, then upgrades to v2 and checks it sticks.
+async fn configure_and_upgrade(fixture: &Fixture, dir: &Path) -> (Node, TlsMode, LocalRegistry) {
+    let registry = LocalRegistry::start(&dir.join("registry")).expect("docker-registry starts");
+    let node = Node::boot(fixture, dir);
+    let insecure = node.wait_for_version(&TlsMode::Insecure, V1).await;
+    eprintln!(
+        "{V1} up {:.1?} after QEMU start",
+        node.qemu.launched_at().elapsed()
+    );
+
+    let secrets = SecretsBundle::generate(SystemTime::now()).unwrap();
+    let generated = generate(&GenerateInput::new(
+        "upgrade",
+        "https://10.0.2.15:6443",
+        secrets,
+        SystemTime::now(),
+    ))
+    .unwrap();
+    insecure
+        .apply_configuration(generated.controlplane.into_bytes(), ApplyMode::Auto, false)
+        .await
+        .expect("apply-config --insecure");
+    let (_, ctx) = generated.talosconfig.current(None).unwrap();
+    let tls = TlsMode::Mutual {
+        ca_pem: ctx.ca_pem().unwrap(),
+        cert_pem: ctx.crt_pem().unwrap(),
+        key_pem: ctx.key_pem().unwrap(),
+    };
+    let admin = node.wait_for_version(&tls, V1).await;
+
+    let v2 = publish(&registry, fixture, V2).await;
+    let requested = Instant::now();
+    upgrade(&admin, &v2).await;
+    node.wait_for_version(&tls, V2).await;
+    eprintln!(
+        "upgrade to {V2}: API back {:.1?} after the request",
+        requested.elapsed()
+    );
+    node.qemu
+        .wait_for_line("slot B committed", STEP_TIMEOUT)
+        .expect("the new slot commits once it runs");
+    (node, tls, registry)
+}
+
+/// v1 → v2, then a v3 that cannot boot: the firmware falls back to v2 by itself.
+async fn upgrade_then_automatic_rollback(board: &str, chain: &str) {
+    let Some(fixture) = fixture(board, chain) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (node, tls, registry) = configure_and_upgrade(&fixture, dir.path()).await;
+
+    let admin = node.wait_for_version(&tls, V2).await;
+    let v3 = publish(&registry, &fixture, BROKEN_V3).await;
+    let requested = Instant::now();
+    upgrade(&admin, &v3).await;
+    node.qemu
+        .wait_for_line("Kernel panic", STEP_TIMEOUT)
+        .expect("the broken slot fails to boot");
+    node.qemu
+        .wait_for_line("the firmware fell back to slot B", STEP_TIMEOUT)
+        .expect("the node notices the rollback");
+    let admin = node.wait_for_version(&tls, V2).await;
+    eprintln!(
+        "broken {BROKEN_V3}: back on {V2} {:.1?} after the request",
+        requested.elapsed()
+    );
+
+    // The broken slot was discarded, so there is nothing to roll back to.
+    let refused = admin.rollback().await.expect_err("no previous system");
+    assert_eq!(
+        refused.code(),
+        Some(tonic::Code::FailedPrecondition),
+        "{refused}"
+    );
+}
+
+/// v1 → v2, then `talosctl rollback` returns to v1.
+async fn upgrade_then_manual_rollback(board: &str, chain: &str) {
+    let Some(fixture) = fixture(board, chain) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (node, tls, _registry) = configure_and_upgrade(&fixture, dir.path()).await;
+    let admin = node.wait_for_version(&tls, V2).await;
+    admin.rollback().await.expect("Rollback is accepted");
+    node.wait_for_version(&tls, V1).await;
+}
+
+#[tokio::test]
+async fn arm64_uboot_upgrade_and_automatic_rollback() {
+    upgrade_then_automatic_rollback("qemu-virt-arm64", "u-boot").await;
+}
+
+#[tokio::test]
+async fn arm64_uefi_upgrade_and_automatic_rollback() {
+    upgrade_then_automatic_rollback("qemu-virt-arm64", "uefi").await;
+}
+
+#[tokio::test]
+async fn amd64_ovmf_upgrade_and_manual_rollback() {
+    upgrade_then_manual_rollback("qemu-amd64", "uefi").await;
+}

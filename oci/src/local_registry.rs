@@ -1,0 +1,156 @@
+//! A real registry on loopback for tests and xtask: Debian's `docker-registry` (the CNCF
+//! distribution registry, 2.8), run with filesystem storage in a directory of the caller's,
+//! no auth and deletes enabled. It is killed when the [`LocalRegistry`] is dropped.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where Debian's `docker-registry` package installs the registry.
+pub const BINARY: &str = "/usr/bin/docker-registry";
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// Another process may take the free port we picked before the registry binds it.
+const START_ATTEMPTS: usize = 3;
+const LOG_TAIL_LINES: usize = 20;
+
+/// A running `docker-registry serve`, answering on [`addr`](Self::addr).
+#[derive(Debug)]
+pub struct LocalRegistry {
+    child: Child,
+    addr: SocketAddr,
+    log: PathBuf,
+}
+
+impl LocalRegistry {
+    pub fn is_installed() -> bool {
+        Path::new(BINARY).is_file()
+    }
+
+    /// Starts a registry storing into `dir/storage`, configured by `dir/registry.yml` and
+    /// logging to `dir/registry.log`, and waits until `GET /v2/` answers 200.
+    pub fn start(dir: &Path) -> io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let mut attempt = 1;
+        loop {
+            let mut registry = Self::spawn(dir)?;
+            match registry.wait_until_ready() {
+                // Dropping this one kills it before the next try.
+                Err(_) if attempt < START_ATTEMPTS && registry.lost_the_port() => attempt += 1,
+                ready => return ready.map(|()| registry),
+            }
+        }
+    }
+
+    fn spawn(dir: &Path) -> io::Result<Self> {
+        let storage = dir.join("storage");
+        let storage = storage.to_str().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("registry directory {} is not UTF-8", dir.display()),
+            )
+        })?;
+        // A JSON string is a valid YAML scalar, whatever the path holds.
+        let storage = serde_json::to_string(storage).map_err(io::Error::other)?;
+        let addr = free_loopback_port()?;
+        let config = dir.join("registry.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\n\
+                 log:\n  level: info\n\
+                 storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n\
+                 http:\n  addr: {addr}\n"
+            ),
+        )?;
+        let log = dir.join("registry.log");
+        let log_file = File::options().create(true).append(true).open(&log)?;
+        let child = Command::new(BINARY)
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .spawn()
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "starting {BINARY}: {e} (Debian's docker-registry package has it: cargo xtask deps)"
+                    ),
+                )
+            })?;
+        Ok(Self { child, addr, log })
+    }
+
+    /// Where the registry listens (plain HTTP).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The registry's own log (stdout and stderr).
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    fn wait_until_ready(&mut self) -> io::Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Err(self.failure(&format!("exited with {status} before it was ready")));
+            }
+            if answers_200(self.addr) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(self.failure(&format!(
+                    "did not answer GET /v2/ with 200 within {READY_TIMEOUT:?}"
+                )));
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    fn lost_the_port(&self) -> bool {
+        std::fs::read_to_string(&self.log).is_ok_and(|l| l.contains("address already in use"))
+    }
+
+    fn failure(&self, what: &str) -> io::Error {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n");
+        io::Error::other(format!(
+            "{BINARY} on {} {what}; last lines of {}:\n{tail}",
+            self.addr,
+            self.log.display()
+        ))
+    }
+}
+
+impl Drop for LocalRegistry {
+    fn drop(&mut self) {
+        // It may have exited already; then there is nothing to kill.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_loopback_port() -> io::Result<SocketAddr> {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()
+}
+
+/// Whether `GET /v2/` on `addr` answers 200 (the API version check, unauthenticated here).
+fn answers_200(addr: SocketAddr) -> bool {
+    let exchange = || -> io::Result<bool> {
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
+        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+        write!(stream, "GET /v2/ HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head)?;
+        Ok(head.starts_with(b"HTTP/1.") && &head[8..12] == b" 200")
+    };
+    exchange().unwrap_or(false)
+}

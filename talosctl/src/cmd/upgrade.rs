@@ -1,0 +1,316 @@
+//! `talosctl upgrade` and `talosctl rollback`.
+
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use clap::{Args, ValueEnum};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use serde::Serialize;
+use talos_client::{Client, ClientError};
+use talos_proto::machine::{UpgradeRequest, Version, upgrade_request};
+use tokio::task::JoinSet;
+
+use crate::cmd::apply::parse_duration;
+use crate::global::{self, GlobalArgs};
+use crate::output::{self, OutputFormat, go_duration};
+
+/// How long one Version call may take while waiting; a host that lost power never answers.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause between Version calls while waiting.
+const POLL_PAUSE: Duration = Duration::from_secs(1);
+
+pub const UPGRADE_EXAMPLES: &str = "\
+Examples:
+  # Upgrade one node; return once it has acknowledged
+  talosctl upgrade -n 10.5.0.2 --image ghcr.io/siderolabs/installer:v1.9.0
+
+  # Upgrade two nodes and wait up to 15 minutes for both to come back
+  talosctl upgrade -n 10.5.0.2,10.5.0.3 -i ghcr.io/siderolabs/installer:v1.9.0 --wait --timeout 15m
+
+  # Stage the upgrade, reboot through the firmware instead of kexec, print JSON
+  talosctl upgrade -n 10.5.0.2 -i ghcr.io/siderolabs/installer:v1.9.0 --stage -m powercycle -o json";
+
+pub const ROLLBACK_EXAMPLES: &str = "\
+Examples:
+  # Return a node to the version it ran before its last upgrade
+  talosctl rollback -n 10.5.0.2
+
+  # The same for two nodes, as YAML
+  talosctl rollback -n 10.5.0.2,10.5.0.3 -o yaml";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UpgradeRebootMode {
+    /// Regular reboot (kexec into the new kernel when possible).
+    Default,
+    /// Full power cycle through the firmware, skipping kexec.
+    Powercycle,
+}
+
+impl From<UpgradeRebootMode> for upgrade_request::RebootMode {
+    fn from(mode: UpgradeRebootMode) -> upgrade_request::RebootMode {
+        match mode {
+            UpgradeRebootMode::Default => upgrade_request::RebootMode::Default,
+            UpgradeRebootMode::Powercycle => upgrade_request::RebootMode::Powercycle,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct UpgradeArgs {
+    /// Installer image to upgrade to (e.g. ghcr.io/siderolabs/installer:v1.9.0).
+    #[arg(short, long, value_name = "REF")]
+    pub image: String,
+
+    /// Stage the upgrade: the node reboots and installs the image early in the next boot, before
+    /// its services start (for when files in use block a live upgrade).
+    #[arg(short, long)]
+    pub stage: bool,
+
+    /// Skip the node's pre-upgrade safety checks (upstream: etcd health); may lose data.
+    #[arg(short, long)]
+    pub force: bool,
+
+    /// Keep the node's ephemeral data (/var) across the upgrade.
+    #[arg(short, long)]
+    pub preserve: bool,
+
+    /// How the node reboots into the new version.
+    #[arg(short = 'm', long, value_enum, default_value = "default")]
+    pub reboot_mode: UpgradeRebootMode,
+
+    /// Wait until every node has rebooted and answers the API again, then print its version.
+    #[arg(long)]
+    pub wait: bool,
+
+    /// With --wait: how long to wait for the nodes to come back (e.g. 90s, 10m, 1h).
+    #[arg(
+        long,
+        value_parser = parse_duration,
+        default_value = "10m",
+        value_name = "DURATION",
+        requires = "wait"
+    )]
+    pub timeout: Duration,
+
+    /// Output format of the per-node results.
+    #[arg(short, long, value_enum, default_value_t)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// Output format of the per-node results.
+    #[arg(short, long, value_enum, default_value_t)]
+    pub output: OutputFormat,
+}
+
+/// One node's upgrade, as `-o json|yaml` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+struct UpgradeView {
+    node: String,
+    ack: String,
+    actor_id: String,
+    /// With --wait: the tag before the upgrade and the tag the node came back on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tag_before: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tag_after: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+struct RollbackView {
+    node: String,
+}
+
+fn tag(version: &Version) -> String {
+    version
+        .version
+        .as_ref()
+        .map(|v| v.tag.clone())
+        .unwrap_or_default()
+}
+
+pub async fn upgrade(global: &GlobalArgs, args: UpgradeArgs) -> anyhow::Result<()> {
+    let targets = global::targets(global, false).await?;
+    let request = UpgradeRequest {
+        image: args.image.clone(),
+        preserve: args.preserve,
+        stage: args.stage,
+        force: args.force,
+        reboot_mode: upgrade_request::RebootMode::from(args.reboot_mode).into(),
+    };
+    let wait = args.wait;
+    let (ok, mut failed) = global::each(&targets, |t| {
+        let request = request.clone();
+        async move {
+            let before = if wait {
+                Some(t.client.version().await?)
+            } else {
+                None
+            };
+            let reply = t.client.upgrade(request).await?;
+            Ok((t.client, before, reply))
+        }
+    })
+    .await;
+
+    let mut views = Vec::new();
+    let mut waits = Vec::new();
+    for (label, (client, before, reply)) in ok {
+        let node = global::node_label(&label, reply.metadata.as_ref());
+        if args.output == OutputFormat::Table {
+            println!(
+                "{node}: upgrade requested: {} (actor ID {})",
+                reply.ack, reply.actor_id
+            );
+        }
+        views.push(UpgradeView {
+            node,
+            ack: reply.ack,
+            actor_id: reply.actor_id,
+            tag_before: before.as_ref().map(tag),
+            tag_after: None,
+        });
+        waits.extend(before.map(|before| (client, before)));
+    }
+    if wait {
+        failed += wait_all(&mut views, waits, args.timeout, args.output).await;
+    }
+    if args.output != OutputFormat::Table {
+        print!("{}", output::render(args.output, &views)?);
+    }
+    global::check_failures(failed, targets.len())
+}
+
+/// Waits for all nodes at once, since they reboot at the same time; fills in `tag_after` and
+/// returns how many did not come back.
+async fn wait_all(
+    views: &mut [UpgradeView],
+    waits: Vec<(Client, Version)>,
+    timeout: Duration,
+    format: OutputFormat,
+) -> usize {
+    let deadline = Instant::now() + timeout;
+    let multi = MultiProgress::new();
+    let style = ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+        .expect("valid template");
+    let mut tasks = JoinSet::new();
+    for (index, (client, before)) in waits.into_iter().enumerate() {
+        let bar = multi.add(ProgressBar::new_spinner().with_style(style.clone()));
+        bar.enable_steady_tick(Duration::from_millis(200));
+        let node = views[index].node.clone();
+        tasks.spawn(async move {
+            let result = wait_back(&client, &before, &node, deadline, timeout, &bar).await;
+            bar.finish_and_clear();
+            (index, before, result)
+        });
+    }
+    let mut failed = 0;
+    while let Some(joined) = tasks.join_next().await {
+        let (index, before, result) =
+            joined.unwrap_or_else(|err| std::panic::resume_unwind(err.into_panic()));
+        let view = &mut views[index];
+        match result {
+            Ok(after) => {
+                let tag_after = tag(&after);
+                multi.suspend(|| {
+                    if after.version == before.version {
+                        eprintln!(
+                            "warning: {} came back on the version it ran before ({tag_after})",
+                            view.node
+                        );
+                    }
+                    if format == OutputFormat::Table {
+                        println!("{}: back on {tag_after}", view.node);
+                    }
+                });
+                view.tag_after = Some(tag_after);
+            }
+            Err(err) => {
+                failed += 1;
+                multi.suspend(|| eprintln!("error on node {}: {err:#}", view.node));
+            }
+        }
+    }
+    failed
+}
+
+/// Waits until the node stops answering (it reboots for the upgrade), then until it answers
+/// Version again. A different version answering counts as back even if the outage was missed.
+async fn wait_back(
+    client: &Client,
+    before: &Version,
+    node: &str,
+    deadline: Instant,
+    timeout: Duration,
+    bar: &ProgressBar,
+) -> anyhow::Result<Version> {
+    let waited = || go_duration(i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX));
+    let pause =
+        || tokio::time::sleep(POLL_PAUSE.min(deadline.saturating_duration_since(Instant::now())));
+
+    bar.set_message(format!("{node}: waiting for the node to reboot"));
+    loop {
+        if Instant::now() >= deadline {
+            bail!(
+                "still answering on {} after {} (--timeout): the node did not reboot; last error: none",
+                tag(before),
+                waited()
+            );
+        }
+        match tokio::time::timeout(CALL_TIMEOUT, client.version()).await {
+            Ok(Ok(now)) if now.version != before.version => return Ok(now),
+            Ok(Ok(_)) => pause().await,
+            Ok(Err(_)) | Err(_) => break,
+        }
+    }
+
+    bar.set_message(format!("{node}: rebooting, waiting for the API"));
+    let mut last = None;
+    loop {
+        match client.reconnect_with_retry(deadline).await {
+            Ok(fresh) => match tokio::time::timeout(CALL_TIMEOUT, fresh.version()).await {
+                Ok(Ok(version)) => return Ok(version),
+                Ok(Err(err)) if err.is_transient() => last = Some(err.to_string()),
+                Ok(Err(err)) => return Err(err.into()),
+                Err(_) => last = Some(format!("Version did not answer within {CALL_TIMEOUT:?}")),
+            },
+            Err(ClientError::Timeout { last: seen, .. }) => {
+                let last = seen
+                    .map(|err| err.to_string())
+                    .or(last)
+                    .unwrap_or_else(|| "none".to_owned());
+                bail!(
+                    "did not answer again within {} (--timeout); last error: {last}",
+                    waited()
+                );
+            }
+            Err(err) => return Err(err.into()),
+        }
+        pause().await;
+    }
+}
+
+pub async fn rollback(global: &GlobalArgs, args: RollbackArgs) -> anyhow::Result<()> {
+    let targets = global::targets(global, false).await?;
+    let (ok, failed) =
+        global::each(&targets, |t| async move { Ok(t.client.rollback().await?) }).await;
+    let views: Vec<RollbackView> = ok
+        .into_iter()
+        .map(|(label, reply)| RollbackView {
+            node: global::node_label(&label, reply.metadata.as_ref()),
+        })
+        .collect();
+    match args.output {
+        OutputFormat::Table => {
+            for view in &views {
+                println!(
+                    "{}: rollback requested, rebooting into the previous version",
+                    view.node
+                );
+            }
+        }
+        format => print!("{}", output::render(format, &views)?),
+    }
+    global::check_failures(failed, targets.len())
+}

@@ -1,0 +1,74 @@
+//! Files from Debian packages for a board's architecture: taken from the host when the
+//! host has them, else downloaded as `<package>:<arch>` and unpacked into the cache.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::Context;
+use talos_machinery::Arch;
+
+use crate::{cmd, paths};
+
+fn debian_arch(arch: Arch) -> &'static str {
+    match arch {
+        Arch::Arm64 => "arm64",
+        Arch::Amd64 => "amd64",
+    }
+}
+
+fn unpacked(package: &str, arch: Arch) -> PathBuf {
+    paths::cache()
+        .join("packages")
+        .join(format!("{package}_{}", debian_arch(arch)))
+}
+
+/// The path of `file` (absolute, as inside the package) for `arch`.
+pub fn resolve(package: &str, file: &str, arch: Arch) -> anyhow::Result<PathBuf> {
+    let host = Path::new(file);
+    if host.is_file() {
+        return Ok(host.to_owned());
+    }
+    let root = unpacked(package, arch);
+    let inside = root.join(file.trim_start_matches('/'));
+    if inside.is_file() {
+        return Ok(inside);
+    }
+    let qualified = format!("{package}:{}", debian_arch(arch));
+    let debs = paths::cache().join("debs");
+    std::fs::create_dir_all(&debs)?;
+    cmd::run(
+        Command::new("apt-get")
+            .args(["download", &qualified])
+            .current_dir(&debs),
+    )
+    .with_context(|| format!("downloading {qualified} for {file}"))?;
+    let prefix = format!("{package}_");
+    let suffix = format!("_{}.deb", debian_arch(arch));
+    let deb = std::fs::read_dir(&debs)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name().is_some_and(|n| {
+                let n = n.to_string_lossy();
+                n.starts_with(&prefix) && (n.ends_with(&suffix) || n.ends_with("_all.deb"))
+            })
+        })
+        .max()
+        .with_context(|| {
+            format!(
+                "apt-get download {qualified} left no .deb in {}",
+                debs.display()
+            )
+        })?;
+    let tmp = root.with_extension("partial");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    cmd::run(Command::new("dpkg").arg("-x").arg(&deb).arg(&tmp))?;
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::rename(&tmp, &root)?;
+    anyhow::ensure!(
+        inside.is_file(),
+        "{} does not contain {file}",
+        deb.display()
+    );
+    Ok(inside)
+}
