@@ -13,6 +13,9 @@ const ENTRY_SECTORS: u64 = ENTRY_COUNT * ENTRY_SIZE / SECTOR;
 const HEADER_SIZE: usize = 92;
 const SIGNATURE: &[u8; 8] = b"EFI PART";
 const NAME_UNITS: usize = 36;
+/// MBR partition types: the GPT's protective entry, and FAT32 addressed by LBA.
+const MBR_PROTECTIVE: u8 = 0xEE;
+const MBR_FAT32_LBA: u8 = 0x0C;
 
 /// A GUID in its textual form's order; stored mixed-endian on disk as UEFI requires.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -129,6 +132,10 @@ pub enum GptError {
     Overlap(String, String),
     #[error("partition name {0:?} is longer than 36 UTF-16 units")]
     NameTooLong(String),
+    #[error("the hybrid MBR names partition {0:?}, which the table does not have")]
+    NoPartition(String),
+    #[error("partition {0:?} ends beyond the 2^32 sectors an MBR entry can address")]
+    BeyondMbr(String),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -222,16 +229,50 @@ impl Table {
         m
     }
 
+    /// Sector 0 for firmware that reads only MBR partition tables: entry 1 is FAT32 (LBA)
+    /// over the partition `fat`, entry 2 the 0xEE entry over the GPT in front of it.
+    fn hybrid_mbr(&self, fat: &str) -> Result<Vec<u8>, GptError> {
+        let part = self
+            .find(fat)
+            .ok_or_else(|| GptError::NoPartition(fat.to_owned()))?;
+        let sectors = u32::try_from(part.last_lba + 1 - part.first_lba);
+        let (Ok(first), Ok(sectors)) = (u32::try_from(part.first_lba), sectors) else {
+            return Err(GptError::BeyondMbr(fat.to_owned()));
+        };
+        let mut m = vec![0u8; SECTOR as usize];
+        m[446..462].copy_from_slice(&mbr_entry(MBR_FAT32_LBA, first, sectors));
+        m[462..478].copy_from_slice(&mbr_entry(MBR_PROTECTIVE, 1, first - 1));
+        m[510] = 0x55;
+        m[511] = 0xAA;
+        Ok(m)
+    }
+
     /// Writes the protective MBR, the primary and the backup table; the disk must already
     /// be `total_sectors` long.
     pub fn write_to(&self, disk: &mut (impl Write + Seek)) -> Result<(), GptError> {
         self.check()?;
+        self.write_with_mbr(disk, &self.protective_mbr())
+    }
+
+    /// [`Table::write_to`] with a hybrid MBR, for boot ROMs that read only MBR (the
+    /// Raspberry Pi 3's): the partition `fat` also appears as an MBR FAT32 (LBA) entry.
+    /// GPT readers (Linux, U-Boot, UEFI) still use the GPT, as its 0xEE entry starts at LBA 1.
+    pub fn write_hybrid_to(
+        &self,
+        disk: &mut (impl Write + Seek),
+        fat: &str,
+    ) -> Result<(), GptError> {
+        self.check()?;
+        self.write_with_mbr(disk, &self.hybrid_mbr(fat)?)
+    }
+
+    fn write_with_mbr(&self, disk: &mut (impl Write + Seek), mbr: &[u8]) -> Result<(), GptError> {
         let entries = self.entries();
         let crc = crc32fast::hash(&entries);
         let last = self.total_sectors - 1;
         let backup_entries = last - ENTRY_SECTORS;
         disk.seek(SeekFrom::Start(0))?;
-        disk.write_all(&self.protective_mbr())?;
+        disk.write_all(mbr)?;
         disk.write_all(&self.header(1, last, 2, crc))?;
         disk.write_all(&entries)?;
         disk.seek(SeekFrom::Start(backup_entries * SECTOR))?;
@@ -304,6 +345,35 @@ impl Table {
             partitions,
         })
     }
+}
+
+/// One MBR partition entry: not bootable, CHS addresses for a 255-head, 63-sector geometry.
+fn mbr_entry(kind: u8, first: u32, sectors: u32) -> [u8; 16] {
+    let mut e = [0u8; 16];
+    e[1..4].copy_from_slice(&chs(first));
+    e[4] = kind;
+    e[5..8].copy_from_slice(&chs(first + sectors - 1));
+    e[8..12].copy_from_slice(&first.to_le_bytes());
+    e[12..16].copy_from_slice(&sectors.to_le_bytes());
+    e
+}
+
+/// A CHS address, or 1023/254/63 ("use the LBA") past cylinder 1023.
+fn chs(lba: u32) -> [u8; 3] {
+    const HEADS: u32 = 255;
+    const SECTORS: u32 = 63;
+    let cylinder = lba / (HEADS * SECTORS);
+    if cylinder > 1023 {
+        return [0xFE, 0xFF, 0xFF];
+    }
+    let head = (lba / SECTORS) % HEADS;
+    let sector = lba % SECTORS + 1;
+    // Cylinder bits 8-9 sit in the top two bits of the sector byte.
+    [
+        head as u8,
+        sector as u8 | ((cylinder >> 2) as u8 & 0xC0),
+        cylinder as u8,
+    ]
 }
 
 #[cfg(test)]

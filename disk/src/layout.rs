@@ -53,6 +53,23 @@ impl SystemDisk {
         }
     }
 
+    /// The same partitions on a disk of `disk_bytes`, which must hold them and the backup
+    /// table; the space after STATE stays free.
+    pub fn on_disk(
+        seed: &str,
+        first_offset: u64,
+        efi_size: u64,
+        disk_bytes: u64,
+    ) -> Option<SystemDisk> {
+        let mut disk = SystemDisk::new(seed, first_offset, efi_size);
+        let total = disk_bytes / SECTOR;
+        if total < disk.table.total_sectors {
+            return None;
+        }
+        disk.table.total_sectors = total;
+        Some(disk)
+    }
+
     pub fn size(&self) -> u64 {
         self.table.total_sectors * SECTOR
     }
@@ -83,5 +100,14 @@ mod tests {
         assert_eq!(disk.partition(STATE).len(), STATE_SIZE);
         assert_eq!(disk.size(), (10 + 200 + 1 + 100 + 1) * MIB);
         assert!(disk.table.partitions.iter().all(|p| p.offset() % MIB == 0));
+    }
+
+    #[test]
+    fn fits_on_a_larger_disk_only() {
+        let small = SystemDisk::new("x", MIB, 100 * MIB);
+        let big = SystemDisk::on_disk("x", MIB, 100 * MIB, 4096 * MIB).unwrap();
+        assert_eq!(big.table.partitions, small.table.partitions);
+        assert_eq!(big.size(), 4096 * MIB);
+        assert!(SystemDisk::on_disk("x", MIB, 100 * MIB, small.size() - SECTOR).is_none());
     }
 }

@@ -95,17 +95,27 @@ impl Drop for Node {
 }
 
 impl Node {
+    /// Boots a copy of the fixture's disk image.
     fn boot(fixture: &Fixture, dir: &Path) -> Node {
         let disk = dir.join("disk.raw");
         std::fs::copy(&fixture.disk, &disk).expect("copy the disk image");
+        Node::launch(
+            fixture.board.clone(),
+            fixture,
+            &disk,
+            &dir.join("console.log"),
+        )
+    }
+
+    fn launch(board: Board, fixture: &Fixture, disk: &Path, serial_log: &Path) -> Node {
         let qemu = QemuBoard::launch(QemuSpec {
-            board: fixture.board.clone(),
+            board,
             boot: BootSource::Firmware {
                 bios: fixture.bios.clone(),
             },
-            disk: Some(disk),
+            disk: Some(disk.to_owned()),
             api_port: None,
-            serial_log: dir.join("console.log"),
+            serial_log: serial_log.to_owned(),
             accel: Accel::Tcg,
             no_reboot: false,
         })
@@ -172,34 +182,41 @@ async fn upgrade(client: &Client, image: &str) {
     eprintln!("upgrade {image}: {}", ack.ack);
 }
 
-/// Boots v1 from disk, configures it, then upgrades to v2 and checks it sticks.
-async fn configure_and_upgrade(fixture: &Fixture, dir: &Path) -> (Node, TlsMode, LocalRegistry) {
-    let registry = LocalRegistry::start(&dir.join("registry")).expect("docker-registry starts");
-    let node = Node::boot(fixture, dir);
+/// Applies a generated control-plane config in maintenance mode; returns the admin TLS.
+async fn configure(node: &Node, install_disk: &str) -> TlsMode {
     let insecure = node.wait_for_version(&TlsMode::Insecure, V1).await;
     eprintln!(
         "{V1} up {:.1?} after QEMU start",
         node.qemu.launched_at().elapsed()
     );
-
     let secrets = SecretsBundle::generate(SystemTime::now()).unwrap();
-    let generated = generate(&GenerateInput::new(
+    let mut input = GenerateInput::new(
         "upgrade",
         "https://10.0.2.15:6443",
         secrets,
         SystemTime::now(),
-    ))
-    .unwrap();
+    );
+    input.install_disk = install_disk.to_owned();
+    let generated = generate(&input).unwrap();
     insecure
         .apply_configuration(generated.controlplane.into_bytes(), ApplyMode::Auto, false)
         .await
         .expect("apply-config --insecure");
     let (_, ctx) = generated.talosconfig.current(None).unwrap();
-    let tls = TlsMode::Mutual {
+    TlsMode::Mutual {
         ca_pem: ctx.ca_pem().unwrap(),
         cert_pem: ctx.crt_pem().unwrap(),
         key_pem: ctx.key_pem().unwrap(),
-    };
+    }
+}
+
+/// Boots v1 from disk, configures it, then upgrades to v2 and checks it sticks.
+async fn configure_and_upgrade(fixture: &Fixture, dir: &Path) -> (Node, TlsMode, LocalRegistry) {
+    let registry = LocalRegistry::start(&dir.join("registry")).expect("docker-registry starts");
+    let node = Node::boot(fixture, dir);
+    // The system disk itself: nothing to install.
+    let system_disk = booted_disk(&node);
+    let tls = configure(&node, &system_disk).await;
     let admin = node.wait_for_version(&tls, V1).await;
 
     let v2 = publish(&registry, fixture, V2).await;
@@ -259,6 +276,78 @@ async fn upgrade_then_manual_rollback(board: &str, chain: &str) {
     let admin = node.wait_for_version(&tls, V2).await;
     admin.rollback().await.expect("Rollback is accepted");
     node.wait_for_version(&tls, V1).await;
+}
+
+/// The disk the node booted from, as its console names it.
+fn booted_disk(node: &Node) -> String {
+    let line = node
+        .qemu
+        .wait_for_line("booted from slot", STEP_TIMEOUT)
+        .expect("the node reports its system disk");
+    let disk = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("disk="))
+        .expect("the line names the disk");
+    disk.trim_matches('"').to_owned()
+}
+
+/// Boots the image with a blank second disk, installs onto it through
+/// `machine.install.disk`, then boots the installed disk alone: same version, same config.
+async fn install_to_second_disk(board: &str, chain: &str) {
+    let Some(fixture) = fixture(board, chain) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("target.raw");
+    std::fs::File::create(&target)
+        .unwrap()
+        .set_len(512 << 20)
+        .unwrap();
+    let mut with_target = fixture.board.clone();
+    let qemu = with_target.qemu.as_mut().expect("a QEMU board");
+    let mut drive = std::ffi::OsString::from("if=none,id=target,format=raw,file=");
+    drive.push(&target);
+    qemu.extra_args.extend([
+        "-drive".to_owned(),
+        drive.to_string_lossy().into_owned(),
+        "-device".to_owned(),
+        format!("{},drive=target", qemu.disk_device.as_str()),
+    ]);
+    let image = dir.path().join("disk.raw");
+    std::fs::copy(&fixture.disk, &image).expect("copy the disk image");
+    let node = Node::launch(
+        with_target,
+        &fixture,
+        &image,
+        &dir.path().join("console.log"),
+    );
+    let system_disk = booted_disk(&node);
+    let install_disk = if system_disk == "/dev/vda" {
+        "/dev/vdb"
+    } else {
+        "/dev/vda"
+    };
+    let tls = configure(&node, install_disk).await;
+    let started = Instant::now();
+    node.qemu
+        .wait_for_line(&format!("installed to {install_disk}"), STEP_TIMEOUT)
+        .expect("the node installs onto the second disk");
+    eprintln!("install to {install_disk}: {:.1?}", started.elapsed());
+    drop(node);
+
+    // The installation media is gone: the installed disk boots on its own.
+    let installed = Node::launch(
+        fixture.board.clone(),
+        &fixture,
+        &target,
+        &dir.path().join("installed-console.log"),
+    );
+    installed.wait_for_version(&tls, V1).await;
+}
+
+#[tokio::test]
+async fn arm64_uefi_install_to_second_disk() {
+    install_to_second_disk("qemu-virt-arm64", "uefi").await;
 }
 
 #[tokio::test]

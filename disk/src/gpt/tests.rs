@@ -101,3 +101,100 @@ fn overlapping_and_oversized_partitions_are_refused() {
         .unwrap_err();
     assert!(err.to_string().starts_with("partition \"STATE\""), "{err}");
 }
+
+fn hybrid_image() -> Vec<u8> {
+    let disk = SystemDisk::new("talos-image-disk", 1 << 20, 64 << 20);
+    let mut buf = Cursor::new(vec![0u8; disk.size() as usize]);
+    disk.table.write_hybrid_to(&mut buf, "EFI").unwrap();
+    buf.into_inner()
+}
+
+#[test]
+fn hybrid_mbr_has_a_fat32_entry_over_the_efi_partition() {
+    let bytes = hybrid_image();
+    let entry = |i: usize| &bytes[446 + 16 * i..462 + 16 * i];
+    let u32_at = |e: &[u8], o: usize| u32::from_le_bytes(e[o..o + 4].try_into().unwrap());
+    // Entry 1: FAT32 (LBA) over EFI, 64 MiB from sector 2048.
+    assert_eq!(entry(0)[0], 0x00, "not marked bootable");
+    assert_eq!(entry(0)[4], 0x0C);
+    assert_eq!((u32_at(entry(0), 8), u32_at(entry(0), 12)), (2048, 131_072));
+    // CHS (head, sector, cylinder) 32/33/0 to 73/1/8 for 255 heads and 63 sectors.
+    assert_eq!(entry(0)[1..4], [32, 33, 0]);
+    assert_eq!(entry(0)[5..8], [73, 1, 8]);
+    // Entry 2: the GPT's 0xEE entry from LBA 1 up to the FAT partition.
+    assert_eq!(entry(1)[4], 0xEE);
+    assert_eq!((u32_at(entry(1), 8), u32_at(entry(1), 12)), (1, 2047));
+    assert_eq!(entry(1)[1..4], [0, 2, 0]);
+    assert!(entry(2).iter().chain(entry(3)).all(|b| *b == 0));
+    assert_eq!(bytes[510..512], [0x55, 0xAA]);
+
+    // The GPT itself is what `write_to` writes.
+    let plain = image();
+    assert_eq!(bytes[512..], plain[512..]);
+    let digest = Sha256::digest(&bytes[..(34 * SECTOR) as usize]);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(hex, include_str!("golden-hybrid.sha256").trim());
+}
+
+#[test]
+fn hybrid_mbr_needs_a_partition_mbr_can_address() {
+    let mut disk = SystemDisk::new("x", 1 << 20, 8 << 20);
+    let err = disk
+        .table
+        .write_hybrid_to(&mut Cursor::new(Vec::new()), "BOOT")
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the hybrid MBR names partition \"BOOT\", which the table does not have"
+    );
+    // A 2 TiB disk whose STATE starts past what 32 bits address; nothing is written.
+    disk.table.total_sectors = (1 << 32) + 4096;
+    disk.table.partitions[2].first_lba = 1 << 32;
+    disk.table.partitions[2].last_lba = (1 << 32) + 7;
+    let err = disk
+        .table
+        .write_hybrid_to(&mut Cursor::new(Vec::new()), "STATE")
+        .unwrap_err();
+    assert!(
+        matches!(err, GptError::BeyondMbr(ref name) if name == "STATE"),
+        "{err}"
+    );
+}
+
+#[test]
+fn fdisk_and_sfdisk_read_both_tables_of_a_hybrid_mbr() {
+    let path = std::env::temp_dir().join(format!("gpt-hybrid-{}.img", std::process::id()));
+    std::fs::write(&path, hybrid_image()).unwrap();
+    let gpt = Command::new("sfdisk").arg("--dump").arg(&path).output();
+    let mbr = Command::new("fdisk")
+        .args(["--list", "--type", "dos"])
+        .arg(&path)
+        .output();
+    std::fs::remove_file(&path).unwrap();
+    let (Ok(gpt), Ok(mbr)) = (gpt, mbr) else {
+        eprintln!("sfdisk or fdisk is not installed; cross-check skipped");
+        return;
+    };
+    let gpt_dump = String::from_utf8_lossy(&gpt.stdout);
+    assert!(
+        gpt.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gpt.stderr)
+    );
+    assert!(gpt_dump.contains("label: gpt"), "{gpt_dump}");
+    assert!(gpt_dump.contains("name=\"STATE\""), "{gpt_dump}");
+    let listing = String::from_utf8_lossy(&mbr.stdout);
+    assert!(
+        mbr.status.success(),
+        "{}",
+        String::from_utf8_lossy(&mbr.stderr)
+    );
+    assert!(listing.contains("Disklabel type: dos"), "{listing}");
+    let fat = listing
+        .lines()
+        .find(|l| l.ends_with("W95 FAT32 (LBA)"))
+        .unwrap_or_else(|| panic!("no FAT32 entry in {listing}"));
+    let words: Vec<&str> = fat.split_whitespace().collect();
+    assert_eq!(words[1..4], ["2048", "133119", "131072"], "{fat}");
+    assert!(listing.lines().any(|l| l.ends_with(" ee GPT")), "{listing}");
+}

@@ -14,6 +14,7 @@ mod diff;
 mod dns;
 mod early;
 mod files;
+mod install;
 mod kmsg;
 mod logging;
 mod modules;
@@ -358,6 +359,50 @@ async fn run(
         }
         (true, _) => {}
     }
+    tokio::spawn(install_when_configured(node.clone()));
     api::serve(node).await;
     Ok(())
+}
+
+/// Once the node has a config naming `machine.install.disk`, installs the running system
+/// there (when the node booted from another disk) and reboots into it.
+async fn install_when_configured(node: Arc<Node>) {
+    let Some(system) = node.slots.as_ref().map(|s| s.disk.clone()) else {
+        return;
+    };
+    let target = loop {
+        if let Some(config) = node.config() {
+            match config.install().and_then(|i| i.disk.clone()) {
+                Some(disk) => break disk,
+                None => return,
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let state = storage::find_state_device().map(|device| install::LiveState {
+        device,
+        mount_point: storage::STATE_MOUNT.into(),
+    });
+    let seed = format!(
+        "talos-installed/{target}/{:?}",
+        std::time::SystemTime::now()
+    );
+    let target_path = std::path::PathBuf::from(&target);
+    let outcome = tokio::task::spawn_blocking(move || {
+        install::install(&Linux, &system, &target_path, state.as_ref(), &seed)
+    })
+    .await;
+    match outcome {
+        Ok(Ok(install::Outcome::Installed)) => {
+            tracing::info!(
+                "installed to {target}; rebooting (remove the installation media to boot from it)"
+            );
+            node.schedule_power(talos_node_sys::power::RebootAction::Restart);
+        }
+        Ok(Ok(outcome)) => {
+            tracing::info!("machine.install.disk {target}: {outcome:?}, nothing to install")
+        }
+        Ok(Err(e)) => tracing::error!("installing to {target}: {e}"),
+        Err(e) => tracing::error!("the installer stopped: {e}"),
+    }
 }

@@ -8,6 +8,7 @@ use rustls::ServerConfig;
 use talos_disk::slots::BootKind;
 use talos_machinery::config::{Config, ValidationMode};
 use talos_machinery::pki::CertAndKey;
+use talos_node_sys::fs::Freezer;
 use talos_node_sys::net::NetConfig;
 use talos_node_sys::power::{Power, RebootAction};
 use talos_node_sys::process::Hostname;
@@ -24,8 +25,8 @@ use crate::services::ServiceRegistry;
 use crate::storage::ConfigStore;
 
 /// The side effects the node core needs.
-pub trait System: Hostname + Power + NetConfig + Send + Sync {}
-impl<T: Hostname + Power + NetConfig + Send + Sync> System for T {}
+pub trait System: Hostname + Power + NetConfig + Freezer + Send + Sync {}
+impl<T: Hostname + Power + NetConfig + Freezer + Send + Sync> System for T {}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use crate::SysError;
 use crate::clock::Clock;
-use crate::fs::{ModuleLoader, MountSpec, Mounter};
+use crate::fs::{Freezer, ModuleLoader, MountSpec, Mounter};
 use crate::net::NetConfig;
 use crate::power::{Power, RebootAction};
 use crate::process::Hostname;
@@ -37,6 +37,8 @@ pub enum Call {
     },
     StepClock(std::time::SystemTime),
     SlewClock(i64),
+    Freeze(PathBuf),
+    Thaw(PathBuf),
 }
 
 /// Records calls; the module loader fails for paths listed in `failing_modules`.
@@ -61,6 +63,18 @@ impl FakeSystem {
 impl Mounter for FakeSystem {
     fn mount(&self, spec: &MountSpec) -> Result<(), SysError> {
         self.record(Call::Mount(spec.clone()));
+        Ok(())
+    }
+}
+
+impl Freezer for FakeSystem {
+    fn freeze(&self, mount_point: &Path) -> Result<(), SysError> {
+        self.record(Call::Freeze(mount_point.to_owned()));
+        Ok(())
+    }
+
+    fn thaw(&self, mount_point: &Path) -> Result<(), SysError> {
+        self.record(Call::Thaw(mount_point.to_owned()));
         Ok(())
     }
 }

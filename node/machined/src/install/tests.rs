@@ -1,0 +1,110 @@
+use talos_node_sys::fake::{Call, FakeSystem};
+
+use super::*;
+
+const MIB: u64 = 1024 * 1024;
+
+/// A system disk as the image builder makes it, with its partitions as separate files
+/// (as /dev/vda1 and /dev/vda3 are).
+fn system_disk(dir: &Path) -> (boot::SystemDisk, LiveState) {
+    let layout = SystemDisk::new("image", MIB, 8 * MIB);
+    let disk = dir.join("vda");
+    let mut f = File::create(&disk).unwrap();
+    f.set_len(layout.size()).unwrap();
+    layout.table.write_to(&mut f).unwrap();
+    let efi = dir.join("vda1");
+    std::fs::write(&efi, vec![0xef; (8 * MIB) as usize]).unwrap();
+    let state = dir.join("vda3");
+    std::fs::write(&state, vec![0x5a; layout::STATE_SIZE as usize]).unwrap();
+    (
+        boot::SystemDisk {
+            disk,
+            efi,
+            meta: dir.join("vda2"),
+        },
+        LiveState {
+            device: state,
+            mount_point: dir.join("state"),
+        },
+    )
+}
+
+fn blank(dir: &Path, size: u64) -> PathBuf {
+    let path = dir.join("vdb");
+    File::create(&path).unwrap().set_len(size).unwrap();
+    path
+}
+
+#[test]
+fn copies_the_layout_efi_and_a_frozen_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let (system, state) = system_disk(dir.path());
+    let target = blank(dir.path(), 512 * MIB);
+    let fake = FakeSystem::default();
+    let outcome = install(&fake, &system, &target, Some(&state), "installed").unwrap();
+    assert_eq!(outcome, Outcome::Installed);
+
+    let mut out = File::open(&target).unwrap();
+    let table = Table::read_from(&mut out).unwrap();
+    assert_eq!(
+        table.total_sectors * 512,
+        512 * MIB,
+        "the table spans the target disk"
+    );
+    let bytes = std::fs::read(&target).unwrap();
+    let efi = table.find(layout::EFI).unwrap();
+    assert!(
+        bytes[efi.offset() as usize..][..efi.len() as usize]
+            .iter()
+            .all(|b| *b == 0xef)
+    );
+    let st = table.find(layout::STATE).unwrap();
+    assert!(
+        bytes[st.offset() as usize..][..st.len() as usize]
+            .iter()
+            .all(|b| *b == 0x5a)
+    );
+    let meta = table.find(layout::META).unwrap();
+    let area = &bytes[meta.offset() as usize..][..talos_disk::adv::AREA_SIZE];
+    assert_eq!(Meta::decode(area).unwrap(), Meta::default());
+    assert_eq!(
+        *fake.calls.lock().unwrap(),
+        [
+            Call::Freeze(state.mount_point.clone()),
+            Call::Thaw(state.mount_point.clone())
+        ]
+    );
+
+    // A second install leaves the system alone.
+    let again = install(&fake, &system, &target, Some(&state), "installed").unwrap();
+    assert_eq!(again, Outcome::AlreadyInstalled);
+}
+
+#[test]
+fn the_boot_disk_itself_is_not_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let (system, state) = system_disk(dir.path());
+    let outcome = install(
+        &FakeSystem::default(),
+        &system,
+        &system.disk.clone(),
+        Some(&state),
+        "x",
+    );
+    assert_eq!(outcome.unwrap(), Outcome::RunningFromIt);
+}
+
+#[test]
+fn a_small_disk_is_refused_with_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (system, _) = system_disk(dir.path());
+    let target = blank(dir.path(), 64 * MIB);
+    let err = install(&FakeSystem::default(), &system, &target, None, "x").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "machine.install.disk {} holds 67108864 bytes; the system needs at least 116391936",
+            target.display()
+        )
+    );
+}
