@@ -207,6 +207,7 @@ pub fn run(runs: usize) -> anyhow::Result<()> {
         .map(|arch| measure(arch, runs))
         .collect::<anyhow::Result<_>>()?;
     let smoke = smoke_suite()?;
+    let images = crate::bench_images::rows(runs)?;
     println!("\nBoot benchmark (QEMU TCG, {runs} boots each, medians)\n");
     println!(
         "| arch | QEMU start → first API answer | kernel start → API ready | floor: bare init to power-off | ratio | apply-config | machined RSS idle | RSS after 1,000 Version + 10 logs -f | initramfs (zstd) | machined binary |"
@@ -242,6 +243,7 @@ pub fn run(runs: usize) -> anyhow::Result<()> {
         "| rig overhead over a bare boot to the API | {} |",
         secs(smoke.saturating_sub(arm64.api))
     );
+    crate::bench_images::print(&images, runs);
     println!("\nConfig benchmark\n");
     println!("| metric | value |");
     println!("|---|---|");

@@ -4,6 +4,7 @@
 mod artifacts;
 mod bench;
 mod bench_config;
+mod bench_images;
 mod boot;
 mod cmd;
 mod demo;
