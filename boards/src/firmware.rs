@@ -119,6 +119,9 @@ pub struct DiskLayout {
     pub partition_start_lba: u64,
     /// Entries in the GPT partition array (128 bytes each, from LBA 2).
     pub gpt_entries: u32,
+    /// Sector 0 is a hybrid MBR: a FAT32 (LBA) entry for the EFI partition besides the
+    /// GPT's protective entry, for boot ROMs that read only MBR (the Raspberry Pi 3's).
+    pub hybrid_mbr: bool,
 }
 
 impl Default for DiskLayout {
@@ -126,6 +129,7 @@ impl Default for DiskLayout {
         DiskLayout {
             partition_start_lba: 2048,
             gpt_entries: 128,
+            hybrid_mbr: false,
         }
     }
 }

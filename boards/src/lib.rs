@@ -78,6 +78,20 @@ pub struct QemuMachine {
     pub smp: u32,
     pub nic_device: NicDevice,
     pub disk_device: DiskDevice,
+    /// Serial ports, all on the console stream (raspi3b: the PL011, then the mini-UART,
+    /// where U-Boot prints unless the device tree moves its console).
+    #[serde(default = "one_serial_port")]
+    pub serial_ports: u32,
+    /// Set where QEMU cannot run the board's boot firmware (the Pi's VideoCore): QEMU then
+    /// starts the bootloader with `-kernel`, as that firmware does, with this device tree,
+    /// a file next to the bootloader.
+    #[serde(default)]
+    pub firmware_dtb: Option<String>,
+    /// Plug the NIC in (QEMU monitor `device_add`) only once a console line contains this
+    /// text. QEMU's dwc2 USB model lacks a core soft reset, so Linux never sees a USB
+    /// device that U-Boot has already enumerated.
+    #[serde(default)]
+    pub plug_nic_after: Option<String>,
     /// Further QEMU arguments, e.g. an `isa-debug-exit` device.
     #[serde(default)]
     pub extra_args: Vec<String>,
@@ -92,6 +106,8 @@ pub enum NicDevice {
     /// virtio-net on the virtio-mmio transport.
     VirtioNetDevice,
     VirtioNetPci,
+    /// A USB CDC Ethernet adapter, for machines whose only bus is USB (raspi3b).
+    UsbNet,
 }
 
 /// The emulated disk controller.
@@ -101,6 +117,8 @@ pub enum DiskDevice {
     /// virtio-blk on the virtio-mmio transport.
     VirtioBlkDevice,
     VirtioBlkPci,
+    /// The machine's SD card slot (`-drive if=sd`); the image size must be a power of two.
+    SdCard,
 }
 
 impl NicDevice {
@@ -109,6 +127,7 @@ impl NicDevice {
         match self {
             NicDevice::VirtioNetDevice => "virtio-net-device",
             NicDevice::VirtioNetPci => "virtio-net-pci",
+            NicDevice::UsbNet => "usb-net",
         }
     }
 
@@ -118,11 +137,13 @@ impl NicDevice {
 }
 
 impl DiskDevice {
-    /// The QEMU `-device` driver name.
+    /// The QEMU device: a `-device` driver name, or for [`DiskDevice::SdCard`] the card
+    /// the machine plugs into its slot.
     pub fn as_str(self) -> &'static str {
         match self {
             DiskDevice::VirtioBlkDevice => "virtio-blk-device",
             DiskDevice::VirtioBlkPci => "virtio-blk-pci",
+            DiskDevice::SdCard => "sd-card",
         }
     }
 
@@ -445,6 +466,25 @@ impl Board {
             }
         }
 
+        if disk.hybrid_mbr {
+            if boot_files.is_empty() {
+                return Err(invalid(
+                    "disk.hybrid_mbr",
+                    "is true, but no boot chain puts a file (install = \"boot-file\") on the EFI partition for an MBR-reading boot ROM to find".into(),
+                ));
+            }
+            // The MBR entry's start and size are 32-bit sector counts.
+            if disk.partition_start_lba >= 1 << 31 {
+                return Err(invalid(
+                    "disk.partition_start_lba",
+                    format!(
+                        "{} is beyond what a hybrid MBR entry can address (2^31 sectors)",
+                        disk.partition_start_lba
+                    ),
+                ));
+            }
+        }
+
         if let Some(dtb) = &self.dtb {
             if dtb.files.is_empty() {
                 return Err(invalid("dtb.files", "is empty".into()));
@@ -508,6 +548,16 @@ impl Board {
                     format!("{mib} must be between 16 and 512"),
                 ));
             }
+            let mainline_dtbs = self
+                .dtb
+                .as_ref()
+                .is_some_and(|d| d.source == DtbSource::LinuxImage);
+            if mainline_dtbs && !config.upstream_kernel {
+                return Err(invalid(
+                    "config_txt.upstream_kernel",
+                    "must be true: the DTBs come from Debian's kernel under mainline names, which the firmware looks for only with upstream_kernel=1".into(),
+                ));
+            }
             let mut ports = BTreeSet::new();
             if let Some(port) = config
                 .hdmi_safe
@@ -517,6 +567,19 @@ impl Board {
                 return Err(invalid(
                     "config_txt.hdmi_safe",
                     format!("port {port} must be 0 or 1, listed once"),
+                ));
+            }
+        }
+
+        if let Some(dtb) = self.qemu.as_ref().and_then(|q| q.firmware_dtb.as_ref()) {
+            let shipped = self
+                .dtb
+                .as_ref()
+                .is_some_and(|d| d.files.iter().any(|f| d.destination(f) == *dtb));
+            if !shipped {
+                return Err(invalid(
+                    "qemu.firmware_dtb",
+                    format!("{dtb:?} is not a DTB the board puts on its boot partition ([dtb])"),
                 ));
             }
         }
@@ -581,6 +644,41 @@ impl QemuMachine {
                 ),
             ));
         }
+        if self.disk_device == DiskDevice::SdCard && !self.machine.starts_with("raspi") {
+            return Err(invalid(
+                "qemu.disk_device",
+                format!(
+                    "sd-card needs a machine with an SD slot (raspi*), not {:?}",
+                    self.machine
+                ),
+            ));
+        }
+        if let Some(dtb) = self
+            .firmware_dtb
+            .as_ref()
+            .filter(|d| !is_clean_path(d) || d.contains('/') || !d.ends_with(".dtb"))
+        {
+            return Err(invalid(
+                "qemu.firmware_dtb",
+                format!("{dtb:?} must be a file name such as bcm2837-rpi-3-b.dtb"),
+            ));
+        }
+        if self
+            .plug_nic_after
+            .as_ref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return Err(invalid(
+                "qemu.plug_nic_after",
+                "is empty: it must be text of a console line".into(),
+            ));
+        }
+        if !(1..=4).contains(&self.serial_ports) {
+            return Err(invalid(
+                "qemu.serial_ports",
+                format!("{} must be between 1 and 4", self.serial_ports),
+            ));
+        }
         if let Some(arg) = self.extra_args.iter().find(|a| a.is_empty()) {
             return Err(invalid(
                 "qemu.extra_args",
@@ -589,6 +687,10 @@ impl QemuMachine {
         }
         Ok(())
     }
+}
+
+fn one_serial_port() -> u32 {
+    1
 }
 
 /// Loads every `<dir>/<name>/board.toml` under `boards_dir`, sorted by name.

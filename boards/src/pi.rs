@@ -27,6 +27,10 @@ pub struct PiConfig {
     pub arm_boost: Option<bool>,
     /// `enable_uart`: keep the UART usable (fixes the core clock the mini-UART depends on).
     pub enable_uart: bool,
+    /// `upstream_kernel`: load device trees under mainline names (`bcm2837-rpi-3-b.dtb`, not
+    /// the Pi kernel's `bcm2710-rpi-3-b.dtb`), as Debian's raspi-firmware setup does.
+    #[serde(default)]
+    pub upstream_kernel: bool,
 }
 
 fn flag(value: bool) -> u8 {
@@ -54,6 +58,9 @@ impl PiConfig {
             line(format!("arm_boost={}", flag(boost)));
         }
         line(format!("enable_uart={}", flag(self.enable_uart)));
+        if self.upstream_kernel {
+            line("upstream_kernel=1".into());
+        }
         for overlay in overlays {
             line(format!("dtoverlay={overlay}"));
         }

@@ -5,6 +5,7 @@ use std::fmt::Debug;
 use std::time::{Duration, Instant};
 
 use talos_client::{Client, ClientError, Endpoint, TlsMode};
+use talos_proto::machine::UpgradeRequest;
 use talos_proto::machine::apply_configuration_request::Mode as ApplyMode;
 use talos_proto::machine::reboot_request::Mode as RebootMode;
 
@@ -70,6 +71,13 @@ pub trait NodeApi: Send + Debug {
         config: &[u8],
     ) -> Result<String, ApiError>;
     fn reboot(&mut self, endpoint: &Endpoint, tls: &TlsMode) -> Result<String, ApiError>;
+    /// Upgrade from the installer `image` (an OCI reference the node pulls); the node reboots.
+    fn upgrade(
+        &mut self,
+        endpoint: &Endpoint,
+        tls: &TlsMode,
+        image: &str,
+    ) -> Result<String, ApiError>;
     /// The kernel log.
     fn dmesg(&mut self, endpoint: &Endpoint, tls: &TlsMode) -> Result<String, ApiError>;
     /// Service ids.
@@ -89,6 +97,8 @@ pub struct TalosApi {
 
 /// Per-call limit for calls that are not retried.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Upgrade answers once the node has pulled the installer and written the new slot.
+const UPGRADE_TIMEOUT: Duration = Duration::from_secs(600);
 
 fn tls_name(tls: &TlsMode) -> &'static str {
     match tls {
@@ -164,7 +174,7 @@ impl TalosApi {
             .block_on(async {
                 tokio::time::timeout(CALL_TIMEOUT, Client::connect(endpoint, tls.clone())).await
             })
-            .map_err(|_| timeout_error(call, endpoint))?
+            .map_err(|_| timeout_error(call, endpoint, CALL_TIMEOUT))?
             .map_err(|e| api_error(call, endpoint, &e))?;
         self.cached = Some((key, tls_name(tls), client.clone()));
         Ok(client)
@@ -181,20 +191,35 @@ impl TalosApi {
         F: FnOnce(Client) -> Fut,
         Fut: std::future::Future<Output = Result<T, ClientError>>,
     {
+        self.call_within(CALL_TIMEOUT, call, endpoint, tls, rpc)
+    }
+
+    fn call_within<T, F, Fut>(
+        &mut self,
+        limit: Duration,
+        call: &'static str,
+        endpoint: &Endpoint,
+        tls: &TlsMode,
+        rpc: F,
+    ) -> Result<T, ApiError>
+    where
+        F: FnOnce(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ClientError>>,
+    {
         let client = self.client(call, endpoint, tls)?;
         self.runtime
-            .block_on(async { tokio::time::timeout(CALL_TIMEOUT, rpc(client)).await })
-            .map_err(|_| timeout_error(call, endpoint))?
+            .block_on(async { tokio::time::timeout(limit, rpc(client)).await })
+            .map_err(|_| timeout_error(call, endpoint, limit))?
             .map_err(|e| api_error(call, endpoint, &e))
     }
 }
 
-fn timeout_error(call: &'static str, endpoint: &Endpoint) -> ApiError {
+fn timeout_error(call: &'static str, endpoint: &Endpoint, limit: Duration) -> ApiError {
     ApiError {
         call,
         endpoint: endpoint.to_string(),
         code: None,
-        message: format!("no answer within {CALL_TIMEOUT:?}"),
+        message: format!("no answer within {limit:?}"),
     }
 }
 
@@ -203,6 +228,15 @@ fn describe_version(version: &talos_proto::machine::Version) -> String {
         Some(info) => format!("tag {} arch {} os {:?}", info.tag, info.arch, info.os),
         None => "no version info".to_owned(),
     }
+}
+
+/// The version tag in a Version answer (`tag v1.0.0 arch ...`).
+pub fn version_tag(answer: &str) -> Option<&str> {
+    answer
+        .strip_prefix("tag ")?
+        .split_whitespace()
+        .next()
+        .filter(|tag| !tag.is_empty())
 }
 
 impl NodeApi for TalosApi {
@@ -271,6 +305,24 @@ impl NodeApi for TalosApi {
         self.record("Reboot", endpoint, tls, result, Clone::clone)
     }
 
+    fn upgrade(
+        &mut self,
+        endpoint: &Endpoint,
+        tls: &TlsMode,
+        image: &str,
+    ) -> Result<String, ApiError> {
+        let request = UpgradeRequest {
+            image: image.to_owned(),
+            ..Default::default()
+        };
+        let result = self
+            .call_within(UPGRADE_TIMEOUT, "Upgrade", endpoint, tls, |c| async move {
+                c.upgrade(request).await
+            })
+            .map(|answer| answer.ack);
+        self.record("Upgrade", endpoint, tls, result, Clone::clone)
+    }
+
     fn dmesg(&mut self, endpoint: &Endpoint, tls: &TlsMode) -> Result<String, ApiError> {
         let result = self.call("Dmesg", endpoint, tls, |c| async move {
             let mut stream = c.dmesg(false, false).await?;
@@ -296,5 +348,25 @@ impl NodeApi for TalosApi {
 
     fn transcript(&self) -> Vec<ApiRecord> {
         self.records.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_tags_come_from_version_answers() {
+        let answer = describe_version(&talos_proto::machine::Version {
+            version: Some(talos_proto::machine::VersionInfo {
+                tag: "v2.0.0".into(),
+                arch: "arm64".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        assert_eq!(version_tag(&answer), Some("v2.0.0"));
+        assert_eq!(version_tag("no version info"), None);
+        assert_eq!(version_tag("tag "), None);
     }
 }

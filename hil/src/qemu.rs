@@ -1,20 +1,23 @@
 //! Boots a board under QEMU (TCG) and watches its serial console.
 //!
-//! QEMU's first serial port is its stdout; a reader thread appends every byte to the serial
-//! log file and splits the stream into lines stamped with the time since launch. The node's
-//! API port 50000 is forwarded from a host port on 127.0.0.1 through user-mode networking.
+//! QEMU's serial ports (usually one) write to its stdout; a reader thread appends every byte to
+//! the serial log file and splits the stream into lines stamped with the time since launch. The
+//! node's API port 50000 is forwarded from a host port on 127.0.0.1 through user-mode
+//! networking. A board may have its NIC plugged in through the QEMU monitor once a console line
+//! appears (`[qemu] plug_nic_after`).
 
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use talos_boards::{Board, QemuMachine};
+use talos_boards::{Board, DiskDevice, QemuMachine};
 use talos_machinery::Arch;
 
 use crate::HilError;
@@ -26,6 +29,8 @@ pub const GUEST_API_PORT: u16 = 50000;
 const TAIL_LINES: usize = 100;
 /// How much of QEMU's stderr is kept for error messages.
 const STDERR_LIMIT: usize = 16 * 1024;
+/// How long a QEMU monitor command may take.
+const MONITOR_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The QEMU accelerator. Only TCG: this machine's /dev/kvm (PVM) runs stock kernels too slowly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -53,7 +58,10 @@ pub enum BootSource {
         initrd: PathBuf,
         append_extra: Vec<String>,
     },
-    /// Firmware (`-bios`: U-Boot, QEMU_EFI.fd or OVMF) that boots from the disk.
+    /// Firmware (`-bios`: U-Boot, QEMU_EFI.fd or OVMF) that boots from the disk. On a board
+    /// whose `[qemu]` names a `firmware_dtb`, `-kernel` with that device tree from the same
+    /// directory instead, as the Raspberry Pi's VideoCore firmware (which QEMU cannot run)
+    /// starts U-Boot.
     Firmware { bios: PathBuf },
 }
 
@@ -144,7 +152,9 @@ impl QemuBoard {
             }
             BootSource::Firmware { bios } => vec![("firmware", Some(bios))],
         };
-        for (what, path) in inputs.into_iter().chain([("disk", spec.disk.as_ref())]) {
+        let dtb = firmware_dtb(&spec.boot, machine);
+        let more = [("disk", spec.disk.as_ref()), ("device tree", dtb.as_ref())];
+        for (what, path) in inputs.into_iter().chain(more) {
             if let Some(path) = path.filter(|p| !p.is_file()) {
                 return Err(HilError::MissingInput {
                     what,
@@ -178,7 +188,13 @@ impl QemuBoard {
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
         let readers = vec![
-            spawn_console_reader(stdout, log, Arc::clone(&shared), launched_at),
+            spawn_console_reader(
+                stdout,
+                log,
+                Arc::clone(&shared),
+                launched_at,
+                late_nic(&spec, machine),
+            ),
             spawn_stderr_reader(stderr, Arc::clone(&shared)),
         ];
         Ok(QemuBoard {
@@ -347,21 +363,44 @@ impl Drop for QemuBoard {
 
 fn qemu_args(spec: &QemuSpec, machine: &QemuMachine, api_port: u16) -> Vec<OsString> {
     let mut args: Vec<OsString> = Vec::new();
-    let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
-    push(&["-nodefaults", "-no-user-config", "-display", "none"]);
-    push(&["-machine", &machine.machine, "-accel", spec.accel.as_str()]);
-    push(&["-cpu", &machine.cpu]);
-    push(&["-m", &machine.memory_mib.to_string()]);
-    push(&["-smp", &machine.smp.to_string()]);
-    push(&["-serial", "stdio"]);
-    let hostfwd = format!("user,id=n0,hostfwd=tcp:127.0.0.1:{api_port}-:{GUEST_API_PORT}");
-    push(&["-netdev", &hostfwd]);
-    push(&["-device", &format!("{},netdev=n0", machine.nic_device)]);
-    if spec.no_reboot {
-        push(&["-no-reboot"]);
+    let push = |args: &mut Vec<OsString>, items: &[&str]| {
+        args.extend(items.iter().map(OsString::from));
+    };
+    push(
+        &mut args,
+        &["-nodefaults", "-no-user-config", "-display", "none"],
+    );
+    push(
+        &mut args,
+        &["-machine", &machine.machine, "-accel", spec.accel.as_str()],
+    );
+    push(&mut args, &["-cpu", &machine.cpu]);
+    push(&mut args, &["-m", &machine.memory_mib.to_string()]);
+    push(&mut args, &["-smp", &machine.smp.to_string()]);
+    if machine.serial_ports == 1 {
+        push(&mut args, &["-serial", "stdio"]);
+    } else {
+        // Every port writes to the one console stream.
+        push(&mut args, &["-chardev", "stdio,id=serial,mux=on"]);
+        for _ in 0..machine.serial_ports {
+            push(&mut args, &["-serial", "chardev:serial"]);
+        }
     }
-    let extra: Vec<&str> = machine.extra_args.iter().map(String::as_str).collect();
-    push(&extra);
+    let hostfwd = format!("user,id=n0,hostfwd=tcp:127.0.0.1:{api_port}-:{GUEST_API_PORT}");
+    push(&mut args, &["-netdev", &hostfwd]);
+    match late_nic(spec, machine) {
+        Some(late) => {
+            let mut monitor = OsString::from("unix:");
+            monitor.push(escape_option_value(&late.monitor));
+            monitor.push(",server=on,wait=off");
+            args.extend(["-monitor".into(), monitor]);
+        }
+        None => push(&mut args, &["-device", &nic_device(machine)]),
+    }
+    if spec.no_reboot {
+        push(&mut args, &["-no-reboot"]);
+    }
+    args.extend(machine.extra_args.iter().map(OsString::from));
 
     match &spec.boot {
         BootSource::Kernel {
@@ -381,19 +420,108 @@ fn qemu_args(spec: &QemuSpec, machine: &QemuMachine, api_port: u16) -> Vec<OsStr
             args.extend(["-kernel".into(), kernel.clone().into_os_string()]);
             args.extend(["-initrd".into(), initrd.clone().into_os_string()]);
         }
-        BootSource::Firmware { bios } => {
-            args.extend(["-bios".into(), bios.clone().into_os_string()]);
-        }
+        BootSource::Firmware { bios } => match firmware_dtb(&spec.boot, machine) {
+            Some(dtb) => {
+                args.extend(["-kernel".into(), bios.clone().into_os_string()]);
+                args.extend(["-dtb".into(), dtb.into_os_string()]);
+            }
+            None => args.extend(["-bios".into(), bios.clone().into_os_string()]),
+        },
     }
     if let Some(disk) = &spec.disk {
-        let mut drive = OsString::from("if=none,id=d0,format=raw,file=");
+        let sd = machine.disk_device == DiskDevice::SdCard;
+        let mut drive = OsString::from(if sd {
+            "if=sd,format=raw,file="
+        } else {
+            "if=none,id=d0,format=raw,file="
+        });
         drive.push(escape_option_value(disk));
         args.push("-drive".into());
         args.push(drive);
-        args.push("-device".into());
-        args.push(format!("{},drive=d0", machine.disk_device).into());
+        if !sd {
+            args.push("-device".into());
+            args.push(format!("{},drive=d0", machine.disk_device).into());
+        }
     }
     args
+}
+
+/// The NIC's `-device` value.
+fn nic_device(machine: &QemuMachine) -> String {
+    format!("{},netdev=n0", machine.nic_device)
+}
+
+/// A NIC plugged in through the QEMU monitor once the console shows `after`.
+#[derive(Debug, Clone)]
+struct LateNic {
+    after: String,
+    device: String,
+    monitor: PathBuf,
+}
+
+impl LateNic {
+    fn plug(&self) -> std::io::Result<()> {
+        let mut monitor = UnixStream::connect(&self.monitor)?;
+        monitor.set_read_timeout(Some(MONITOR_TIMEOUT))?;
+        read_to_prompt(&mut monitor)?;
+        monitor.write_all(format!("device_add {}\n", self.device).as_bytes())?;
+        let reply = read_to_prompt(&mut monitor)?;
+        match reply.find("Error") {
+            Some(at) => {
+                let line = reply[at..].lines().next().unwrap_or_default();
+                Err(std::io::Error::other(line.trim().to_owned()))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Plugs the NIC in and notes the outcome as a console line, so a failure shows in the
+    /// lines a timeout quotes. The note is not in the serial log file.
+    fn plug_and_note(&self, shared: &Shared, launched_at: Instant) {
+        let text = match self.plug() {
+            Ok(()) => format!("hil: plugged in {}", self.device),
+            Err(e) => format!("hil: cannot plug in {}: {e}", self.device),
+        };
+        let at = launched_at.elapsed();
+        shared
+            .console
+            .lock()
+            .expect("console lock is not poisoned")
+            .lines
+            .push(SerialLine { at, text });
+        shared.changed.notify_all();
+    }
+}
+
+/// The board's `plug_nic_after`, with the monitor socket next to the serial log.
+fn late_nic(spec: &QemuSpec, machine: &QemuMachine) -> Option<LateNic> {
+    Some(LateNic {
+        after: machine.plug_nic_after.clone()?,
+        device: nic_device(machine),
+        monitor: spec.serial_log.with_extension("monitor"),
+    })
+}
+
+/// Reads QEMU's human monitor up to its prompt.
+fn read_to_prompt(monitor: &mut UnixStream) -> std::io::Result<String> {
+    let mut reply = Vec::new();
+    let mut buffer = [0u8; 1024];
+    while !reply.ends_with(b"(qemu) ") {
+        match monitor.read(&mut buffer)? {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            read => reply.extend_from_slice(&buffer[..read]),
+        }
+    }
+    Ok(String::from_utf8_lossy(&reply).into_owned())
+}
+
+/// The device tree a firmware boot passes with `-dtb`: the board's `firmware_dtb`, next to
+/// the firmware file.
+fn firmware_dtb(boot: &BootSource, machine: &QemuMachine) -> Option<PathBuf> {
+    match boot {
+        BootSource::Firmware { bios } => Some(bios.with_file_name(machine.firmware_dtb.as_ref()?)),
+        BootSource::Kernel { .. } => None,
+    }
 }
 
 /// QEMU option values escape a comma by doubling it.
@@ -434,6 +562,7 @@ fn spawn_console_reader(
     mut log: File,
     shared: Arc<Shared>,
     launched_at: Instant,
+    mut late_nic: Option<LateNic>,
 ) -> JoinHandle<()> {
     std::thread::spawn(move || {
         let mut buffer = [0u8; 4096];
@@ -448,6 +577,7 @@ fn spawn_console_reader(
             log_ok = log_ok && log.write_all(chunk).and_then(|()| log.flush()).is_ok();
             let at = launched_at.elapsed();
             let mut console = shared.console.lock().expect("console lock is not poisoned");
+            let first_new = console.lines.len();
             for &byte in chunk {
                 if byte == b'\n' {
                     let mut raw = std::mem::take(&mut console.partial);
@@ -460,7 +590,17 @@ fn spawn_console_reader(
                     console.partial.push(byte);
                 }
             }
+            let plug = late_nic.take_if(|late| {
+                console.lines[first_new..]
+                    .iter()
+                    .any(|line| line.text.contains(&late.after))
+            });
             drop(console);
+            if let Some(late) = plug {
+                // On its own thread: QEMU answers the monitor only while its output drains.
+                let shared = Arc::clone(&shared);
+                std::thread::spawn(move || late.plug_and_note(&shared, launched_at));
+            }
             shared.changed.notify_all();
         }
         shared
@@ -587,6 +727,115 @@ exit_on_poweroff = false
         let args = qemu_args(&rebooting, &machine, 1234);
         assert!(!args.iter().any(|a| a == "-no-reboot"));
         assert!(arg_after(&args, "-drive").is_empty());
+    }
+
+    #[test]
+    fn raspi_starts_u_boot_as_kernel_with_its_dtb_and_an_sd_card_on_two_serial_ports() {
+        let pi = AMD64
+            .replace("\"amd64\"", "\"arm64\"")
+            .replace("ttyS0", "ttyAMA0")
+            .replace("\"q35\"", "\"raspi3b\"")
+            .replace("virtio-net-pci", "usb-net")
+            .replace("virtio-blk-pci", "sd-card")
+            .replace(
+                "extra_args",
+                "serial_ports = 2\nfirmware_dtb = \"bcm2837-rpi-3-b.dtb\"\n\
+                 plug_nic_after = \"DWC OTG Controller\"\nextra_args",
+            )
+            + "[dtb]\nsource = \"linux-image\"\nlayout = \"firmware-root\"\n\
+               files = [\"broadcom/bcm2837-rpi-3-b.dtb\"]\n";
+        let mut spec = spec(board(&pi));
+        spec.boot = BootSource::Firmware {
+            bios: "/sd/u-boot.bin".into(),
+        };
+        let machine = spec.board.qemu.clone().expect("qemu");
+        let args = qemu_args(&spec, &machine, 1234);
+        assert_eq!(arg_after(&args, "-kernel"), ["/sd/u-boot.bin"]);
+        assert_eq!(arg_after(&args, "-dtb"), ["/sd/bcm2837-rpi-3-b.dtb"]);
+        assert!(arg_after(&args, "-append").is_empty());
+        assert_eq!(
+            arg_after(&args, "-drive"),
+            ["if=sd,format=raw,file=/img/a,,b.raw"]
+        );
+        // The NIC comes later, through the monitor.
+        assert_eq!(
+            arg_after(&args, "-device"),
+            ["isa-debug-exit,iobase=0xf4,iosize=0x04"]
+        );
+        assert_eq!(
+            arg_after(&args, "-monitor"),
+            ["unix:/tmp/unused.monitor,server=on,wait=off"]
+        );
+        let late = late_nic(&spec, &machine).expect("late NIC");
+        assert_eq!(
+            (late.after.as_str(), late.device.as_str()),
+            ("DWC OTG Controller", "usb-net,netdev=n0")
+        );
+        assert_eq!(arg_after(&args, "-chardev"), ["stdio,id=serial,mux=on"]);
+        assert_eq!(
+            arg_after(&args, "-serial"),
+            ["chardev:serial", "chardev:serial"]
+        );
+        assert!(arg_after(&args, "-bios").is_empty());
+
+        let err = QemuBoard::launch(spec).expect_err("no u-boot.bin");
+        assert!(
+            matches!(
+                err,
+                HilError::MissingInput {
+                    what: "firmware",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    /// A stand-in for QEMU's human monitor that answers one command with `reply`.
+    fn fake_monitor(socket: &Path, reply: &'static str) -> JoinHandle<String> {
+        let listener = std::os::unix::net::UnixListener::bind(socket).expect("bind");
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().expect("accept");
+            stream
+                .write_all(b"QEMU monitor\r\n(qemu) ")
+                .expect("banner");
+            let mut command = Vec::new();
+            let mut byte = [0u8];
+            while byte[0] != b'\n' {
+                stream.read_exact(&mut byte).expect("command");
+                command.push(byte[0]);
+            }
+            stream.write_all(reply.as_bytes()).expect("reply");
+            String::from_utf8(command).expect("utf-8")
+        })
+    }
+
+    #[test]
+    fn a_late_nic_is_plugged_in_through_the_monitor() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let late = LateNic {
+            after: "x".into(),
+            device: "usb-net,netdev=n0".into(),
+            monitor: dir.path().join("ok.monitor"),
+        };
+        let monitor = fake_monitor(&late.monitor, "\r\n(qemu) ");
+        late.plug().expect("plugged");
+        assert_eq!(
+            monitor.join().expect("monitor"),
+            "device_add usb-net,netdev=n0\n"
+        );
+
+        let refused = LateNic {
+            monitor: dir.path().join("refused.monitor"),
+            ..late
+        };
+        let monitor = fake_monitor(
+            &refused.monitor,
+            "\r\nError: Bus 'usb-bus.0' not found\r\n(qemu) ",
+        );
+        let err = refused.plug().expect_err("QEMU refused");
+        assert_eq!(err.to_string(), "Error: Bus 'usb-bus.0' not found");
+        monitor.join().expect("monitor");
     }
 
     #[test]

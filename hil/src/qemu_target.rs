@@ -1,5 +1,6 @@
 //! QEMU as a rig target: power is the QEMU process, the console is its first serial port, and
-//! storage is the raw disk file it attaches.
+//! storage is the raw disk file it attaches. QEMU boots a kernel directly or starts firmware
+//! that boots the disk.
 //!
 //! Each power-on launches a new [`QemuBoard`] with its own serial log (`serial-N.log`); the
 //! console presents the lines of every boot as one stream, so expectations and tails span
@@ -29,10 +30,9 @@ const POLL: Duration = Duration::from_millis(50);
 #[derive(Debug, Clone)]
 pub struct QemuTargetSpec {
     pub board: Board,
-    pub kernel: PathBuf,
-    pub initrd: PathBuf,
-    pub append: Vec<String>,
-    /// The disk file (STATE); flashed while the target is off.
+    pub boot: BootSource,
+    /// The disk file (STATE, or the whole system disk for a firmware boot); flashed while the
+    /// target is off.
     pub disk: PathBuf,
     /// Serial logs go here as `serial-N.log`.
     pub log_dir: PathBuf,
@@ -128,11 +128,7 @@ impl QemuTarget {
             .join(format!("serial-{}.log", inner.logs.len() + 1));
         let board = QemuBoard::launch(QemuSpec {
             board: self.spec.board.clone(),
-            boot: BootSource::Kernel {
-                kernel: self.spec.kernel.clone(),
-                initrd: self.spec.initrd.clone(),
-                append_extra: self.spec.append.clone(),
-            },
+            boot: self.spec.boot.clone(),
             disk: Some(self.spec.disk.clone()),
             api_port: Some(self.api_port),
             serial_log: log.clone(),

@@ -120,14 +120,46 @@ impl GpioLine {
     }
 }
 
+/// How a QEMU board boots: exactly one of `kernel` and `firmware`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QemuPowerSpec {
-    /// The kernel QEMU boots directly (`-kernel`).
-    pub kernel: PathBuf,
-    /// Extra kernel arguments after the board's own.
+    /// The kernel QEMU boots directly (`-kernel`); `--image` is then the initramfs.
+    #[serde(default)]
+    pub kernel: Option<PathBuf>,
+    /// The `-bios` firmware, which boots the disk; `--image` is then a disk image. A bare name
+    /// (no `/`) is a boot chain of the board file (`u-boot`, `uefi`), anything else a file.
+    #[serde(default)]
+    pub firmware: Option<PathBuf>,
+    /// Extra kernel arguments after the board's own (direct kernel boots only).
     #[serde(default)]
     pub append: Vec<String>,
+}
+
+/// What a QEMU board starts, from its validated [`QemuPowerSpec`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QemuBoot<'a> {
+    Kernel(&'a Path),
+    /// A `[[firmware]]` boot chain of the board file, by name.
+    Chain(&'a str),
+    /// A firmware file.
+    Bios(&'a Path),
+}
+
+impl QemuPowerSpec {
+    /// How the board boots; `None` only before validation.
+    pub fn boot(&self) -> Option<QemuBoot<'_>> {
+        match (&self.kernel, &self.firmware) {
+            (Some(kernel), None) => Some(QemuBoot::Kernel(kernel)),
+            (None, Some(firmware)) => {
+                Some(match firmware.to_str().filter(|name| !name.contains('/')) {
+                    Some(name) => QemuBoot::Chain(name),
+                    None => QemuBoot::Bios(firmware),
+                })
+            }
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -164,8 +196,13 @@ pub enum StorageSpec {
         select: GpioLine,
         block_device: PathBuf,
     },
-    /// The raw disk file QEMU attaches.
-    QemuDisk { path: PathBuf, size_mib: u64 },
+    /// The raw disk file QEMU attaches. A direct kernel boot gets a fresh STATE filesystem of
+    /// `size_mib`; a firmware boot gets a copy of `--image`, sized as the image.
+    QemuDisk {
+        path: PathBuf,
+        #[serde(default)]
+        size_mib: Option<u64>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -271,7 +308,10 @@ impl Rig {
         self.boards_dir.as_mut().map(join);
         for board in self.places.iter_mut().flat_map(|p| p.boards.iter_mut()) {
             if let PowerSpec::Qemu(qemu) = &mut board.power {
-                join(&mut qemu.kernel);
+                qemu.kernel.as_mut().map(join);
+                if matches!(qemu.boot(), Some(QemuBoot::Bios(_))) {
+                    qemu.firmware.as_mut().map(join);
+                }
             }
             if let Some(StorageSpec::QemuDisk { path, .. }) = &mut board.storage {
                 join(path);
@@ -294,17 +334,14 @@ impl BoardSpec {
         if self.board.is_empty() {
             return Err(invalid(name, "board", "name a board definition in boards/"));
         }
-        match &self.power {
-            PowerSpec::GpioRelay(line) => check_gpio(name, "power.gpio-relay", line)?,
-            PowerSpec::Qemu(qemu) if qemu.kernel.as_os_str().is_empty() => {
-                return Err(invalid(
-                    name,
-                    "power.qemu.kernel",
-                    "must name a kernel file",
-                ));
+        let qemu_boot = match &self.power {
+            PowerSpec::GpioRelay(line) => {
+                check_gpio(name, "power.gpio-relay", line)?;
+                None
             }
-            PowerSpec::Qemu(_) | PowerSpec::Manual => {}
-        }
+            PowerSpec::Qemu(qemu) => Some(self.validate_qemu_boot(qemu)?),
+            PowerSpec::Manual => None,
+        };
         let qemu = self.is_qemu();
         match &self.console {
             ConsoleSpec::Serial { device, baud } => {
@@ -347,25 +384,40 @@ impl BoardSpec {
                 check_gpio(name, "storage.gpio-mux.select", select)?;
                 check_device(name, "storage.gpio-mux.block_device", block_device)?;
             }
-            Some(StorageSpec::QemuDisk { size_mib, .. }) => {
-                if !qemu {
+            Some(StorageSpec::QemuDisk { size_mib, .. }) => match (qemu_boot, size_mib) {
+                (None, _) => {
                     return Err(invalid(name, "storage.qemu-disk", "needs QEMU power"));
                 }
-                if *size_mib < 16 {
+                (Some(QemuBoot::Kernel(_)), None) => {
+                    return Err(invalid(
+                        name,
+                        "storage.qemu-disk.size_mib",
+                        "a direct kernel boot needs the size of its STATE filesystem",
+                    ));
+                }
+                (Some(QemuBoot::Kernel(_)), Some(size)) if *size < 16 => {
                     return Err(invalid(
                         name,
                         "storage.qemu-disk.size_mib",
                         "must be at least 16 (an ext4 STATE filesystem)",
                     ));
                 }
-            }
+                (Some(QemuBoot::Chain(_) | QemuBoot::Bios(_)), Some(_)) => {
+                    return Err(invalid(
+                        name,
+                        "storage.qemu-disk.size_mib",
+                        "a firmware boot's disk is a copy of --image, sized as the image; drop size_mib",
+                    ));
+                }
+                (Some(_), _) => {}
+            },
             None => {}
         }
         if qemu && !matches!(self.storage, Some(StorageSpec::QemuDisk { .. })) {
             return Err(invalid(
                 name,
                 "storage",
-                "a QEMU board needs a qemu-disk for its STATE partition",
+                "a QEMU board needs a qemu-disk (its STATE partition or its system disk)",
             ));
         }
         match &self.network {
@@ -389,6 +441,54 @@ impl BoardSpec {
             return Err(invalid(name, "boot_timeout_s", "must be positive"));
         }
         Ok(())
+    }
+}
+
+impl BoardSpec {
+    fn validate_qemu_boot<'a>(&self, qemu: &'a QemuPowerSpec) -> Result<QemuBoot<'a>, RigError> {
+        let name = self.name.as_str();
+        let boot = qemu.boot().ok_or_else(|| {
+            invalid(
+                name,
+                "power.qemu",
+                "give exactly one of kernel (boot it directly) and firmware (boot a disk image)",
+            )
+        })?;
+        let bootloader_ok = match boot {
+            QemuBoot::Kernel(kernel) if kernel.as_os_str().is_empty() => {
+                return Err(invalid(
+                    name,
+                    "power.qemu.kernel",
+                    "must name a kernel file",
+                ));
+            }
+            QemuBoot::Kernel(_) => self.bootloader == Bootloader::DirectKernel,
+            QemuBoot::Chain("") => {
+                return Err(invalid(
+                    name,
+                    "power.qemu.firmware",
+                    "must name a boot chain of the board file or a firmware file",
+                ));
+            }
+            QemuBoot::Chain(_) | QemuBoot::Bios(_) => {
+                if !qemu.append.is_empty() {
+                    return Err(invalid(
+                        name,
+                        "power.qemu.append",
+                        "a firmware boot takes its kernel arguments from the disk image",
+                    ));
+                }
+                self.bootloader != Bootloader::DirectKernel
+            }
+        };
+        if !bootloader_ok {
+            return Err(invalid(
+                name,
+                "bootloader",
+                "use direct-kernel with power.qemu.kernel, and u-boot or efi with power.qemu.firmware",
+            ));
+        }
+        Ok(boot)
     }
 }
 
@@ -470,6 +570,24 @@ places:
           qemu-disk: { path: state.img, size_mib: 64 }
         network: qemu
         boot_timeout_s: 120
+      - name: qemu-uefi
+        board: qemu-virt-arm64
+        bootloader: efi
+        power:
+          qemu: { firmware: uefi }
+        console: qemu
+        storage:
+          qemu-disk: { path: disk.raw }
+        network: qemu
+      - name: qemu-bios
+        board: qemu-virt-arm64
+        bootloader: u-boot
+        power:
+          qemu: { firmware: fw/u-boot.bin }
+        console: qemu
+        storage:
+          qemu-disk: { path: /var/tmp/disk.raw }
+        network: qemu
 "#;
 
     fn parse(text: &str) -> Result<Rig, RigError> {
@@ -502,16 +620,40 @@ places:
         let PowerSpec::Qemu(power) = &q.power else {
             panic!()
         };
-        assert_eq!(power.kernel, PathBuf::from("/rigs/../out/arm64/vmlinuz"));
+        assert_eq!(
+            power.boot(),
+            Some(QemuBoot::Kernel(Path::new("/rigs/../out/arm64/vmlinuz")))
+        );
         assert_eq!(
             q.storage,
             Some(StorageSpec::QemuDisk {
                 path: "/rigs/state.img".into(),
-                size_mib: 64
+                size_mib: Some(64)
             })
         );
         assert_eq!(q.boot_timeout().as_secs(), 120);
         assert!(q.is_qemu());
+    }
+
+    #[test]
+    fn firmware_boards_name_a_boot_chain_or_a_file() {
+        let rig = parse(SAMPLE).unwrap();
+        let power = |board: &str| match &rig.board(board).unwrap().power {
+            PowerSpec::Qemu(qemu) => qemu.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(power("qemu-uefi").boot(), Some(QemuBoot::Chain("uefi")));
+        assert_eq!(
+            power("qemu-bios").boot(),
+            Some(QemuBoot::Bios(Path::new("/rigs/fw/u-boot.bin")))
+        );
+        assert_eq!(
+            rig.board("qemu-uefi").unwrap().storage,
+            Some(StorageSpec::QemuDisk {
+                path: "/rigs/disk.raw".into(),
+                size_mib: None
+            })
+        );
     }
 
     #[test]
@@ -588,6 +730,46 @@ places:
                 "qemu-arm64",
                 "boot_timeout_s",
             ),
+            (
+                SAMPLE.replace("{ firmware: uefi }", "{ firmware: uefi, kernel: /k }"),
+                "qemu-uefi",
+                "power.qemu",
+            ),
+            (
+                SAMPLE.replace("{ firmware: uefi }", "{ append: [quiet] }"),
+                "qemu-uefi",
+                "power.qemu",
+            ),
+            (
+                SAMPLE.replace("{ firmware: uefi }", "{ firmware: \"\" }"),
+                "qemu-uefi",
+                "power.qemu.firmware",
+            ),
+            (
+                SAMPLE.replace("{ firmware: uefi }", "{ firmware: uefi, append: [quiet] }"),
+                "qemu-uefi",
+                "power.qemu.append",
+            ),
+            (
+                SAMPLE.replace("bootloader: efi", "bootloader: direct-kernel"),
+                "qemu-uefi",
+                "bootloader",
+            ),
+            (
+                SAMPLE.replace("bootloader: direct-kernel", "bootloader: efi"),
+                "qemu-arm64",
+                "bootloader",
+            ),
+            (
+                SAMPLE.replace("path: disk.raw", "path: disk.raw, size_mib: 64"),
+                "qemu-uefi",
+                "storage.qemu-disk.size_mib",
+            ),
+            (
+                SAMPLE.replace(", size_mib: 64", ""),
+                "qemu-arm64",
+                "storage.qemu-disk.size_mib",
+            ),
         ];
         for (text, board, field) in cases {
             let (got_board, got_field, reason) = invalid_field(&text);
@@ -604,6 +786,9 @@ places:
     fn unknown_board_lists_the_known_ones() {
         let rig = parse(SAMPLE).unwrap();
         let err = rig.board("nope").unwrap_err().to_string();
-        assert!(err.contains("rpi4-a, rpi4-b, qemu-arm64"), "{err}");
+        assert!(
+            err.contains("rpi4-a, rpi4-b, qemu-arm64, qemu-uefi, qemu-bios"),
+            "{err}"
+        );
     }
 }

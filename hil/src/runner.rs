@@ -15,13 +15,17 @@ use crate::api::TalosApi;
 use crate::console::{Console, SerialConsole};
 use crate::lock::{BoardLock, LockError};
 use crate::power::{GpioRelay, ManualPower, PowerSwitch, request_output};
+use crate::qemu::BootSource;
 use crate::qemu_target::{
     QemuConsole, QemuDisk, QemuPower, QemuTarget, QemuTargetSpec, make_state_image,
 };
-use crate::rig::{BoardSpec, ConsoleSpec, NetworkSpec, PowerSpec, Rig, RigError, StorageSpec};
+use crate::rig::{
+    BoardSpec, Bootloader, ConsoleSpec, NetworkSpec, PowerSpec, QemuBoot, Rig, RigError,
+    StorageSpec,
+};
 use crate::storage::{GpioMux, MuxStorage, SdWire, Storage, UsbSdMux};
 use crate::strategy::{BoardSetup, Drivers, Network, NodeConfig, Progress, Strategy};
-use crate::suites::{Suite, SuiteResult, run_suite};
+use crate::suites::{Suite, SuiteResult, Upgrades, run_suite};
 use crate::{DriverError, HilError, report};
 
 /// The baud rate assumed for a pty console, where it has no effect.
@@ -48,6 +52,10 @@ pub enum RunError {
     },
     #[error("The image {0} does not exist")]
     MissingImage(PathBuf),
+    #[error(
+        "Board {board} boots a disk image through firmware, but the image {image} has no GPT (give a metal-<arch>.raw)"
+    )]
+    NotADiskImage { board: String, image: PathBuf },
     #[error("Cannot generate the machine config for board {board}: {reason}")]
     Config { board: String, reason: String },
     #[error("Cannot write {path}")]
@@ -64,7 +72,7 @@ pub struct RunOptions {
     pub rig: PathBuf,
     pub board: String,
     pub suite: Suite,
-    /// The disk image to flash; for QEMU boards, the initramfs.
+    /// The disk image to flash; for QEMU boards booting a kernel directly, the initramfs.
     pub image: PathBuf,
     /// Per-test artifacts go here.
     pub artifacts: PathBuf,
@@ -75,6 +83,15 @@ pub struct RunOptions {
 
 /// Runs one suite on one board and writes the reports.
 pub fn run(options: &RunOptions, progress: Arc<dyn Progress>) -> Result<SuiteResult, RunError> {
+    run_with_upgrades(options, &Upgrades::default(), progress)
+}
+
+/// [`run`], with installer images for `upgrade-rollback` and `power-cut`.
+pub fn run_with_upgrades(
+    options: &RunOptions,
+    upgrades: &Upgrades,
+    progress: Arc<dyn Progress>,
+) -> Result<SuiteResult, RunError> {
     let rig = Rig::load(&options.rig)?;
     let spec = rig.board(&options.board)?.clone();
     if !options.image.is_file() {
@@ -86,7 +103,7 @@ pub fn run(options: &RunOptions, progress: Arc<dyn Progress>) -> Result<SuiteRes
         source,
     })?;
     let mut strategy = build_strategy(&rig, &spec, options, progress)?;
-    let result = run_suite(&mut strategy, options.suite, &options.artifacts);
+    let result = run_suite(&mut strategy, options.suite, upgrades, &options.artifacts);
     // Leave the board off: a QEMU process must not outlive the run, nor a real board run on.
     if let Err(err) = strategy.transition(crate::strategy::BoardState::Off) {
         tracing::warn!(board = %spec.name, %err, "could not power the board off after the run");
@@ -165,30 +182,53 @@ fn build_strategy(
             let Some(StorageSpec::QemuDisk { path, size_mib }) = &spec.storage else {
                 unreachable!("validation requires a qemu-disk on QEMU boards")
             };
-            // The disk is flashed with a fresh STATE filesystem; the initramfs is the image.
-            let fresh = options.artifacts.join("state-fresh.img");
-            make_state_image(&fresh, *size_mib).map_err(&failed)?;
+            let require = |what: &'static str, path: &Path| {
+                if path.is_file() {
+                    Ok(())
+                } else {
+                    Err(failed(DriverError::Qemu(HilError::MissingInput {
+                        what,
+                        path: path.to_owned(),
+                    })))
+                }
+            };
+            // The disk becomes a copy of the image, which the firmware boots.
+            let firmware_boot = |bios: PathBuf| {
+                require("firmware", &bios)?;
+                check_disk_image(name, &options.image)?;
+                Ok::<_, RunError>((BootSource::Firmware { bios }, options.image.clone()))
+            };
+            let boot = qemu.boot().expect("validation requires kernel or firmware");
+            let (boot, image) = match boot {
+                QemuBoot::Kernel(kernel) => {
+                    require("kernel", kernel)?;
+                    // The disk is flashed with a fresh STATE filesystem; the initramfs is the image.
+                    let fresh = options.artifacts.join("state-fresh.img");
+                    let size = size_mib.expect("validation requires size_mib for a kernel boot");
+                    make_state_image(&fresh, size).map_err(&failed)?;
+                    let boot = BootSource::Kernel {
+                        kernel: kernel.to_owned(),
+                        initrd: options.image.clone(),
+                        append_extra: qemu.append.clone(),
+                    };
+                    (boot, fresh)
+                }
+                QemuBoot::Chain(chain) => firmware_boot(chain_bios(spec, &board, chain)?)?,
+                QemuBoot::Bios(bios) => firmware_boot(bios.to_owned())?,
+            };
             let target = QemuTarget::new(QemuTargetSpec {
                 board,
-                kernel: qemu.kernel.clone(),
-                initrd: options.image.clone(),
-                append: qemu.append.clone(),
+                boot,
                 disk: path.clone(),
                 log_dir: options.artifacts.clone(),
             })
             .map_err(|e| failed(DriverError::from(e)))?;
-            if !qemu.kernel.is_file() {
-                return Err(failed(DriverError::Qemu(HilError::MissingInput {
-                    what: "kernel",
-                    path: qemu.kernel.clone(),
-                })));
-            }
             let endpoint = Endpoint::new("127.0.0.1", target.api_port());
             BoardParts {
                 power: Arc::new(QemuPower(target.clone())),
                 console: Arc::new(QemuConsole(target.clone())),
                 storage: Some(Arc::new(QemuDisk(target))),
-                image: fresh,
+                image,
                 network: Network::Static(endpoint),
             }
         }
@@ -292,6 +332,77 @@ fn build_strategy(
     ))
 }
 
+/// The `-bios` file of the board file's boot chain `name`, which must match the rig's
+/// `bootloader`.
+fn chain_bios(
+    spec: &BoardSpec,
+    board: &talos_boards::Board,
+    name: &str,
+) -> Result<PathBuf, RunError> {
+    let invalid = |field: &'static str, reason: String| {
+        RunError::Rig(RigError::Invalid {
+            board: spec.name.clone(),
+            field,
+            reason,
+        })
+    };
+    let Some(chain) = board.firmware_variant(name) else {
+        let known: Vec<&str> = board.firmware.iter().map(|f| f.name.as_str()).collect();
+        return Err(invalid(
+            "power.qemu.firmware",
+            format!(
+                "board {} has no boot chain {name:?} (it has: {}); a firmware file path contains '/'",
+                board.name,
+                known.join(", ")
+            ),
+        ));
+    };
+    let (expected, spelled) = match chain.kind {
+        talos_boards::BootKind::UBoot => (Bootloader::UBoot, "u-boot"),
+        talos_boards::BootKind::Uefi => (Bootloader::Efi, "efi"),
+    };
+    if spec.bootloader != expected {
+        return Err(invalid(
+            "bootloader",
+            format!("the boot chain {name} needs bootloader: {spelled}"),
+        ));
+    }
+    chain
+        .artifacts
+        .iter()
+        .find(|a| a.placement == talos_boards::Placement::QemuBios)
+        .map(|a| PathBuf::from(&a.path))
+        .ok_or_else(|| {
+            invalid(
+                "power.qemu.firmware",
+                format!(
+                    "boot chain {name} of board {} has no qemu-bios artifact",
+                    board.name
+                ),
+            )
+        })
+}
+
+/// A firmware boots a GPT disk: refuse an initramfs or a kernel given as `--image`.
+fn check_disk_image(board: &str, image: &Path) -> Result<(), RunError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut signature = [0u8; 8];
+    let gpt = std::fs::File::open(image)
+        .and_then(|mut file| {
+            file.seek(SeekFrom::Start(512))?;
+            file.read_exact(&mut signature)
+        })
+        .is_ok_and(|()| &signature == b"EFI PART");
+    if gpt {
+        Ok(())
+    } else {
+        Err(RunError::NotADiskImage {
+            board: board.to_owned(),
+            image: image.to_owned(),
+        })
+    }
+}
+
 /// A fresh cluster identity for this run: secrets, a control-plane config, admin credentials.
 fn node_config(spec: &BoardSpec, network: &Network) -> Result<NodeConfig, RunError> {
     let failed = |reason: String| RunError::Config {
@@ -386,6 +497,66 @@ places:
             !dir.path().join("locks/pi.lock").exists(),
             "the lock is released"
         );
+    }
+
+    fn qemu_rig(firmware: &str, bootloader: &str) -> String {
+        format!(
+            r#"
+lock_dir: locks
+boards_dir: {}
+places:
+  - name: ci
+    boards:
+      - name: q
+        board: qemu-virt-arm64
+        bootloader: {bootloader}
+        power:
+          qemu: {{ firmware: {firmware} }}
+        console: qemu
+        storage:
+          qemu-disk: {{ path: disk.raw }}
+        network: qemu
+"#,
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../boards")
+                .display()
+        )
+    }
+
+    fn rig_invalid(err: RunError) -> (String, &'static str, String) {
+        match err {
+            RunError::Rig(RigError::Invalid {
+                board,
+                field,
+                reason,
+            }) => (board, field, reason),
+            other => panic!("expected a rig error, got {other}"),
+        }
+    }
+
+    #[test]
+    fn firmware_boards_resolve_their_boot_chain_and_need_a_disk_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let run_rig = |rig: &str| run(&options(dir.path(), rig, "q"), Arc::new(NoProgress));
+
+        let (board, field, reason) = rig_invalid(run_rig(&qemu_rig("nope", "efi")).unwrap_err());
+        assert_eq!((board.as_str(), field), ("q", "power.qemu.firmware"));
+        assert!(
+            reason.contains("no boot chain \"nope\" (it has: u-boot, uefi)"),
+            "{reason}"
+        );
+
+        let (_, field, reason) = rig_invalid(run_rig(&qemu_rig("uefi", "u-boot")).unwrap_err());
+        assert_eq!(field, "bootloader");
+        assert_eq!(reason, "the boot chain uefi needs bootloader: efi");
+
+        std::fs::write(dir.path().join("fw.bin"), b"firmware").unwrap();
+        let err = run_rig(&qemu_rig("./fw.bin", "u-boot")).unwrap_err();
+        assert!(
+            matches!(&err, RunError::NotADiskImage { board, .. } if board == "q"),
+            "{err}"
+        );
+        assert!(!dir.path().join("locks/q.lock").exists());
     }
 
     #[test]

@@ -319,6 +319,62 @@ impl Strategy {
         Ok(())
     }
 
+    /// Upgrades the node from the installer `image`; the node reboots into the new slot, so
+    /// the board is `powered` afterwards and walks forward again.
+    pub fn upgrade(&mut self, image: &str) -> Result<(), StrategyError> {
+        self.step(&format!("upgrade to {image}"), |s, evidence| {
+            let endpoint = s.endpoint.clone().ok_or("no API endpoint known")?;
+            let tls = s.tls();
+            let cursor = s.drivers.console.line_count();
+            let answer = s
+                .drivers
+                .api
+                .upgrade(&endpoint, &tls, image)
+                .map_err(|e| e.to_string())?;
+            evidence.push(Evidence::Api(format!("Upgrade: {answer}")));
+            s.boot_start = cursor;
+            s.boot_cursor = cursor;
+            Ok(())
+        })?;
+        self.state = BoardState::Powered;
+        self.endpoint = None;
+        Ok(())
+    }
+
+    /// Waits for the current boot to fail (a kernel panic) and the bootloader to start again;
+    /// the board is `powered` in that new boot afterwards.
+    pub fn await_failed_boot(&mut self, name: &str) -> Result<(), StrategyError> {
+        self.step(name, |s, evidence| {
+            let timeout = s.setup.boot_timeout;
+            let mut expect = Expect::new(s.drivers.console.as_ref(), s.boot_cursor);
+            let failed = expect
+                .expect_any(&PANIC_MARKERS, timeout)
+                .map_err(|_| format!("no kernel failure on the console within {timeout:?}"))?;
+            evidence.push(Evidence::Console(failed.line));
+            let banners = s.banners();
+            let restarted = expect.expect_any(banners, timeout).map_err(|_| {
+                format!("the board did not restart ({banners:?}) within {timeout:?}")
+            })?;
+            evidence.push(Evidence::Console(restarted.line));
+            // The bootloader step matches this banner again.
+            s.boot_start = restarted.number;
+            s.boot_cursor = restarted.number;
+            Ok(())
+        })?;
+        self.state = BoardState::Powered;
+        self.endpoint = None;
+        Ok(())
+    }
+
+    /// What the console shows first in a boot.
+    fn banners(&self) -> &'static [&'static str] {
+        match self.setup.bootloader {
+            Bootloader::UBoot => &["U-Boot "],
+            Bootloader::Efi => &["EFI stub:", "UEFI firmware", "BdsDxe:"],
+            Bootloader::DirectKernel => &["Linux version"],
+        }
+    }
+
     /// Runs `action` as a recorded, timed step; failures carry the console tail.
     pub fn step<T>(
         &mut self,
@@ -362,14 +418,7 @@ impl Strategy {
                 evidence.push(Evidence::Note("power on".to_owned()));
                 Ok(())
             }
-            BoardState::Bootloader => {
-                let banners: &[&str] = match self.setup.bootloader {
-                    Bootloader::UBoot => &["U-Boot "],
-                    Bootloader::Efi => &["EFI stub:", "UEFI firmware", "BdsDxe:"],
-                    Bootloader::DirectKernel => &["Linux version"],
-                };
-                self.expect_boot(banners, evidence)
-            }
+            BoardState::Bootloader => self.expect_boot(self.banners(), evidence),
             BoardState::Kernel => self.expect_boot(&["Kernel command line:"], evidence),
             BoardState::Maintenance => self.enter_api(evidence),
             BoardState::Configured => self.enter_configured(evidence),
@@ -665,11 +714,15 @@ pub(crate) mod fakes {
         }
     }
 
-    /// Flashing wipes the fake node's stored config.
+    /// The version a fresh image runs.
+    pub const FAKE_VERSION: &str = "v1.0.0";
+
+    /// Flashing wipes the fake node's stored config and puts back [`FAKE_VERSION`].
     #[derive(Debug, Default)]
     pub struct FakeStorage {
         pub flashed: Mutex<Vec<PathBuf>>,
         pub node_configured: Arc<AtomicBool>,
+        pub node_version: Arc<Mutex<String>>,
     }
 
     impl Storage for FakeStorage {
@@ -680,6 +733,7 @@ pub(crate) mod fakes {
         ) -> Result<talos_images::flash::FlashReport, DriverError> {
             self.flashed.lock().unwrap().push(image.to_owned());
             self.node_configured.store(false, Ordering::SeqCst);
+            *self.node_version.lock().unwrap() = FAKE_VERSION.to_owned();
             progress(FlashProgress {
                 phase: talos_images::flash::FlashPhase::Write,
                 done: 10,
@@ -693,10 +747,13 @@ pub(crate) mod fakes {
         }
     }
 
-    /// A node model: maintenance until configured; a reboot re-runs the scripted boot.
+    /// A node model: maintenance until configured; a reboot or an upgrade re-runs the scripted
+    /// boot. An upgrade runs the image's tag next, except that an image named `broken` leaves
+    /// the version as it was and one named `mislabeled` runs `v9.9.9`.
     #[derive(Debug)]
     pub struct FakeApi {
         pub configured: Arc<AtomicBool>,
+        pub version: Arc<Mutex<String>>,
         pub power: Arc<FakePower>,
         pub calls: Vec<ApiRecord>,
         pub dmesg: String,
@@ -736,14 +793,15 @@ pub(crate) mod fakes {
     impl NodeApi for FakeApi {
         fn wait_version(
             &mut self,
-            _e: &Endpoint,
+            endpoint: &Endpoint,
             tls: &TlsMode,
             _t: Duration,
         ) -> Result<String, ApiError> {
-            self.check("Version", tls)
+            self.version(endpoint, tls)
         }
         fn version(&mut self, _e: &Endpoint, tls: &TlsMode) -> Result<String, ApiError> {
-            self.check("Version", tls)
+            self.check("Version", tls)?;
+            Ok(format!("tag {} arch arm64", self.version.lock().unwrap()))
         }
         fn apply_config(
             &mut self,
@@ -767,6 +825,22 @@ pub(crate) mod fakes {
         }
         fn reboot(&mut self, _e: &Endpoint, tls: &TlsMode) -> Result<String, ApiError> {
             let answer = self.check("Reboot", tls)?;
+            self.power.boot();
+            Ok(answer)
+        }
+        fn upgrade(
+            &mut self,
+            _e: &Endpoint,
+            tls: &TlsMode,
+            image: &str,
+        ) -> Result<String, ApiError> {
+            let answer = self.check("Upgrade", tls)?;
+            let tag = image.rsplit(':').next().unwrap_or_default();
+            if image.contains("mislabeled") {
+                *self.version.lock().unwrap() = "v9.9.9".into();
+            } else if !image.contains("broken") {
+                *self.version.lock().unwrap() = tag.into();
+            }
             self.power.boot();
             Ok(answer)
         }
@@ -813,6 +887,7 @@ pub(crate) mod fakes {
         let storage = Arc::new(FakeStorage::default());
         let api = FakeApi {
             configured: storage.node_configured.clone(),
+            version: storage.node_version.clone(),
             power: power.clone(),
             calls: Vec::new(),
             dmesg: "[0.0] Linux version 6.1.0\n".into(),

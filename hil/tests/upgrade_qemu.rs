@@ -222,7 +222,8 @@ async fn configure_and_upgrade(fixture: &Fixture, dir: &Path) -> (Node, TlsMode,
     let v2 = publish(&registry, fixture, V2).await;
     let requested = Instant::now();
     upgrade(&admin, &v2).await;
-    node.wait_for_version(&tls, V2).await;
+    let admin = node.wait_for_version(&tls, V2).await;
+    assert_boot_sequence_reported(&admin).await;
     eprintln!(
         "upgrade to {V2}: API back {:.1?} after the request",
         requested.elapsed()
@@ -276,6 +277,50 @@ async fn upgrade_then_manual_rollback(board: &str, chain: &str) {
     let admin = node.wait_for_version(&tls, V2).await;
     admin.rollback().await.expect("Rollback is accepted");
     node.wait_for_version(&tls, V1).await;
+}
+
+/// The boot sequence's start and stop, and its phases, are in the node's event ring.
+async fn assert_boot_sequence_reported(client: &Client) {
+    use prost::Message;
+    use talos_proto::machine::{EventsRequest, PhaseEvent, SequenceEvent};
+    let mut stream = client
+        .machine()
+        .events(client.request(EventsRequest {
+            tail_events: -1,
+            ..Default::default()
+        }))
+        .await
+        .expect("Events")
+        .into_inner();
+    let mut seen = Vec::new();
+    while let Ok(Ok(Some(event))) =
+        tokio::time::timeout(Duration::from_secs(2), stream.message()).await
+    {
+        let any = event.data.expect("events carry data");
+        let name = match any.type_url.as_str() {
+            "talos/runtime/machine.SequenceEvent" => {
+                let e = SequenceEvent::decode(any.value.as_slice()).unwrap();
+                format!("sequence {} {}", e.sequence, e.action)
+            }
+            "talos/runtime/machine.PhaseEvent" => {
+                let e = PhaseEvent::decode(any.value.as_slice()).unwrap();
+                format!("phase {} {}", e.phase, e.action)
+            }
+            _ => continue,
+        };
+        seen.push(name);
+    }
+    for expected in [
+        "sequence boot 1",
+        "phase storage 0",
+        "phase api 1",
+        "sequence boot 2",
+    ] {
+        assert!(
+            seen.iter().any(|s| s == expected),
+            "{expected} missing from {seen:?}"
+        );
+    }
 }
 
 /// The disk the node booted from, as its console names it.

@@ -39,6 +39,9 @@ pub struct DiskImageSpec {
     pub boot_files: Vec<(String, Vec<u8>)>,
     /// Bootloaders written raw at a byte offset in front of the first partition.
     pub raw: Vec<(u64, Vec<u8>)>,
+    /// A hybrid MBR with a FAT32 entry for the EFI partition, which is then FAT32, for boot
+    /// ROMs that read only MBR (the Raspberry Pi 3's).
+    pub hybrid_mbr: bool,
     /// Seconds since the epoch for STATE's timestamps.
     pub mtime: u64,
 }
@@ -182,6 +185,7 @@ pub fn efi_files(spec: &DiskImageSpec) -> Vec<(String, Vec<u8>)> {
 fn write_fat(
     window: Window<'_>,
     volume_id: u32,
+    fat32: bool,
     files: &[(String, Vec<u8>)],
     progress: &mut dyn FnMut(u64),
 ) -> Result<(), DiskImageError> {
@@ -190,13 +194,14 @@ fn write_fat(
         move |source| DiskImageError::Fat { path, source }
     };
     let mut window = window;
-    fatfs::format_volume(
-        &mut window,
-        fatfs::FormatVolumeOptions::new()
-            .volume_id(volume_id)
-            .volume_label(*b"EFI        "),
-    )
-    .map_err(fat_err("/"))?;
+    let mut options = fatfs::FormatVolumeOptions::new()
+        .volume_id(volume_id)
+        .volume_label(*b"EFI        ");
+    // fatfs picks FAT16 below 512 MiB; an MBR entry of type 0x0C promises FAT32.
+    if fat32 {
+        options = options.fat_type(fatfs::FatType::Fat32);
+    }
+    fatfs::format_volume(&mut window, options).map_err(fat_err("/"))?;
     let fs = fatfs::FileSystem::new(window, fatfs::FsOptions::new()).map_err(fat_err("/"))?;
     let root = fs.root_dir();
     for (path, contents) in files {
@@ -281,7 +286,11 @@ pub fn build(
         .open(out)
         .map_err(io_err("creating"))?;
     file.set_len(disk.size()).map_err(io_err("sizing"))?;
-    disk.table.write_to(&mut file)?;
+    if spec.hybrid_mbr {
+        disk.table.write_hybrid_to(&mut file, layout::EFI)?;
+    } else {
+        disk.table.write_to(&mut file)?;
+    }
     for (offset, data) in &spec.raw {
         file.seek(SeekFrom::Start(*offset))
             .map_err(io_err("seeking in"))?;
@@ -303,7 +312,7 @@ pub fn build(
         len: efi.len(),
         pos: 0,
     };
-    write_fat(window, volume_id, &files, &mut |n| {
+    write_fat(window, volume_id, spec.hybrid_mbr, &files, &mut |n| {
         done += n;
         progress(done, total);
     })?;

@@ -51,6 +51,58 @@ enum Command {
     #[command(visible_alias = "services")]
     Service(cmd::service::ServiceArgs),
 
+    /// Print the log of a service on nodes.
+    ///
+    /// Each line is printed as `NODE: line`. With -f the command keeps printing new lines until
+    /// it is interrupted (Ctrl-C ends it cleanly, exit status 0) or the node closes the stream.
+    /// talos-rs nodes keep a log for machined only; other names are answered with NotFound.
+    #[command(after_help = cmd::logs::LOGS_EXAMPLES)]
+    Logs(cmd::logs::LogsArgs),
+
+    /// Print a file on the node to stdout, byte for byte.
+    ///
+    /// Needs exactly one target node. The node's refusal (NotFound, PermissionDenied for secrets,
+    /// InvalidArgument for anything but a regular file) is shown as it sent it.
+    #[command(visible_alias = "cat", after_help = cmd::read::READ_EXAMPLES)]
+    Read(cmd::read::ReadArgs),
+
+    /// List a directory on nodes (by default `/`, one level).
+    ///
+    /// With one node the names are printed one per line, relative to PATH (`.` is PATH itself);
+    /// with several, or with -l, as a table with a NODE column.
+    #[command(visible_alias = "ls", after_help = cmd::list::LIST_EXAMPLES)]
+    List(cmd::list::ListArgs),
+
+    /// List the processes running on nodes.
+    ///
+    /// Columns: NODE PID STATE THREADS CPU-TIME VIRTMEM RESMEM LABEL COMMAND, sorted per node by
+    /// resident memory (or CPU time with -s cpu), largest first.
+    #[command(visible_aliases = ["p", "ps"], after_help = cmd::processes::PROCESSES_EXAMPLES)]
+    Processes(cmd::processes::ProcessesArgs),
+
+    /// List the mounted filesystems of nodes with their size and use.
+    ///
+    /// Columns: NODE FILESYSTEM SIZE(GB) USED(GB) AVAILABLE(GB) PERCENT USED MOUNTED ON.
+    #[command(visible_alias = "mount", after_help = cmd::mounts::MOUNTS_EXAMPLES)]
+    Mounts(cmd::mounts::MountsArgs),
+
+    /// Show the time of nodes next to an NTP server's.
+    ///
+    /// The node itself asks the server (its first configured time server, or --check SERVER)
+    /// and reports both clocks: NODE NTP-SERVER NODE-TIME NTP-SERVER-TIME, in UTC.
+    #[command(after_help = cmd::time::TIME_EXAMPLES)]
+    Time(cmd::time::TimeArgs),
+
+    /// Reset nodes: wipe their system partitions, then power off or reboot.
+    ///
+    /// Sends MachineService/Reset to every target node (-n) and prints
+    /// `NODE: reset requested (actor ID ID)` for each. A node whose STATE is wiped forgets its
+    /// machine configuration and comes back in maintenance mode. With --wait the command then
+    /// follows each node until it has gone down and (with --reboot) answers again. The exit
+    /// status is non-zero when any node failed.
+    #[command(after_help = cmd::reset::RESET_EXAMPLES)]
+    Reset(cmd::reset::ResetArgs),
+
     /// Reboot nodes.
     Reboot(cmd::power::RebootArgs),
 
@@ -116,6 +168,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dmesg(args) => cmd::dmesg::run(global, args).await,
         Command::Memory(args) => cmd::memory::run(global, args).await,
         Command::Service(args) => cmd::service::run(global, args).await,
+        Command::Logs(args) => cmd::logs::run(global, args).await,
+        Command::Read(args) => cmd::read::run(global, args).await,
+        Command::List(args) => cmd::list::run(global, args).await,
+        Command::Processes(args) => cmd::processes::run(global, args).await,
+        Command::Mounts(args) => cmd::mounts::run(global, args).await,
+        Command::Time(args) => cmd::time::run(global, args).await,
+        Command::Reset(args) => cmd::reset::run(global, args).await,
         Command::Reboot(args) => cmd::power::reboot(global, args).await,
         Command::Shutdown(args) => cmd::power::shutdown(global, args).await,
         Command::Upgrade(args) => cmd::upgrade::upgrade(global, args).await,
@@ -317,5 +376,139 @@ mod tests {
         assert!(flash.force && flash.yes);
         assert!(Cli::try_parse_from(["talosctl", "image", "flash", "t.raw"]).is_err());
         assert!(Cli::try_parse_from(["talosctl", "image", "flash", "--device", "d"]).is_err());
+    }
+
+    #[test]
+    fn parses_day2_commands() {
+        use std::time::Duration;
+
+        use output::OutputFormat;
+
+        let parse = |args: &[&str]| Cli::try_parse_from(args).unwrap().command;
+
+        let Command::Logs(args) = parse(&["talosctl", "logs", "machined"]) else {
+            panic!("expected logs");
+        };
+        assert_eq!(args.service, "machined");
+        assert!(!(args.follow || args.kubernetes || args.insecure));
+        assert_eq!(args.tail, -1);
+        let Command::Logs(args) = parse(&[
+            "talosctl", "-n", "a", "logs", "apid", "-f", "--tail", "20", "-k", "-i",
+        ]) else {
+            panic!("expected logs");
+        };
+        assert!(args.follow && args.kubernetes && args.insecure);
+        assert_eq!(args.tail, 20);
+        let Command::Logs(args) = parse(&["talosctl", "logs", "machined", "--tail", "-1"]) else {
+            panic!("expected logs");
+        };
+        assert_eq!(args.tail, -1);
+
+        let Command::Read(args) = parse(&["talosctl", "cat", "/proc/cpuinfo"]) else {
+            panic!("expected read");
+        };
+        assert_eq!(args.path, "/proc/cpuinfo");
+
+        let Command::List(args) = parse(&["talosctl", "ls"]) else {
+            panic!("expected list");
+        };
+        assert_eq!(args.path, "/");
+        assert_eq!(args.depth, 1);
+        assert!(!(args.long || args.recurse || args.humanize));
+        assert_eq!(args.output, OutputFormat::Table);
+        let Command::List(args) = parse(&[
+            "talosctl", "list", "/var", "-l", "-d", "3", "-H", "-t", "f,d", "-t", "l", "-o", "yaml",
+        ]) else {
+            panic!("expected list");
+        };
+        assert_eq!(args.path, "/var");
+        assert!(args.long && args.humanize && !args.recurse);
+        assert_eq!(args.depth, 3);
+        assert_eq!(args.types, ["f", "d", "l"]);
+        assert_eq!(args.output, OutputFormat::Yaml);
+        let Command::List(args) = parse(&["talosctl", "ls", "-lr", "/etc"]) else {
+            panic!("expected list");
+        };
+        assert!(args.long && args.recurse);
+
+        for alias in ["processes", "ps", "p"] {
+            let Command::Processes(args) = parse(&["talosctl", alias]) else {
+                panic!("expected processes");
+            };
+            assert_eq!(args.sort, cmd::processes::SortBy::Rss);
+        }
+        let Command::Processes(args) = parse(&["talosctl", "ps", "-s", "cpu", "-o", "json"]) else {
+            panic!("expected processes");
+        };
+        assert_eq!(args.sort, cmd::processes::SortBy::Cpu);
+        assert_eq!(args.output, OutputFormat::Json);
+
+        for alias in ["mounts", "mount"] {
+            assert!(matches!(parse(&["talosctl", alias]), Command::Mounts(_)));
+        }
+
+        let Command::Time(args) = parse(&["talosctl", "time"]) else {
+            panic!("expected time");
+        };
+        assert_eq!(args.check, None);
+        let Command::Time(args) = parse(&["talosctl", "time", "--check", "pool.ntp.org"]) else {
+            panic!("expected time");
+        };
+        assert_eq!(args.check.as_deref(), Some("pool.ntp.org"));
+
+        let Command::Reset(args) = parse(&["talosctl", "reset"]) else {
+            panic!("expected reset");
+        };
+        assert!(args.graceful && !args.reboot && !args.wait);
+        assert!(args.system_labels_to_wipe.is_empty() && args.user_disks_to_wipe.is_empty());
+        assert_eq!(args.wipe_mode, cmd::reset::WipeMode::All);
+        assert_eq!(args.timeout, Duration::from_secs(1800));
+        let Command::Reset(args) = parse(&[
+            "talosctl",
+            "reset",
+            "--graceful=false",
+            "--reboot",
+            "--system-labels-to-wipe",
+            "STATE,EPHEMERAL",
+            "--user-disks-to-wipe",
+            "/dev/sdb",
+            "--wipe-mode",
+            "system-disk",
+            "--wait",
+            "--timeout",
+            "5m",
+        ]) else {
+            panic!("expected reset");
+        };
+        assert!(!args.graceful && args.reboot && args.wait);
+        assert_eq!(args.system_labels_to_wipe, ["STATE", "EPHEMERAL"]);
+        assert_eq!(args.user_disks_to_wipe, ["/dev/sdb"]);
+        assert_eq!(args.wipe_mode, cmd::reset::WipeMode::SystemDisk);
+        assert_eq!(args.timeout, Duration::from_secs(300));
+        let Command::Reset(args) = parse(&["talosctl", "reset", "--reboot=true", "--wait=false"])
+        else {
+            panic!("expected reset");
+        };
+        assert!(args.reboot && !args.wait);
+
+        for bad in [
+            &["talosctl", "logs"][..],
+            &["talosctl", "logs", "a", "b"],
+            &["talosctl", "logs", "machined", "--tail", "many"],
+            &["talosctl", "read"],
+            &["talosctl", "read", "/a", "/b"],
+            &["talosctl", "ls", "/a", "/b"],
+            &["talosctl", "ls", "-d", "deep"],
+            &["talosctl", "ps", "-s", "pid"],
+            &["talosctl", "mounts", "/"],
+            &["talosctl", "time", "--check"],
+            &["talosctl", "time", "pool.ntp.org"],
+            &["talosctl", "reset", "--wipe-mode", "everything"],
+            &["talosctl", "reset", "--graceful=maybe"],
+            &["talosctl", "reset", "--timeout", "soon"],
+            &["talosctl", "reset", "now"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -70,6 +70,213 @@ pub fn go_duration(seconds: i64) -> String {
     }
 }
 
+/// go-humanize's `Bytes`: SI units with one decimal below 10 (`9 B`, `1.2 kB`, `15 MB`).
+pub fn humanize_bytes(bytes: u64) -> String {
+    const SUFFIXES: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    if bytes < 10 {
+        return format!("{bytes} B");
+    }
+    let value = bytes as f64;
+    let exponent = (value.ln() / 1000f64.ln()).floor();
+    let suffix = SUFFIXES[(exponent as usize).min(SUFFIXES.len() - 1)];
+    let scaled = (value / 1000f64.powf(exponent) * 10.0 + 0.5).floor() / 10.0;
+    if scaled < 10.0 {
+        format!("{scaled:.1} {suffix}")
+    } else {
+        format!("{scaled:.0} {suffix}")
+    }
+}
+
+/// go-humanize's `Time`: how long before (`3 minutes ago`) or after (`2 days from now`) `now`
+/// the Unix time `then` is.
+pub fn humanize_time(then: i64, now: i64) -> String {
+    const MINUTE: i64 = 60;
+    const HOUR: i64 = 60 * MINUTE;
+    const DAY: i64 = 24 * HOUR;
+    const WEEK: i64 = 7 * DAY;
+    const MONTH: i64 = 30 * DAY;
+    const YEAR: i64 = 12 * MONTH;
+    // (below this many seconds, format, unit): upstream's magnitudes.
+    const MAGNITUDES: [(i64, &str, i64); 16] = [
+        (1, "now", 0),
+        (2, "1 second", 0),
+        (MINUTE, "seconds", 1),
+        (2 * MINUTE, "1 minute", 0),
+        (HOUR, "minutes", MINUTE),
+        (2 * HOUR, "1 hour", 0),
+        (DAY, "hours", HOUR),
+        (2 * DAY, "1 day", 0),
+        (WEEK, "days", DAY),
+        (2 * WEEK, "1 week", 0),
+        (MONTH, "weeks", WEEK),
+        (2 * MONTH, "1 month", 0),
+        (YEAR, "months", MONTH),
+        (18 * MONTH, "1 year", 0),
+        (2 * YEAR, "2 years", 0),
+        (37 * YEAR, "years", YEAR),
+    ];
+    let (label, diff) = if then <= now {
+        ("ago", now.saturating_sub(then))
+    } else {
+        ("from now", then.saturating_sub(now))
+    };
+    match MAGNITUDES.iter().find(|(below, _, _)| diff < *below) {
+        Some((_, "now", _)) => "now".to_owned(),
+        Some((_, text, 0)) => format!("{text} {label}"),
+        Some((_, unit, per)) => format!("{} {unit} {label}", diff / per),
+        None => format!("a long while {label}"),
+    }
+}
+
+/// Go's `os.FileMode.String()` (`drwxr-xr-x`, `Lrwxrwxrwx`, `Dcrw-rw-rw-`).
+///
+/// Upstream nodes send Go's FileMode bits; talos-rs nodes send the Unix `st_mode`. Go's bits 9 to
+/// 18 are always clear, and a Unix mode always has its file type in bits 12 to 15, so the two are
+/// told apart by those bits.
+pub fn file_mode_string(mode: u32) -> String {
+    const GO_TYPE_CHARS: &str = "dalTLDpSugct?";
+    let go = go_file_mode(mode);
+    let mut out = String::new();
+    for (i, c) in GO_TYPE_CHARS.chars().enumerate() {
+        if go & (1 << (31 - i)) != 0 {
+            out.push(c);
+        }
+    }
+    if out.is_empty() {
+        out.push('-');
+    }
+    for (i, c) in "rwxrwxrwx".chars().enumerate() {
+        out.push(if go & (1 << (8 - i)) != 0 { c } else { '-' });
+    }
+    out
+}
+
+/// A mode in Go's `os.FileMode` bits, converting a Unix `st_mode`.
+fn go_file_mode(mode: u32) -> u32 {
+    if mode & 0o177_000 == 0 {
+        return mode;
+    }
+    const DIR: u32 = 1 << 31;
+    const SYMLINK: u32 = 1 << 27;
+    const DEVICE: u32 = 1 << 26;
+    const NAMED_PIPE: u32 = 1 << 25;
+    const SOCKET: u32 = 1 << 24;
+    const SETUID: u32 = 1 << 23;
+    const SETGID: u32 = 1 << 22;
+    const CHAR_DEVICE: u32 = 1 << 21;
+    const STICKY: u32 = 1 << 20;
+    const IRREGULAR: u32 = 1 << 19;
+    let kind = match mode & 0o170_000 {
+        0o100_000 => 0,
+        0o040_000 => DIR,
+        0o120_000 => SYMLINK,
+        0o060_000 => DEVICE,
+        0o020_000 => DEVICE | CHAR_DEVICE,
+        0o010_000 => NAMED_PIPE,
+        0o140_000 => SOCKET,
+        _ => IRREGULAR,
+    };
+    let special = [(0o4000, SETUID), (0o2000, SETGID), (0o1000, STICKY)]
+        .iter()
+        .filter(|(unix, _)| mode & unix != 0)
+        .fold(0, |acc, (_, go)| acc | go);
+    kind | special | (mode & 0o777)
+}
+
+/// A UTC calendar time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UtcTime {
+    pub year: i64,
+    pub month: u32,
+    pub day: u32,
+    pub hour: u32,
+    pub minute: u32,
+    pub second: u32,
+}
+
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+impl UtcTime {
+    /// The calendar time of Unix seconds (proleptic Gregorian, as Go and `date -u` count).
+    pub fn from_unix(seconds: i64) -> UtcTime {
+        let days = seconds.div_euclid(86_400);
+        let secs = seconds.rem_euclid(86_400);
+        // Howard Hinnant's civil_from_days.
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        let small = |v: i64| u32::try_from(v).unwrap_or(0);
+        UtcTime {
+            year,
+            month: small(month),
+            day: small(day),
+            hour: small(secs / 3600),
+            minute: small(secs % 3600 / 60),
+            second: small(secs % 60),
+        }
+    }
+
+    fn month_name(&self) -> &'static str {
+        MONTHS[usize::try_from(self.month.saturating_sub(1)).unwrap_or(0) % 12]
+    }
+
+    /// Go's `Jan _2 15:04:05` (`ls -l` style for the last six months).
+    pub fn ls_recent(&self) -> String {
+        format!(
+            "{} {:>2} {:02}:{:02}:{:02}",
+            self.month_name(),
+            self.day,
+            self.hour,
+            self.minute,
+            self.second
+        )
+    }
+
+    /// Go's `Jan _2 2006 15:04` (`ls -l` style for older times).
+    pub fn ls_old(&self) -> String {
+        format!(
+            "{} {:>2} {} {:02}:{:02}",
+            self.month_name(),
+            self.day,
+            self.year,
+            self.hour,
+            self.minute
+        )
+    }
+
+    /// RFC 3339 with a `Z`, e.g. `2024-05-06T07:08:09Z`.
+    pub fn rfc3339(&self) -> String {
+        format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            self.year, self.month, self.day, self.hour, self.minute, self.second
+        )
+    }
+}
+
+/// Go's `time.Time.String()` of a UTC time: `2024-05-06 07:08:09.1234 +0000 UTC` (trailing zeros
+/// of the fraction dropped, no fraction at whole seconds).
+pub fn go_utc_string(seconds: i64, nanos: i32) -> String {
+    let t = UtcTime::from_unix(seconds);
+    let mut out = format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        t.year, t.month, t.day, t.hour, t.minute, t.second
+    );
+    if nanos > 0 {
+        let fraction = format!("{nanos:09}");
+        let _ = write!(out, ".{}", fraction.trim_end_matches('0'));
+    }
+    out.push_str(" +0000 UTC");
+    out
+}
+
 // ---- version ----
 
 /// One version block's content.
@@ -562,6 +769,68 @@ mod tests {
             "NODE     10.5.0.2\nID       apid\nSTATE    Running\nHEALTH   OK\n\
              EVENTS   [Preparing]: Starting (3m20s ago)\n         \
              [Running]: Health check successful (3m10s ago)\n"
+        );
+    }
+
+    #[test]
+    fn humanized_bytes_match_go_humanize() {
+        assert_eq!(humanize_bytes(0), "0 B");
+        assert_eq!(humanize_bytes(9), "9 B");
+        assert_eq!(humanize_bytes(999), "999 B");
+        assert_eq!(humanize_bytes(1000), "1.0 kB");
+        assert_eq!(humanize_bytes(1234), "1.2 kB");
+        assert_eq!(humanize_bytes(15_000_000), "15 MB");
+        assert_eq!(humanize_bytes(4_096 * 1024), "4.2 MB");
+        assert_eq!(humanize_bytes(u64::MAX), "18 EB");
+    }
+
+    #[test]
+    fn humanized_times_match_go_humanize() {
+        let now = 1_000_000_000;
+        assert_eq!(humanize_time(now, now), "now");
+        assert_eq!(humanize_time(now - 1, now), "1 second ago");
+        assert_eq!(humanize_time(now - 42, now), "42 seconds ago");
+        assert_eq!(humanize_time(now - 90, now), "1 minute ago");
+        assert_eq!(humanize_time(now - 3 * 3600, now), "3 hours ago");
+        assert_eq!(humanize_time(now - 10 * 86_400, now), "1 week ago");
+        assert_eq!(humanize_time(now - 400 * 86_400, now), "1 year ago");
+        assert_eq!(humanize_time(now + 2 * 86_400, now), "2 days from now");
+        assert_eq!(humanize_time(0, now), "32 years ago");
+    }
+
+    #[test]
+    fn file_modes_from_go_and_unix_bits() {
+        assert_eq!(file_mode_string(0o644), "-rw-r--r--");
+        assert_eq!(file_mode_string(0o100_644), "-rw-r--r--");
+        assert_eq!(file_mode_string((1 << 31) | 0o755), "drwxr-xr-x");
+        assert_eq!(file_mode_string(0o040_755), "drwxr-xr-x");
+        assert_eq!(file_mode_string(0o120_777), "Lrwxrwxrwx");
+        assert_eq!(file_mode_string(0o020_666), "Dcrw-rw-rw-");
+        assert_eq!(file_mode_string(0o060_660), "Drw-rw----");
+        assert_eq!(file_mode_string(0o041_777), "dtrwxrwxrwx");
+        assert_eq!(file_mode_string(0o104_755), "urwxr-xr-x");
+        assert_eq!(file_mode_string(0), "----------");
+    }
+
+    #[test]
+    fn utc_calendar() {
+        let t = UtcTime::from_unix(1_715_000_000);
+        assert_eq!(t.rfc3339(), "2024-05-06T12:53:20Z");
+        assert_eq!(t.ls_recent(), "May  6 12:53:20");
+        assert_eq!(t.ls_old(), "May  6 2024 12:53");
+        assert_eq!(UtcTime::from_unix(0).rfc3339(), "1970-01-01T00:00:00Z");
+        assert_eq!(UtcTime::from_unix(-1).rfc3339(), "1969-12-31T23:59:59Z");
+        assert_eq!(
+            UtcTime::from_unix(951_782_400).rfc3339(),
+            "2000-02-29T00:00:00Z"
+        );
+        assert_eq!(
+            go_utc_string(1_715_000_000, 0),
+            "2024-05-06 12:53:20 +0000 UTC"
+        );
+        assert_eq!(
+            go_utc_string(1_715_000_000, 120_000_000),
+            "2024-05-06 12:53:20.12 +0000 UTC"
         );
     }
 }

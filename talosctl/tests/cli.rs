@@ -1,18 +1,12 @@
 //! Runs the talosctl binary against an in-process mTLS server built from machinery's PKI.
 
-use std::process::{Command, Output};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+mod common;
 
-use futures_util::stream;
-use rustls::RootCertStore;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use rustls::server::WebPkiClientVerifier;
-use talos_machinery::pki::{self, SubjectAltName};
-use talos_machinery::role::Role;
-use talos_machinery::talosconfig::{Context, Talosconfig};
-use talos_proto::common::Metadata;
-use talos_proto::machine::machine_service_server::{MachineService, MachineServiceServer};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{echoed_node, node_tls, serve, talosctl, text};
+use talos_proto::machine::machine_service_server::MachineService;
 use talos_proto::machine::{
     MemInfo, Memory, MemoryResponse, RebootRequest, RebootResponse, Rollback, RollbackRequest,
     RollbackResponse, Upgrade, UpgradeRequest, UpgradeResponse, Version, VersionInfo,
@@ -20,18 +14,9 @@ use talos_proto::machine::{
 };
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use tokio_rustls::TlsAcceptor;
 use tonic::{Request, Response, Status};
 
 struct Node;
-
-fn echoed_node<T>(request: &Request<T>) -> Option<Metadata> {
-    let node = request.metadata().get("node")?.to_str().ok()?;
-    Some(Metadata {
-        hostname: node.to_owned(),
-        ..Default::default()
-    })
-}
 
 #[tonic::async_trait]
 impl MachineService for Node {
@@ -74,68 +59,6 @@ impl MachineService for Node {
     }
 }
 
-/// The node's TLS acceptor and an admin talosconfig (YAML) for `127.0.0.1:port`.
-fn node_tls(port: u16) -> (TlsAcceptor, String) {
-    let now = SystemTime::now();
-    let day = Duration::from_secs(86_400);
-    let ca = pki::new_os_ca(now).unwrap();
-    let sans = [SubjectAltName::parse("127.0.0.1")];
-    let server = pki::issue_server_cert(&ca, "node", &sans, day, now).unwrap();
-    let admin = pki::issue_client_cert(&ca, &[Role::Admin], day, now).unwrap();
-
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = RootCertStore::empty();
-    roots
-        .add(CertificateDer::from(ca.cert_der().unwrap()))
-        .unwrap();
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .unwrap();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server.key_der().unwrap()));
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(vec![CertificateDer::from(server.cert_der().unwrap())], key)
-        .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-
-    let context = Context::new(
-        vec![format!("127.0.0.1:{port}")],
-        &ca.cert_pem,
-        &admin.cert_pem,
-        &admin.key_pem,
-    );
-    let yaml = Talosconfig::with_context("test", context)
-        .to_yaml()
-        .unwrap();
-    (TlsAcceptor::from(Arc::new(config)), yaml)
-}
-
-/// Serves `service` over TLS on `listener` until `shutdown` resolves; the listener closes then.
-fn serve<S: MachineService>(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    service: S,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> tokio::task::JoinHandle<()> {
-    let incoming = stream::unfold((listener, acceptor), |(listener, acceptor)| async move {
-        loop {
-            let (tcp, _) = listener.accept().await.ok()?;
-            if let Ok(tls) = acceptor.accept(tcp).await {
-                return Some((Ok::<_, std::io::Error>(tls), (listener, acceptor)));
-            }
-        }
-    });
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(MachineServiceServer::new(service))
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await
-            .unwrap();
-    })
-}
-
 /// Starts the server; returns its port and a talosconfig (YAML) pointing at it.
 async fn start() -> (u16, String) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -143,24 +66,6 @@ async fn start() -> (u16, String) {
     let (acceptor, yaml) = node_tls(port);
     serve(listener, acceptor, Node, std::future::pending());
     (port, yaml)
-}
-
-async fn talosctl(args: &[&str], envs: &[(&str, &std::path::Path)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_talosctl"));
-    command
-        .args(args)
-        .env_remove("TALOSCONFIG")
-        .env_remove("TALOS_HOME");
-    for (key, value) in envs {
-        command.env(key, value);
-    }
-    tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

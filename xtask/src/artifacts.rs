@@ -36,12 +36,17 @@ pub fn resolve(package: &str, file: &str, arch: Arch) -> anyhow::Result<PathBuf>
     let qualified = format!("{package}:{}", debian_arch(arch));
     let debs = paths::cache().join("debs");
     std::fs::create_dir_all(&debs)?;
-    cmd::run(
-        Command::new("apt-get")
-            .args(["download", &qualified])
-            .current_dir(&debs),
-    )
-    .with_context(|| format!("downloading {qualified} for {file}"))?;
+    let download = |name: &str| {
+        cmd::run(
+            Command::new("apt-get")
+                .args(["download", name])
+                .current_dir(&debs),
+        )
+    };
+    // A package built for all architectures (raspi-firmware) has no `:<arch>` name.
+    download(&qualified)
+        .or_else(|_| download(&format!("{package}:all")))
+        .with_context(|| format!("downloading {qualified} or {package}:all for {file}"))?;
     let prefix = format!("{package}_");
     let suffix = format!("_{}.deb", debian_arch(arch));
     let deb = std::fs::read_dir(&debs)?

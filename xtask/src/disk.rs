@@ -145,6 +145,7 @@ pub fn build(
         },
         boot_files,
         raw,
+        hybrid_mbr: board.disk.hybrid_mbr,
         mtime: 0,
     };
     let dir = output_dir(board, &firmware);

@@ -46,7 +46,16 @@ pub fn inputs() -> anyhow::Result<()> {
         image::build(arch, None)?;
     }
     gpiosim::image(Arch::Arm64)?;
-    upgrade_fixtures()
+    upgrade_fixtures()?;
+    rpi_fixtures()
+}
+
+/// The rpi_generic SD-card image for hil/tests/rpi_qemu.rs, at the default version.
+fn rpi_fixtures() -> anyhow::Result<()> {
+    let board = talos_boards::find(&paths::boards(), "rpi_generic")?;
+    let system = disk::system(&board, image::DEFAULT_VERSION)?;
+    disk::build(&board, None, &system)?;
+    Ok(())
 }
 
 /// Disk images at v1.0.0 and installers v2.0.0 and (broken) v3.0.0, for the A/B tests in

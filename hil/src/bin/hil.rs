@@ -1,4 +1,5 @@
-//! `hil run --rig rig.yaml --board NAME --suite S --image FILE [--junit out.xml] [--report out.md]`
+//! `hil run --rig rig.yaml --board NAME --suite S --image FILE [--upgrade-image REF]
+//! [--broken-image REF] [--junit out.xml] [--report out.md]`
 //!
 //! Exit codes: 0 passed (skips included), 1 failed, 2 rig error.
 
@@ -9,9 +10,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use talos_hil::runner::{RunOptions, run};
+use talos_hil::runner::{RunOptions, run_with_upgrades};
 use talos_hil::strategy::Progress;
-use talos_hil::suites::{Outcome, Suite};
+use talos_hil::suites::{Outcome, Suite, Upgrades};
 use talos_images::flash::{FlashPhase, FlashProgress};
 
 #[derive(Debug, Parser)]
@@ -35,9 +36,19 @@ enum Command {
         /// smoke, apply-config, "reboot-loop N", upgrade-rollback, "power-cut N", "soak MINUTES".
         #[arg(long)]
         suite: Suite,
-        /// The disk image to flash; for QEMU boards, the initramfs.
+        /// The disk image to flash (metal-<arch>.raw); for QEMU boards that boot a kernel
+        /// directly, the initramfs.
         #[arg(long)]
         image: PathBuf,
+        /// A good installer image the node pulls, e.g. 10.0.2.2:5000/talos/installer:v2.0.0.
+        /// upgrade-rollback upgrades to it; with it, every second cut of power-cut lands during
+        /// an upgrade to it.
+        #[arg(long, value_name = "REF")]
+        upgrade_image: Option<String>,
+        /// An installer image whose system cannot boot (its kernel fails): upgrade-rollback
+        /// upgrades to it and expects the node back on the good image by itself.
+        #[arg(long, value_name = "REF")]
+        broken_image: Option<String>,
         #[arg(long)]
         junit: Option<PathBuf>,
         /// Markdown summary, or HTML when the name ends in .html.
@@ -109,6 +120,8 @@ fn main() -> ExitCode {
                 board,
                 suite,
                 image,
+                upgrade_image,
+                broken_image,
                 junit,
                 report,
                 artifacts,
@@ -124,8 +137,13 @@ fn main() -> ExitCode {
         junit,
         report,
     };
+    let upgrades = Upgrades {
+        image: upgrade_image,
+        broken: broken_image,
+        ..Upgrades::default()
+    };
     let line = Arc::new(Line::new());
-    let result = run(&options, line.clone());
+    let result = run_with_upgrades(&options, &upgrades, line.clone());
     line.bar.finish_and_clear();
     match result {
         Err(err) => {

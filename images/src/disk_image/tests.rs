@@ -21,6 +21,7 @@ fn spec() -> DiskImageSpec {
         },
         boot_files: vec![("EFI/BOOT/BOOTAA64.EFI".into(), b"systemd-boot".to_vec())],
         raw: vec![(32 * 1024, b"bootloader".to_vec())],
+        hybrid_mbr: false,
         mtime: 1_700_000_000,
     }
 }
@@ -119,4 +120,44 @@ fn raw_bootloaders_may_not_overlap_the_partitions() {
         err.to_string(),
         "raw bootloader at byte 1048572 (8 bytes) must lie between the GPT (ends at 17408) and the first partition (1048576)"
     );
+}
+
+#[test]
+fn hybrid_mbr_images_have_a_fat32_efi_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let (plain, hybrid) = (dir.path().join("plain.raw"), dir.path().join("hybrid.raw"));
+    build(&spec(), &plain, &mut |_, _| {}).unwrap();
+    let pi = DiskImageSpec {
+        hybrid_mbr: true,
+        ..spec()
+    };
+    let report = build(&pi, &hybrid, &mut |_, _| {}).unwrap();
+
+    let bytes = std::fs::read(&hybrid).unwrap();
+    let efi = Table::read_from(&mut File::open(&hybrid).unwrap())
+        .unwrap()
+        .find(layout::EFI)
+        .unwrap()
+        .clone();
+    assert_eq!(efi.len(), report.efi_size);
+    // MBR entry 1: FAT32 (LBA) over the GPT's EFI partition.
+    let entry = &bytes[446..462];
+    assert_eq!(entry[4], 0x0C);
+    assert_eq!(
+        u32::from_le_bytes(entry[8..12].try_into().unwrap()),
+        efi.first_lba as u32
+    );
+    assert_eq!(&bytes[efi.offset() as usize + 82..][..8], b"FAT32   ");
+    // Without the setting: a protective MBR, and the FAT type fatfs picks for the size.
+    let plain = std::fs::read(&plain).unwrap();
+    assert_eq!(plain[446 + 4], 0xEE);
+    assert_eq!(&plain[efi.offset() as usize + 54..][..8], b"FAT16   ");
+
+    if let Some(script) = mtype(&hybrid, efi.offset(), "boot.scr") {
+        assert_eq!(&script[..4], [0x27, 0x05, 0x19, 0x56]);
+        assert_eq!(
+            mtype(&hybrid, efi.offset(), "A/vmlinuz").unwrap(),
+            spec().system.kernel
+        );
+    }
 }

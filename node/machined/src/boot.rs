@@ -212,9 +212,12 @@ impl BootSlots {
                 }
             }
         }
-        File::open(self.root.join(slots::ENTRIES_DIR))
-            .and_then(|d| d.sync_all())
-            .map_err(io("syncing", &self.root))
+        // Durable before META changes: the tag must never claim what the files do not hold.
+        talos_node_sys::fs::sync_filesystem(&self.root).map_err(|e| BootError::Io {
+            action: "syncing",
+            path: self.root.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })
     }
 
     /// What this boot is; a failed trial of the other slot is cleaned up here.

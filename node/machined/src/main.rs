@@ -5,6 +5,7 @@
 //! network, then serve the Talos API on :50000: in maintenance mode until a config arrives
 //! (stored, `talos.config=`, or ApplyConfiguration), with mutual TLS after.
 
+mod actions;
 mod api;
 mod boot;
 mod cmdline;
@@ -13,6 +14,7 @@ mod dhcp;
 mod diff;
 mod dns;
 mod early;
+mod events;
 mod files;
 mod install;
 mod kmsg;
@@ -21,6 +23,7 @@ mod modules;
 mod network;
 mod node;
 mod power;
+mod sequencer;
 mod services;
 mod storage;
 mod sysinfo;
@@ -41,6 +44,7 @@ use crate::cmdline::Cmdline;
 use crate::logging::LogRing;
 use crate::network::NetworkStatus;
 use crate::node::{Node, NodeParts};
+use crate::sequencer::{Sequence, Sequencer, Task, Tasks};
 use crate::services::{ServiceRegistry, ServiceState};
 use crate::storage::ConfigStore;
 
@@ -91,29 +95,21 @@ fn boot() -> anyhow::Result<()> {
             .trim()
     );
 
-    let report = modules::load_from_initramfs(
-        &Linux,
-        &Path::new("/lib/modules").join(&release),
-        Path::new(MODULE_LIST),
-    );
-    tracing::info!("loaded kernel modules: {}", report.loaded.join(" "));
-    for (module, error) in &report.failed {
-        tracing::warn!(module, "module not loaded: {error}");
-    }
-
-    let store = mount_state();
-    let (slots, boot_kind) = open_slots(&cmdline);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(run(
-        cmdline,
-        release,
-        ring,
-        store,
-        BootState { slots, boot_kind },
-    ))
+    runtime.block_on(async {
+        tokio::spawn(reap_zombies());
+        let sequencer = Arc::new(Sequencer::new(Default::default()));
+        let mut tasks = BootTasks::new(cmdline, release, ring, sequencer.clone());
+        sequencer.run(Sequence::Boot, "", &mut tasks).await?;
+        match tasks.api.take() {
+            Some(api) => api.await.context("the API server task")?,
+            None => anyhow::bail!("the boot sequence did not start the API"),
+        }
+        Ok(())
+    })
 }
 
 /// How long a new slot may take to come up before the node reboots into the old one.
@@ -234,134 +230,214 @@ async fn fetch_config(node: Arc<Node>, url: String) {
     }
 }
 
-async fn run(
+/// What the boot sequence's tasks build up, in table order (`sequencer::Sequence::Boot`).
+struct BootTasks {
     cmdline: Cmdline,
     release: String,
     ring: LogRing,
+    sequencer: Arc<Sequencer>,
     store: Option<ConfigStore>,
+    state_mounted: bool,
     boot: BootState,
-) -> anyhow::Result<()> {
-    tokio::spawn(reap_zombies());
-    let services = ServiceRegistry::default();
-    services.set("machined", ServiceState::Running, "PID 1");
+    static_ip: Option<cmdline::StaticIp>,
+    status: (watch::Sender<NetworkStatus>, watch::Receiver<NetworkStatus>),
+    node: Option<Arc<Node>>,
+    api: Option<tokio::task::JoinHandle<()>>,
+}
 
-    let static_ip = cmdline.static_ip().unwrap_or_else(|e| {
-        tracing::error!("{e}; falling back to DHCP");
-        None
-    });
-    let link = static_ip
-        .as_ref()
-        .and_then(|s| s.device.clone())
-        .or_else(|| network::first_nic(Path::new("/sys/class/net")));
-    let mac = link
-        .as_deref()
-        .and_then(|l| network::mac_address(Path::new("/sys/class/net"), l));
-    let (status_tx, mut status_rx) = watch::channel(NetworkStatus::default());
-
-    let floor = timesync::floor(
-        option_env!("TALOS_BUILD_EPOCH").and_then(|e| e.parse().ok()),
-        std::fs::read_to_string(Path::new(storage::STATE_MOUNT).join(timesync::FLOOR_FILE))
-            .ok()
-            .as_deref(),
-    );
-    match timesync::apply_floor(&Linux, floor) {
-        Ok(Some(t)) => tracing::warn!(
-            "the clock was behind the last known time; moved it forward to {}",
-            kmsg::rfc3339(t)
-        ),
-        Ok(None) => {}
-        Err(e) => tracing::error!("applying the time floor: {e}"),
-    }
-
-    let floor_dir = store
-        .is_some()
-        .then(|| std::path::PathBuf::from(storage::STATE_MOUNT));
-    let stored = store.as_ref().and_then(|s| match s.load() {
-        Ok(data) => data,
-        Err(e) => {
-            tracing::error!("reading {}: {e}", s.path().display());
+impl BootTasks {
+    fn new(cmdline: Cmdline, release: String, ring: LogRing, sequencer: Arc<Sequencer>) -> Self {
+        let static_ip = cmdline.static_ip().unwrap_or_else(|e| {
+            tracing::error!("{e}; falling back to DHCP");
             None
+        });
+        BootTasks {
+            cmdline,
+            release,
+            ring,
+            sequencer,
+            store: None,
+            state_mounted: false,
+            boot: BootState {
+                slots: None,
+                boot_kind: None,
+            },
+            static_ip,
+            status: watch::channel(NetworkStatus::default()),
+            node: None,
+            api: None,
         }
-    });
-    let node = Node::new(NodeParts {
-        cmdline: cmdline.clone(),
-        kernel_release: release,
-        services,
-        logs: ring,
-        network: status_rx.clone(),
-        store,
-        system: Arc::new(Linux),
-        default_hostname: network::default_hostname(mac),
-        os_version: os_version(),
-        slots: boot.slots,
-        boot_kind: boot.boot_kind,
-    })
-    .context("building the maintenance-mode certificate")?;
-
-    if let Some(data) = stored
-        && let Err(e) = node.adopt(&data, "the STATE partition")
-    {
-        tracing::error!("{e}; staying in maintenance mode");
     }
 
-    let configured_links = node.config().map(|c| {
-        let (links, warnings) = network::plan(&c);
-        for w in warnings {
-            tracing::warn!("{w}");
-        }
-        links
-    });
-    tokio::spawn(network::run(
-        Arc::new(Linux),
-        static_ip,
-        configured_links.unwrap_or_default(),
-        status_tx,
-        node.services.clone(),
-    ));
+    fn node(&self) -> Result<Arc<Node>, String> {
+        self.node
+            .clone()
+            .ok_or_else(|| "the config phase has not run".to_owned())
+    }
+}
 
-    let got_address = tokio::time::timeout(
-        Duration::from_secs(20),
-        status_rx.wait_for(|s| !s.addresses.is_empty()),
-    )
-    .await
-    .is_ok_and(|r| r.is_ok());
-    if !got_address {
-        tracing::warn!("no address after 20 s; serving the API anyway");
-    }
-    if let Err(e) = node.refresh_tls() {
-        tracing::error!("refreshing the API certificate: {e}");
-    }
-    let watcher = node.clone();
-    tokio::spawn(async move {
-        while status_rx.changed().await.is_ok() {
-            watcher.set_system_hostname();
-            if let Err(e) = watcher.refresh_tls() {
-                tracing::error!("refreshing the API certificate: {e}");
+impl Tasks for BootTasks {
+    async fn run(&mut self, task: Task) -> Result<(), String> {
+        match task {
+            Task::LoadModules => {
+                let report = modules::load_from_initramfs(
+                    &Linux,
+                    &Path::new("/lib/modules").join(&self.release),
+                    Path::new(MODULE_LIST),
+                );
+                tracing::info!("loaded kernel modules: {}", report.loaded.join(" "));
+                for (module, error) in &report.failed {
+                    tracing::warn!(module, "module not loaded: {error}");
+                }
             }
+            Task::MountState => {
+                self.store = mount_state();
+                self.state_mounted = self.store.is_some();
+            }
+            Task::OpenBootSlots => {
+                let (slots, boot_kind) = open_slots(&self.cmdline);
+                self.boot = BootState { slots, boot_kind };
+            }
+            Task::ApplyTimeFloor => {
+                let floor = timesync::floor(
+                    option_env!("TALOS_BUILD_EPOCH").and_then(|e| e.parse().ok()),
+                    std::fs::read_to_string(
+                        Path::new(storage::STATE_MOUNT).join(timesync::FLOOR_FILE),
+                    )
+                    .ok()
+                    .as_deref(),
+                );
+                match timesync::apply_floor(&Linux, floor) {
+                    Ok(Some(t)) => tracing::warn!(
+                        "the clock was behind the last known time; moved it forward to {}",
+                        kmsg::rfc3339(t)
+                    ),
+                    Ok(None) => {}
+                    Err(e) => tracing::error!("applying the time floor: {e}"),
+                }
+            }
+            Task::LoadConfig => self.load_config()?,
+            Task::StartNetwork => {
+                let node = self.node()?;
+                let configured_links = node.config().map(|c| {
+                    let (links, warnings) = network::plan(&c);
+                    for w in warnings {
+                        tracing::warn!("{w}");
+                    }
+                    links
+                });
+                tokio::spawn(network::run(
+                    Arc::new(Linux),
+                    self.static_ip.clone(),
+                    configured_links.unwrap_or_default(),
+                    self.status.0.clone(),
+                    node.services.clone(),
+                ));
+            }
+            Task::WaitForAddress => self.wait_for_address().await?,
+            Task::StartTimeSync => {
+                let node = self.node()?;
+                let time_node = node.clone();
+                tokio::spawn(timesync::run(
+                    Arc::new(Linux),
+                    move || time_node.time_servers(),
+                    self.state_mounted
+                        .then(|| std::path::PathBuf::from(storage::STATE_MOUNT)),
+                    node.services.clone(),
+                ));
+            }
+            Task::FetchConfig => {
+                let node = self.node()?;
+                match (node.is_configured(), self.cmdline.config_url()) {
+                    (false, Some(url)) => {
+                        tracing::info!(url, "fetching the machine config");
+                        tokio::spawn(fetch_config(node, url.to_owned()));
+                    }
+                    (false, None) => tracing::info!(
+                        "no machine config: maintenance mode, waiting for ApplyConfiguration"
+                    ),
+                    (true, _) => {}
+                }
+            }
+            Task::StartInstaller => {
+                tokio::spawn(install_when_configured(self.node()?));
+            }
+            Task::StartApi => self.api = Some(tokio::spawn(api::serve(self.node()?))),
+            other => return Err(format!("{other:?} is not a boot task")),
         }
-    });
-
-    let time_node = node.clone();
-    tokio::spawn(timesync::run(
-        Arc::new(Linux),
-        move || time_node.time_servers(),
-        floor_dir,
-        node.services.clone(),
-    ));
-
-    match (node.is_configured(), cmdline.config_url()) {
-        (false, Some(url)) => {
-            tracing::info!(url, "fetching the machine config");
-            tokio::spawn(fetch_config(node.clone(), url.to_owned()));
-        }
-        (false, None) => {
-            tracing::info!("no machine config: maintenance mode, waiting for ApplyConfiguration")
-        }
-        (true, _) => {}
+        Ok(())
     }
-    tokio::spawn(install_when_configured(node.clone()));
-    api::serve(node).await;
-    Ok(())
+}
+
+impl BootTasks {
+    fn load_config(&mut self) -> Result<(), String> {
+        let services = ServiceRegistry::default();
+        services.set("machined", ServiceState::Running, "PID 1");
+        let link = self
+            .static_ip
+            .as_ref()
+            .and_then(|s| s.device.clone())
+            .or_else(|| network::first_nic(Path::new("/sys/class/net")));
+        let mac = link
+            .as_deref()
+            .and_then(|l| network::mac_address(Path::new("/sys/class/net"), l));
+        let store = self.store.take();
+        let stored = store.as_ref().and_then(|s| match s.load() {
+            Ok(data) => data,
+            Err(e) => {
+                tracing::error!("reading {}: {e}", s.path().display());
+                None
+            }
+        });
+        let node = Node::new(NodeParts {
+            cmdline: self.cmdline.clone(),
+            kernel_release: self.release.clone(),
+            services,
+            logs: self.ring.clone(),
+            network: self.status.1.clone(),
+            store,
+            system: Arc::new(Linux),
+            default_hostname: network::default_hostname(mac),
+            os_version: os_version(),
+            slots: self.boot.slots.clone(),
+            boot_kind: self.boot.boot_kind,
+            sequencer: self.sequencer.clone(),
+        })
+        .map_err(|e| format!("building the maintenance-mode certificate: {e}"))?;
+        if let Some(data) = stored
+            && let Err(e) = node.adopt(&data, "the STATE partition")
+        {
+            tracing::error!("{e}; staying in maintenance mode");
+        }
+        self.node = Some(node);
+        Ok(())
+    }
+
+    async fn wait_for_address(&mut self) -> Result<(), String> {
+        let node = self.node()?;
+        let mut status_rx = self.status.1.clone();
+        let got_address = tokio::time::timeout(
+            Duration::from_secs(20),
+            status_rx.wait_for(|s| !s.addresses.is_empty()),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok());
+        if !got_address {
+            tracing::warn!("no address after 20 s; serving the API anyway");
+        }
+        if let Err(e) = node.refresh_tls() {
+            tracing::error!("refreshing the API certificate: {e}");
+        }
+        tokio::spawn(async move {
+            while status_rx.changed().await.is_ok() {
+                node.set_system_hostname();
+                if let Err(e) = node.refresh_tls() {
+                    tracing::error!("refreshing the API certificate: {e}");
+                }
+            }
+        });
+        Ok(())
+    }
 }
 
 /// Once the node has a config naming `machine.install.disk`, installs the running system

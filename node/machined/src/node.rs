@@ -21,6 +21,7 @@ use crate::cmdline::Cmdline;
 use crate::diff;
 use crate::logging::LogRing;
 use crate::network::NetworkStatus;
+use crate::sequencer::Sequencer;
 use crate::services::ServiceRegistry;
 use crate::storage::ConfigStore;
 
@@ -77,6 +78,7 @@ pub struct Node {
     /// The A/B slots of the system disk, when the node booted from one.
     pub slots: Option<Arc<BootSlots>>,
     boot_kind: Option<BootKind>,
+    pub sequencer: Arc<Sequencer>,
 }
 
 impl std::fmt::Debug for Node {
@@ -101,6 +103,7 @@ pub struct NodeParts {
     pub os_version: String,
     pub slots: Option<Arc<BootSlots>>,
     pub boot_kind: Option<BootKind>,
+    pub sequencer: Arc<Sequencer>,
 }
 
 impl Node {
@@ -128,6 +131,7 @@ impl Node {
             os_version: parts.os_version,
             slots: parts.slots,
             boot_kind: parts.boot_kind,
+            sequencer: parts.sequencer,
         });
         node.set_system_hostname();
         Ok(node)
@@ -537,6 +541,7 @@ mod tests {
             os_version: "v0.0.0-test".into(),
             slots: None,
             boot_kind: None,
+            sequencer: Arc::new(Sequencer::new(Default::default())),
         })
         .unwrap()
     }

@@ -32,6 +32,13 @@ fn arch() -> &'static str {
     }
 }
 
+/// Refuses references the node cannot pull, before anything starts.
+pub fn check(image: &str) -> Result<(), UpgradeError> {
+    let reference = Reference::parse(image).map_err(|e| UpgradeError::Reference(e.to_string()))?;
+    Registry::for_reference(&reference).map_err(|e| UpgradeError::Registry(e.to_string()))?;
+    Ok(())
+}
+
 /// Pulls `image` and stages it; returns the version label of the new slot.
 pub async fn stage(slots: Arc<BootSlots>, image: &str) -> Result<String, UpgradeError> {
     let reference = Reference::parse(image).map_err(|e| UpgradeError::Reference(e.to_string()))?;

@@ -141,6 +141,18 @@ impl Freezer for Linux {
     }
 }
 
+/// Writes every dirty buffer of the filesystem holding `path` (syncfs(2)): on FAT, fsync of
+/// a file or directory does not reach the allocation table and directory entries.
+pub fn sync_filesystem(path: &Path) -> Result<(), SysError> {
+    let display = path.display().to_string();
+    let file = File::open(path).map_err(|e| SysError::new("open", &display, e))?;
+    // SAFETY: the fd is open for the duration of the call.
+    if unsafe { libc::syncfs(file.as_raw_fd()) } != 0 {
+        return Err(SysError::last("syncfs", display));
+    }
+    Ok(())
+}
+
 /// Opens a file for reading without blocking (for /dev/kmsg, whose reads block at the end).
 pub fn open_nonblocking(path: &Path) -> std::io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;

@@ -9,11 +9,12 @@ use rustls::pki_types::ServerName;
 use talos_machinery::talosconfig::{Talosconfig, TalosconfigError};
 use talos_proto::common;
 use talos_proto::machine::{
-    self, ApplyConfigurationRequest, DmesgRequest, RebootRequest, RollbackRequest, ShutdownRequest,
-    UpgradeRequest, apply_configuration_request, machine_service_client::MachineServiceClient,
-    reboot_request,
+    self, ApplyConfigurationRequest, DmesgRequest, FileInfo, ListRequest, LogsRequest, ReadRequest,
+    RebootRequest, ResetRequest, RollbackRequest, ServiceRestartRequest, ServiceStartRequest,
+    ServiceStopRequest, ShutdownRequest, UpgradeRequest, apply_configuration_request,
+    machine_service_client::MachineServiceClient, reboot_request,
 };
-use talos_proto::time::time_service_client::TimeServiceClient;
+use talos_proto::time::{self as time_api, TimeRequest, time_service_client::TimeServiceClient};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tonic::metadata::AsciiMetadataValue;
@@ -338,6 +339,137 @@ impl Client {
             method: "Dmesg",
             inner: resp.into_inner(),
         })
+    }
+
+    /// MachineService/Reset: the node wipes what the request names, then reboots or powers off.
+    pub async fn reset(&self, request: ResetRequest) -> Result<machine::Reset, ClientError> {
+        let resp = self.machine().reset(self.request(request)).await;
+        first("Reset", resp.map(|r| r.into_inner().messages))
+    }
+
+    /// MachineService/ServiceStart; the reply's `resp` is the node's message.
+    pub async fn service_start(&self, id: &str) -> Result<machine::ServiceStart, ClientError> {
+        let request = ServiceStartRequest { id: id.to_owned() };
+        let resp = self.machine().service_start(self.request(request)).await;
+        first("ServiceStart", resp.map(|r| r.into_inner().messages))
+    }
+
+    /// MachineService/ServiceStop; the reply's `resp` is the node's message.
+    pub async fn service_stop(&self, id: &str) -> Result<machine::ServiceStop, ClientError> {
+        let request = ServiceStopRequest { id: id.to_owned() };
+        let resp = self.machine().service_stop(self.request(request)).await;
+        first("ServiceStop", resp.map(|r| r.into_inner().messages))
+    }
+
+    /// MachineService/ServiceRestart; the reply's `resp` is the node's message.
+    pub async fn service_restart(&self, id: &str) -> Result<machine::ServiceRestart, ClientError> {
+        let request = ServiceRestartRequest { id: id.to_owned() };
+        let resp = self.machine().service_restart(self.request(request)).await;
+        first("ServiceRestart", resp.map(|r| r.into_inner().messages))
+    }
+
+    /// MachineService/Processes.
+    pub async fn processes(&self) -> Result<machine::Process, ClientError> {
+        let resp = self.machine().processes(self.request(())).await;
+        first("Processes", resp.map(|r| r.into_inner().messages))
+    }
+
+    /// MachineService/Mounts: every mount with its size and free space in bytes.
+    pub async fn mounts(&self) -> Result<machine::Mounts, ClientError> {
+        let resp = self.machine().mounts(self.request(())).await;
+        first("Mounts", resp.map(|r| r.into_inner().messages))
+    }
+
+    /// MachineService/CPUInfo: /proc/cpuinfo, one entry per processor.
+    pub async fn cpu_info(&self) -> Result<machine::CpUsInfo, ClientError> {
+        let resp = self.machine().cpu_info(self.request(())).await;
+        first("CPUInfo", resp.map(|r| r.into_inner().messages))
+    }
+
+    /// MachineService/LoadAvg.
+    pub async fn load_avg(&self) -> Result<machine::LoadAvg, ClientError> {
+        let resp = self.machine().load_avg(self.request(())).await;
+        first("LoadAvg", resp.map(|r| r.into_inner().messages))
+    }
+
+    /// TimeService/Time: the node's clock next to its configured time server's.
+    pub async fn node_time(&self) -> Result<time_api::Time, ClientError> {
+        let resp = self.time().time(self.request(())).await;
+        first("Time", resp.map(|r| r.into_inner().messages))
+    }
+
+    /// TimeService/TimeCheck: the node's clock next to `server`'s (an NTP server name or address).
+    pub async fn time_check(&self, server: &str) -> Result<time_api::Time, ClientError> {
+        let request = TimeRequest {
+            server: server.to_owned(),
+        };
+        let resp = self.time().time_check(self.request(request)).await;
+        first("TimeCheck", resp.map(|r| r.into_inner().messages))
+    }
+
+    /// MachineService/Logs: a service's log as a stream of byte chunks (upstream: namespace
+    /// `system` and driver CONTAINERD for Talos services).
+    pub async fn logs(&self, request: LogsRequest) -> Result<DataStream, ClientError> {
+        let resp = self
+            .machine()
+            .logs(self.request(request))
+            .await
+            .map_err(|status| ClientError::Rpc {
+                method: "Logs",
+                status,
+            })?;
+        Ok(DataStream::new("Logs", resp.into_inner()))
+    }
+
+    /// MachineService/Read: one regular file's content as a stream of byte chunks.
+    pub async fn read(&self, path: &str) -> Result<DataStream, ClientError> {
+        let request = ReadRequest {
+            path: path.to_owned(),
+        };
+        let resp = self
+            .machine()
+            .read(self.request(request))
+            .await
+            .map_err(|status| ClientError::Rpc {
+                method: "Read",
+                status,
+            })?;
+        Ok(DataStream::new("Read", resp.into_inner()))
+    }
+
+    /// MachineService/List: directory entries, the root itself first.
+    pub async fn list(&self, request: ListRequest) -> Result<FileInfoStream, ClientError> {
+        let resp = self
+            .machine()
+            .list(self.request(request))
+            .await
+            .map_err(|status| ClientError::Rpc {
+                method: "List",
+                status,
+            })?;
+        Ok(FileInfoStream {
+            inner: resp.into_inner(),
+        })
+    }
+}
+
+/// The server stream of MachineService/List.
+#[derive(Debug)]
+pub struct FileInfoStream {
+    inner: tonic::Streaming<FileInfo>,
+}
+
+impl FileInfoStream {
+    /// The next entry, or `None` at the end of the listing. An entry the node could not read
+    /// arrives with its `error` set, not as an error here.
+    pub async fn next_entry(&mut self) -> Result<Option<FileInfo>, ClientError> {
+        self.inner
+            .message()
+            .await
+            .map_err(|status| ClientError::Rpc {
+                method: "List",
+                status,
+            })
     }
 }
 

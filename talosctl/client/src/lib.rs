@@ -9,7 +9,9 @@ mod endpoint;
 mod error;
 mod tls;
 
-pub use client::{CONNECT_TIMEOUT, Client, DataStream, MAX_MESSAGE_SIZE, NODE_METADATA_KEY};
+pub use client::{
+    CONNECT_TIMEOUT, Client, DataStream, FileInfoStream, MAX_MESSAGE_SIZE, NODE_METADATA_KEY,
+};
 pub use endpoint::{DEFAULT_PORT, Endpoint};
 pub use error::ClientError;
 pub use tls::TlsMode;

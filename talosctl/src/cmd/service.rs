@@ -3,8 +3,6 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Args, ValueEnum};
-use talos_client::ClientError;
-use talos_proto::machine::{ServiceRestartRequest, ServiceStartRequest, ServiceStopRequest};
 
 use crate::global::{self, GlobalArgs, Target};
 use crate::output::{self, OutputFormat, ServiceView};
@@ -113,54 +111,26 @@ pub async fn run(global: &GlobalArgs, args: ServiceArgs) -> anyhow::Result<()> {
 }
 
 async fn run_control(targets: &[Target], id: &str, control: Control) -> anyhow::Result<()> {
-    let (ok, failed) = global::each(targets, |t| {
-        let id = id.to_owned();
-        async move {
-            let mut machine = t.client.machine();
-            let rpc = |method, status| ClientError::Rpc { method, status };
-            let responses: Vec<String> = match control {
-                Control::Start => machine
-                    .service_start(t.client.request(ServiceStartRequest { id }))
-                    .await
-                    .map(|r| {
-                        r.into_inner()
-                            .messages
-                            .into_iter()
-                            .map(|m| m.resp)
-                            .collect()
-                    })
-                    .map_err(|s| rpc("ServiceStart", s))?,
-                Control::Stop => machine
-                    .service_stop(t.client.request(ServiceStopRequest { id }))
-                    .await
-                    .map(|r| {
-                        r.into_inner()
-                            .messages
-                            .into_iter()
-                            .map(|m| m.resp)
-                            .collect()
-                    })
-                    .map_err(|s| rpc("ServiceStop", s))?,
-                Control::Restart => machine
-                    .service_restart(t.client.request(ServiceRestartRequest { id }))
-                    .await
-                    .map(|r| {
-                        r.into_inner()
-                            .messages
-                            .into_iter()
-                            .map(|m| m.resp)
-                            .collect()
-                    })
-                    .map_err(|s| rpc("ServiceRestart", s))?,
-            };
-            Ok(responses)
-        }
+    let (ok, failed) = global::each(targets, |t| async move {
+        let (metadata, resp) = match control {
+            Control::Start => {
+                let reply = t.client.service_start(id).await?;
+                (reply.metadata, reply.resp)
+            }
+            Control::Stop => {
+                let reply = t.client.service_stop(id).await?;
+                (reply.metadata, reply.resp)
+            }
+            Control::Restart => {
+                let reply = t.client.service_restart(id).await?;
+                (reply.metadata, reply.resp)
+            }
+        };
+        Ok((global::node_label(&t.label, metadata.as_ref()), resp))
     })
     .await;
-    for (node, responses) in ok {
-        for resp in responses {
-            println!("{node}: {resp}");
-        }
+    for (_, (node, resp)) in ok {
+        println!("{node}: {resp}");
     }
     global::check_failures(failed, targets.len())
 }

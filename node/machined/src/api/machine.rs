@@ -6,17 +6,16 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use talos_node_sys::power::RebootAction;
 use talos_proto::common::Data;
 use talos_proto::machine::machine_service_server::MachineService;
 use talos_proto::machine::{
     self as pb, ApplyConfiguration, ApplyConfigurationRequest, ApplyConfigurationResponse,
-    CpUsInfo, CpuInfoResponse, DmesgRequest, FileInfo, Hostname, HostnameResponse, ListRequest,
-    LoadAvgResponse, LogsRequest, Memory, MemoryResponse, Mounts, MountsResponse, Process,
-    ProcessesResponse, ReadRequest, Reboot, RebootRequest, RebootResponse, Reset, ResetRequest,
-    ResetResponse, Rollback, RollbackRequest, RollbackResponse, ServiceList, ServiceListResponse,
-    Shutdown, ShutdownRequest, ShutdownResponse, Upgrade, UpgradeRequest, UpgradeResponse, Version,
-    VersionResponse,
+    CpUsInfo, CpuInfoResponse, DmesgRequest, EventsRequest, FileInfo, Hostname, HostnameResponse,
+    ListRequest, LoadAvgResponse, LogsRequest, Memory, MemoryResponse, Mounts, MountsResponse,
+    Process, ProcessesResponse, ReadRequest, Reboot, RebootRequest, RebootResponse, Reset,
+    ResetRequest, ResetResponse, Rollback, RollbackRequest, RollbackResponse, ServiceList,
+    ServiceListResponse, Shutdown, ShutdownRequest, ShutdownResponse, Upgrade, UpgradeRequest,
+    UpgradeResponse, Version, VersionResponse,
 };
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
@@ -26,8 +25,9 @@ use tonic::{Request, Response, Status};
 use crate::files;
 use crate::kmsg;
 use crate::node::{ApplyError, Node};
+use crate::sequencer::Sequence;
 use crate::sysinfo;
-use crate::upgrade;
+use crate::{actions, upgrade};
 
 /// Upstream's default try-mode timeout.
 const DEFAULT_TRY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -44,6 +44,8 @@ fn file_status(e: files::FileAccessError) -> Status {
     }
 }
 
+type EventStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::Event, Status>> + Send>>;
 type DataStream =
     std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<Data, Status>> + Send + 'static>>;
 
@@ -315,6 +317,22 @@ impl MachineService for MachineApi {
         Ok(Response::new(Box::pin(head.chain(live))))
     }
 
+    async fn events(
+        &self,
+        request: Request<EventsRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let request = request.into_inner();
+        let actor = request.with_actor_id.clone();
+        let (tail, live) = self.node.sequencer.bus().tail(&request);
+        let head = tokio_stream::iter(tail.into_iter().map(|r| Ok(r.event)));
+        let live = tokio_stream::wrappers::BroadcastStream::new(live).filter_map(move |r| {
+            r.ok()
+                .filter(|r| actor.is_empty() || r.event.actor_id == actor)
+                .map(|r| Ok(r.event))
+        });
+        Ok(Response::new(Box::pin(head.chain(live))))
+    }
+
     async fn upgrade(
         &self,
         request: Request<UpgradeRequest>,
@@ -325,30 +343,24 @@ impl MachineService for MachineApi {
                 "staged upgrades are not supported yet; upgrade without --stage",
             ));
         }
-        let slots = self.node.slots.clone().ok_or_else(|| {
-            Status::failed_precondition(
+        if self.node.slots.is_none() {
+            return Err(Status::failed_precondition(
                 "this node did not boot from an A/B system disk (no talos.slot= on its kernel command line), so it cannot upgrade in place",
-            )
-        })?;
-        let version = upgrade::stage(slots, &request.image)
-            .await
-            .map_err(|e| match e {
-                upgrade::UpgradeError::Reference(_) | upgrade::UpgradeError::Registry(_) => {
-                    Status::invalid_argument(e.to_string())
-                }
-                upgrade::UpgradeError::Pull(_) => Status::unavailable(e.to_string()),
-                upgrade::UpgradeError::Write(_) => Status::internal(e.to_string()),
-            })?;
-        tracing::info!(
-            image = request.image,
-            "upgrade to {version} staged; rebooting"
-        );
-        self.node.schedule_power(RebootAction::Restart);
+            ));
+        }
+        upgrade::check(&request.image).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let actor_id = actor_id();
+        let request = actions::Request {
+            image: request.image,
+            ..Default::default()
+        };
+        let done = actions::run(&self.node, Sequence::Upgrade, &actor_id, request).await?;
+        let version = done.staged_version.unwrap_or_default();
         Ok(Response::new(UpgradeResponse {
             messages: vec![Upgrade {
                 metadata: None,
                 ack: format!("Upgrade request received: {version} boots next, once"),
-                actor_id: actor_id(),
+                actor_id,
             }],
         }))
     }
@@ -357,17 +369,18 @@ impl MachineService for MachineApi {
         &self,
         _: Request<RollbackRequest>,
     ) -> Result<Response<RollbackResponse>, Status> {
-        let slots = self.node.slots.clone().ok_or_else(|| {
-            Status::failed_precondition(
+        if self.node.slots.is_none() {
+            return Err(Status::failed_precondition(
                 "this node did not boot from an A/B system disk, so there is nothing to roll back to",
-            )
-        })?;
-        let slot = tokio::task::spawn_blocking(move || slots.switch_to_other())
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| Status::failed_precondition(e.to_string()))?;
-        tracing::info!("rollback to slot {slot}; rebooting");
-        self.node.schedule_power(RebootAction::Restart);
+            ));
+        }
+        actions::run(
+            &self.node,
+            Sequence::Rollback,
+            &actor_id(),
+            Default::default(),
+        )
+        .await?;
         Ok(Response::new(RollbackResponse {
             messages: vec![Rollback { metadata: None }],
         }))
@@ -378,11 +391,12 @@ impl MachineService for MachineApi {
         request: Request<RebootRequest>,
     ) -> Result<Response<RebootResponse>, Status> {
         tracing::info!(mode = request.get_ref().mode, "reboot requested");
-        self.node.schedule_power(RebootAction::Restart);
+        let actor_id = actor_id();
+        actions::run(&self.node, Sequence::Reboot, &actor_id, Default::default()).await?;
         Ok(Response::new(RebootResponse {
             messages: vec![Reboot {
                 metadata: None,
-                actor_id: actor_id(),
+                actor_id,
             }],
         }))
     }
@@ -417,19 +431,17 @@ impl MachineService for MachineApi {
             ?labels,
             "reset requested"
         );
-        if labels.is_empty() || labels.iter().any(|l| l == "STATE") {
-            self.node.wipe_state()?;
-            tracing::info!("STATE wiped: the node comes back in maintenance mode");
-        }
-        self.node.schedule_power(if req.reboot {
-            RebootAction::Restart
-        } else {
-            RebootAction::PowerOff
-        });
+        let actor_id = actor_id();
+        let request = actions::Request {
+            wipe_state: labels.is_empty() || labels.iter().any(|l| l == "STATE"),
+            reboot_after_reset: req.reboot,
+            ..Default::default()
+        };
+        actions::run(&self.node, Sequence::Reset, &actor_id, request).await?;
         Ok(Response::new(ResetResponse {
             messages: vec![Reset {
                 metadata: None,
-                actor_id: actor_id(),
+                actor_id,
             }],
         }))
     }
@@ -439,11 +451,18 @@ impl MachineService for MachineApi {
         request: Request<ShutdownRequest>,
     ) -> Result<Response<ShutdownResponse>, Status> {
         tracing::info!(force = request.get_ref().force, "shutdown requested");
-        self.node.schedule_power(RebootAction::PowerOff);
+        let actor_id = actor_id();
+        actions::run(
+            &self.node,
+            Sequence::Shutdown,
+            &actor_id,
+            Default::default(),
+        )
+        .await?;
         Ok(Response::new(ShutdownResponse {
             messages: vec![Shutdown {
                 metadata: None,
-                actor_id: actor_id(),
+                actor_id,
             }],
         }))
     }

@@ -1,0 +1,106 @@
+//! The tasks of the sequences the API starts (reboot, shutdown, reset, upgrade, rollback).
+
+use std::sync::Arc;
+
+use talos_node_sys::power::RebootAction;
+use tonic::Status;
+
+use crate::node::Node;
+use crate::sequencer::{Sequence, SequenceError, Task, Tasks};
+use crate::upgrade;
+
+/// What one API request asked for.
+#[derive(Debug, Default)]
+pub struct Request {
+    /// Reset: wipe STATE; then reboot (`true`) or power off.
+    pub wipe_state: bool,
+    pub reboot_after_reset: bool,
+    /// Upgrade: the installer image reference.
+    pub image: String,
+}
+
+pub struct NodeTasks {
+    node: Arc<Node>,
+    request: Request,
+    /// What an upgrade staged, for the response.
+    pub staged_version: Option<String>,
+}
+
+impl NodeTasks {
+    pub fn new(node: Arc<Node>, request: Request) -> NodeTasks {
+        NodeTasks {
+            node,
+            request,
+            staged_version: None,
+        }
+    }
+}
+
+impl Tasks for NodeTasks {
+    async fn run(&mut self, task: Task) -> Result<(), String> {
+        let slots = || {
+            self.node.slots.clone().ok_or_else(|| {
+                "this node did not boot from an A/B system disk (no talos.slot= on its kernel command line)".to_owned()
+            })
+        };
+        match task {
+            Task::Reboot => self.node.schedule_power(RebootAction::Restart),
+            Task::PowerOff => self.node.schedule_power(RebootAction::PowerOff),
+            Task::ResetPower => self
+                .node
+                .schedule_power(if self.request.reboot_after_reset {
+                    RebootAction::Restart
+                } else {
+                    RebootAction::PowerOff
+                }),
+            Task::WipeState => {
+                if self.request.wipe_state {
+                    self.node.wipe_state().map_err(|e| e.to_string())?;
+                    tracing::info!("STATE wiped: the node comes back in maintenance mode");
+                }
+            }
+            Task::PullInstaller => {
+                let version = upgrade::stage(slots()?, &self.request.image)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.staged_version = Some(version);
+            }
+            Task::SwitchSlot => {
+                let slots = slots()?;
+                let slot = tokio::task::spawn_blocking(move || slots.switch_to_other())
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?;
+                tracing::info!("rollback to slot {slot}; rebooting");
+            }
+            other => return Err(format!("{other:?} is a boot task, not an API action")),
+        }
+        Ok(())
+    }
+}
+
+/// Runs `sequence` for one request; errors become API statuses.
+pub async fn run(
+    node: &Arc<Node>,
+    sequence: Sequence,
+    actor_id: &str,
+    request: Request,
+) -> Result<NodeTasks, Status> {
+    let mut tasks = NodeTasks::new(node.clone(), request);
+    node.sequencer
+        .run(sequence, actor_id, &mut tasks)
+        .await
+        .map_err(|e| match &e {
+            SequenceError::Busy { .. } => Status::failed_precondition(e.to_string()),
+            SequenceError::Task {
+                task: Task::PullInstaller,
+                ..
+            } => Status::unavailable(e.to_string()),
+            SequenceError::Task {
+                task: Task::SwitchSlot,
+                ..
+            } => Status::failed_precondition(e.to_string()),
+            SequenceError::Task { .. } => Status::internal(e.to_string()),
+        })?;
+    Ok(tasks)
+}

@@ -1,0 +1,663 @@
+//! The day-2 commands (logs, read, list, processes, mounts, time, reset) against an in-process
+//! mTLS node.
+
+mod common;
+
+use std::io::{BufRead as _, BufReader};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{
+    command, echoed_node, maintenance_tls, node_tls, serve, serve_routes, talosctl, text,
+    write_talosconfig,
+};
+use talos_proto::common::Data;
+use talos_proto::machine::machine_service_server::{MachineService, MachineServiceServer};
+use talos_proto::machine::{
+    FileInfo, ListRequest, LogsRequest, MountStat, Mounts, MountsResponse, Process, ProcessInfo,
+    ProcessesResponse, ReadRequest, Reset, ResetPartitionSpec, ResetRequest, ResetResponse,
+    Version, VersionInfo, VersionResponse,
+};
+use talos_proto::prost_types::Timestamp;
+use talos_proto::time::time_service_server::{TimeService, TimeServiceServer};
+use talos_proto::time::{Time, TimeRequest, TimeResponse};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tonic::codegen::BoxStream;
+use tonic::service::Routes;
+use tonic::{Request, Response, Status};
+
+/// Every request the node saw, in order.
+#[derive(Debug, Clone, PartialEq)]
+enum Seen {
+    Logs(LogsRequest),
+    List(ListRequest),
+    Reset(ResetRequest),
+}
+
+#[derive(Clone, Default)]
+struct DayTwo {
+    seen: Arc<Mutex<Vec<Seen>>>,
+    /// Resolved 300 ms after a Reset: the server stops then.
+    down: Arc<Notify>,
+}
+
+fn data(bytes: &[u8]) -> Result<Data, Status> {
+    Ok(Data {
+        metadata: None,
+        bytes: bytes.to_vec(),
+    })
+}
+
+fn file(relative: &str, mode: u32, size: i64, link: &str) -> FileInfo {
+    FileInfo {
+        metadata: None,
+        name: format!("/etc/{relative}").replace("/.", ""),
+        size,
+        mode,
+        // 2020-09-13 12:26:40 UTC: older than six months, so LASTMOD shows the year.
+        modified: 1_600_000_000,
+        is_dir: mode & 0o170_000 == 0o040_000,
+        error: String::new(),
+        link: link.into(),
+        relative_name: relative.into(),
+        uid: 0,
+        gid: 0,
+        xattrs: vec![],
+    }
+}
+
+#[tonic::async_trait]
+impl MachineService for DayTwo {
+    async fn version(&self, request: Request<()>) -> Result<Response<VersionResponse>, Status> {
+        Ok(Response::new(VersionResponse {
+            messages: vec![Version {
+                metadata: echoed_node(&request),
+                version: Some(VersionInfo {
+                    tag: "v-test".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+        }))
+    }
+
+    async fn logs(
+        &self,
+        request: Request<LogsRequest>,
+    ) -> Result<Response<BoxStream<Data>>, Status> {
+        let request = request.into_inner();
+        self.seen.lock().unwrap().push(Seen::Logs(request.clone()));
+        if request.id != "machined" {
+            return Err(Status::not_found(format!(
+                "no logs for service {:?}: this node keeps logs for \"machined\" only",
+                request.id
+            )));
+        }
+        let head = futures_util::stream::iter([
+            data(b"line one\nline t"),
+            data(b"wo\nlast line without newline"),
+        ]);
+        if !request.follow {
+            return Ok(Response::new(Box::pin(head)));
+        }
+        // Following: the head ends in a newline, then nothing more comes until the client leaves.
+        let head = futures_util::stream::iter([data(b"line one\n")]);
+        let stream = futures_util::StreamExt::chain(head, futures_util::stream::pending());
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn read(
+        &self,
+        request: Request<ReadRequest>,
+    ) -> Result<Response<BoxStream<Data>>, Status> {
+        let path = request.into_inner().path;
+        match path.as_str() {
+            "/etc/hostname" => Ok(Response::new(Box::pin(futures_util::stream::iter([
+                data(b"node-"),
+                data(b"1\n\x00\xff"),
+            ])))),
+            "/system/state/config.yaml" => Err(Status::permission_denied(
+                "path \"/system/state/config.yaml\" resolves into /system/state, which holds secrets",
+            )),
+            _ => Err(Status::not_found(format!("path {path:?} does not exist"))),
+        }
+    }
+
+    async fn list(
+        &self,
+        request: Request<ListRequest>,
+    ) -> Result<Response<BoxStream<FileInfo>>, Status> {
+        let node = echoed_node(&request);
+        let request = request.into_inner();
+        self.seen.lock().unwrap().push(Seen::List(request.clone()));
+        let mut entries = match request.root.as_str() {
+            "/etc" => vec![
+                file(".", 0o040_755, 4096, ""),
+                file("hosts", 0o100_644, 1234, ""),
+                file("mtab", 0o120_777, 12, "/proc/mounts"),
+            ],
+            "/broken" => vec![FileInfo {
+                name: "/broken/secret".into(),
+                error: "permission denied".into(),
+                ..FileInfo::default()
+            }],
+            root => return Err(Status::not_found(format!("path {root:?} does not exist"))),
+        };
+        for entry in &mut entries {
+            entry.metadata.clone_from(&node);
+        }
+        Ok(Response::new(Box::pin(futures_util::stream::iter(
+            entries.into_iter().map(Ok),
+        ))))
+    }
+
+    async fn processes(&self, request: Request<()>) -> Result<Response<ProcessesResponse>, Status> {
+        let process =
+            |pid: i32, rss: u64, cpu: f64, command: &str, exe: &str, args: &str| ProcessInfo {
+                pid,
+                ppid: 1,
+                state: "S".into(),
+                threads: 1,
+                cpu_time: cpu,
+                virtual_memory: 12_345_678,
+                resident_memory: rss,
+                command: command.into(),
+                executable: exe.into(),
+                args: args.into(),
+                label: String::new(),
+            };
+        Ok(Response::new(ProcessesResponse {
+            messages: vec![Process {
+                metadata: echoed_node(&request),
+                processes: vec![
+                    process(1, 4_000_000, 12.5, "init", "/init", "/init"),
+                    process(2, 0, 0.0, "kthreadd", "", ""),
+                    process(77, 9_500_000, 1.0, "sh", "/bin/sh", "sh -c true"),
+                ],
+            }],
+        }))
+    }
+
+    async fn mounts(&self, request: Request<()>) -> Result<Response<MountsResponse>, Status> {
+        let mount = |filesystem: &str, size: u64, available: u64, mounted_on: &str| MountStat {
+            filesystem: filesystem.into(),
+            size,
+            available,
+            mounted_on: mounted_on.into(),
+        };
+        Ok(Response::new(MountsResponse {
+            messages: vec![Mounts {
+                metadata: echoed_node(&request),
+                stats: vec![
+                    mount("proc", 0, 0, "/proc"),
+                    mount("/dev/vda4", 104_857_600, 94_371_840, "/system/state"),
+                    mount("tmpfs", 2_000_000_000, 1_500_000_000, "/run"),
+                ],
+            }],
+        }))
+    }
+
+    async fn reset(
+        &self,
+        request: Request<ResetRequest>,
+    ) -> Result<Response<ResetResponse>, Status> {
+        let metadata = echoed_node(&request);
+        self.seen
+            .lock()
+            .unwrap()
+            .push(Seen::Reset(request.into_inner()));
+        let down = self.down.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            down.notify_one();
+        });
+        Ok(Response::new(ResetResponse {
+            messages: vec![Reset {
+                metadata,
+                actor_id: "actor-2".into(),
+            }],
+        }))
+    }
+}
+
+#[derive(Clone)]
+struct Clock;
+
+fn time_reply(request: &Request<impl Sized>, server: &str) -> Response<TimeResponse> {
+    Response::new(TimeResponse {
+        messages: vec![Time {
+            metadata: echoed_node(request),
+            server: server.into(),
+            localtime: Some(Timestamp {
+                seconds: 1_715_000_000,
+                nanos: 250_000_000,
+            }),
+            remotetime: Some(Timestamp {
+                seconds: 1_715_000_000,
+                nanos: 0,
+            }),
+        }],
+    })
+}
+
+#[tonic::async_trait]
+impl TimeService for Clock {
+    async fn time(&self, request: Request<()>) -> Result<Response<TimeResponse>, Status> {
+        Ok(time_reply(&request, "time.cloudflare.com"))
+    }
+
+    async fn time_check(
+        &self,
+        request: Request<TimeRequest>,
+    ) -> Result<Response<TimeResponse>, Status> {
+        let server = request.get_ref().server.clone();
+        Ok(time_reply(&request, &server))
+    }
+}
+
+/// Starts a [`DayTwo`] node with the time service; it stays up.
+async fn start() -> (String, DayTwo) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (acceptor, yaml) = node_tls(port);
+    let node = DayTwo::default();
+    let routes = Routes::new(MachineServiceServer::new(node.clone()))
+        .add_service(TimeServiceServer::new(Clock));
+    serve_routes(listener, acceptor, routes, std::future::pending());
+    (yaml, node)
+}
+
+fn seen(node: &DayTwo) -> Vec<Seen> {
+    std::mem::take(&mut *node.seen.lock().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_read_and_list() {
+    let (yaml, node) = start().await;
+    let (_dir, path) = write_talosconfig(&yaml);
+    let config = path.to_str().unwrap();
+    let run = |args: &'static [&'static str]| {
+        let mut all = vec!["--talosconfig", config, "-n", "10.0.0.7"];
+        all.extend_from_slice(args);
+        let all: Vec<String> = all.into_iter().map(str::to_owned).collect();
+        async move {
+            let args: Vec<&str> = all.iter().map(String::as_str).collect();
+            talosctl(&args, &[]).await
+        }
+    };
+
+    // logs: every line prefixed, the unterminated last line printed too
+    let out = run(&["logs", "machined", "--tail", "5"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "10.0.0.7: line one\n10.0.0.7: line two\n10.0.0.7: last line without newline\n"
+    );
+    assert_eq!(
+        seen(&node),
+        [Seen::Logs(LogsRequest {
+            namespace: "system".into(),
+            id: "machined".into(),
+            driver: 0,
+            follow: false,
+            tail_lines: 5,
+        })]
+    );
+
+    let out = run(&["logs", "kubelet"]).await;
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(
+            "error on node 10.0.0.7: Logs: rpc error: code = NotFound desc = no logs for service \
+             \"kubelet\": this node keeps logs for \"machined\" only"
+        ),
+        "{stderr}"
+    );
+    let _ = seen(&node);
+
+    let out = run(&["logs", "machined", "-k"]).await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).starts_with("error: logs -k/--kubernetes is not supported"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(seen(&node).is_empty());
+
+    // read: raw bytes, and the node's refusal verbatim
+    let out = run(&["read", "/etc/hostname"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(out.stdout, b"node-1\n\x00\xff");
+    let out = run(&["cat", "/system/state/config.yaml"]).await;
+    assert!(!out.status.success());
+    assert_eq!(
+        text(&out.stderr),
+        "error: error reading file: Read: rpc error: code = PermissionDenied desc = path \
+         \"/system/state/config.yaml\" resolves into /system/state, which holds secrets\n"
+    );
+    let out = talosctl(
+        &[
+            "--talosconfig",
+            config,
+            "-n",
+            "a,b",
+            "read",
+            "/etc/hostname",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(
+        text(&out.stderr),
+        "error: command \"read\" requires exactly one node (got 2)\n"
+    );
+
+    // list: names for one node, the long table with -l
+    let out = run(&["ls", "/etc"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), ".\nhosts\nmtab\n");
+    let out = run(&["list", "/etc", "-l"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "NODE       MODE         UID   GID   SIZE(B)   LASTMOD             LABEL   NAME\n\
+         10.0.0.7   drwxr-xr-x   0     0     4096      Sep 13 2020 12:26           .\n\
+         10.0.0.7   -rw-r--r--   0     0     1234      Sep 13 2020 12:26           hosts\n\
+         10.0.0.7   Lrwxrwxrwx   0     0     12        Sep 13 2020 12:26           mtab -> /proc/mounts\n"
+    );
+    let out = run(&["list", "/etc", "-d", "2", "-t", "f,l", "-o", "json"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json[1]["path"], "/etc/hosts");
+    assert_eq!(json[2]["link"], "/proc/mounts");
+    assert_eq!(
+        seen(&node),
+        [
+            Seen::List(ListRequest {
+                root: "/etc".into(),
+                recurse: false,
+                recursion_depth: 1,
+                types: vec![],
+                report_xattrs: false,
+            }),
+            Seen::List(ListRequest {
+                root: "/etc".into(),
+                recurse: false,
+                recursion_depth: 1,
+                types: vec![],
+                report_xattrs: true,
+            }),
+            Seen::List(ListRequest {
+                root: "/etc".into(),
+                recurse: true,
+                recursion_depth: 2,
+                types: vec![0, 2],
+                report_xattrs: false,
+            }),
+        ]
+    );
+    let out = run(&["ls", "/broken"]).await;
+    assert!(!out.status.success());
+    assert_eq!(
+        text(&out.stderr),
+        "10.0.0.7: error reading file /broken/secret: permission denied\n\
+         error: 1 entries could not be read\n"
+    );
+    let out = run(&["ls", "-r", "-d", "3"]).await;
+    assert_eq!(
+        text(&out.stderr),
+        "error: only one of flags --recurse and --depth can be specified at the same time\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_mounts_and_time() {
+    let (yaml, _node) = start().await;
+    let (_dir, path) = write_talosconfig(&yaml);
+    let config = path.to_str().unwrap();
+
+    let out = talosctl(&["--talosconfig", config, "-n", "10.0.0.7", "ps"], &[]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "NODE       PID   STATE   THREADS   CPU-TIME   VIRTMEM   RESMEM   LABEL   COMMAND\n\
+         10.0.0.7   77    S       1         1.00       12 MB     9.5 MB           /bin/sh -c true\n\
+         10.0.0.7   1     S       1         12.50      12 MB     4.0 MB           /init\n\
+         10.0.0.7   2     S       1         0.00       12 MB     0 B              kthreadd\n"
+    );
+    let out = talosctl(
+        &[
+            "--talosconfig",
+            config,
+            "-n",
+            "10.0.0.7",
+            "processes",
+            "-s",
+            "cpu",
+        ],
+        &[],
+    )
+    .await;
+    let pids: Vec<String> = text(&out.stdout)
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().nth(1).unwrap().to_owned())
+        .collect();
+    assert_eq!(pids, ["1", "77", "2"]);
+
+    let out = talosctl(
+        &["--talosconfig", config, "-n", "10.0.0.7,10.0.0.8", "mounts"],
+        &[],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "NODE       FILESYSTEM   SIZE(GB)   USED(GB)   AVAILABLE(GB)   PERCENT USED   MOUNTED ON\n\
+         10.0.0.7   /dev/vda4    0.10       0.01       0.09            10.00%         /system/state\n\
+         10.0.0.7   tmpfs        2.00       0.50       1.50            25.00%         /run\n\
+         10.0.0.8   /dev/vda4    0.10       0.01       0.09            10.00%         /system/state\n\
+         10.0.0.8   tmpfs        2.00       0.50       1.50            25.00%         /run\n"
+    );
+    let out = talosctl(
+        &[
+            "--talosconfig",
+            config,
+            "-n",
+            "10.0.0.7",
+            "mount",
+            "-o",
+            "yaml",
+        ],
+        &[],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("used: 10485760\n"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = talosctl(&["--talosconfig", config, "-n", "10.0.0.7", "time"], &[]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "NODE       NTP-SERVER            NODE-TIME                          NTP-SERVER-TIME\n\
+         10.0.0.7   time.cloudflare.com   2024-05-06 12:53:20.25 +0000 UTC   2024-05-06 12:53:20 +0000 UTC\n"
+    );
+    let out = talosctl(
+        &[
+            "--talosconfig",
+            config,
+            "-n",
+            "10.0.0.7",
+            "time",
+            "--check",
+            "pool.ntp.org",
+            "-o",
+            "json",
+        ],
+        &[],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json[0]["server"], "pool.ntp.org");
+    assert_eq!(json[0]["offset_ms"], -250);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_follow_ends_cleanly_on_interrupt() {
+    let (yaml, node) = start().await;
+    let (_dir, path) = write_talosconfig(&yaml);
+    let mut command = command(
+        &[
+            "--talosconfig",
+            path.to_str().unwrap(),
+            "-n",
+            "10.0.0.7",
+            "logs",
+            "machined",
+            "-f",
+        ],
+        &[],
+    );
+    let output = tokio::task::spawn_blocking(move || {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        stdout.read_line(&mut first).unwrap();
+        let status = std::process::Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let output = child.wait_with_output().unwrap();
+        (first, output)
+    })
+    .await
+    .unwrap();
+    let (first, out) = output;
+    assert_eq!(first, "10.0.0.7: line one\n");
+    assert!(
+        out.status.success(),
+        "{:?} {}",
+        out.status,
+        text(&out.stderr)
+    );
+    assert!(matches!(&seen(&node)[..], [Seen::Logs(r)] if r.follow && r.tail_lines == -1));
+}
+
+/// A node that acknowledges Reset, goes down 300 ms later and, if `comes_back`, answers again
+/// one second after that in maintenance mode on the same port. Returns the talosconfig and node.
+async fn start_resetting(comes_back: bool) -> (String, DayTwo) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (acceptor, yaml) = node_tls(port);
+    let node = DayTwo::default();
+    let down = node.down.clone();
+    let server = serve(listener, acceptor, node.clone(), async move {
+        down.notified().await;
+    });
+    tokio::spawn(async move {
+        server.await.unwrap();
+        if !comes_back {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        serve(
+            listener,
+            maintenance_tls(),
+            DayTwo::default(),
+            std::future::pending(),
+        );
+    });
+    (yaml, node)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_sends_the_flags_and_waits_for_maintenance_mode() {
+    let (yaml, node) = start_resetting(true).await;
+    let (_dir, path) = write_talosconfig(&yaml);
+    let out = talosctl(
+        &[
+            "--talosconfig",
+            path.to_str().unwrap(),
+            "reset",
+            "--graceful=false",
+            "--reboot",
+            "--system-labels-to-wipe",
+            "STATE,EPHEMERAL",
+            "--wipe-mode",
+            "system-disk",
+            "--wait",
+            "--timeout",
+            "60s",
+        ],
+        &[],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "127.0.0.1: reset requested (actor ID actor-2)\n127.0.0.1: back in maintenance mode\n"
+    );
+    let label = |label: &str| ResetPartitionSpec {
+        label: label.into(),
+        wipe: true,
+    };
+    assert_eq!(
+        seen(&node),
+        [Seen::Reset(ResetRequest {
+            graceful: false,
+            reboot: true,
+            system_partitions_to_wipe: vec![label("STATE"), label("EPHEMERAL")],
+            user_disks_to_wipe: vec![],
+            mode: 1,
+        })]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_defaults_and_power_off() {
+    let (yaml, node) = start_resetting(false).await;
+    let (_dir, path) = write_talosconfig(&yaml);
+    let out = talosctl(
+        &[
+            "--talosconfig",
+            path.to_str().unwrap(),
+            "-n",
+            "127.0.0.1",
+            "reset",
+            "--wait",
+            "--timeout",
+            "30s",
+        ],
+        &[],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "127.0.0.1: reset requested (actor ID actor-2)\n127.0.0.1: powered off\n"
+    );
+    assert_eq!(
+        seen(&node),
+        [Seen::Reset(ResetRequest {
+            graceful: true,
+            reboot: false,
+            system_partitions_to_wipe: vec![],
+            user_disks_to_wipe: vec![],
+            mode: 0,
+        })]
+    );
+}
