@@ -6,10 +6,10 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use sha2::{Digest, Sha256};
 
 pub const SECTOR: u64 = 512;
-const ENTRY_COUNT: u64 = 128;
+/// The partition entries UEFI asks for (16 KiB); boards with a bootloader at 8 KiB use fewer.
+pub const DEFAULT_ENTRIES: u32 = 128;
 const ENTRY_SIZE: u64 = 128;
 /// Sectors taken by the partition entry array (128 entries of 128 bytes).
-const ENTRY_SECTORS: u64 = ENTRY_COUNT * ENTRY_SIZE / SECTOR;
 const HEADER_SIZE: usize = 92;
 const SIGNATURE: &[u8; 8] = b"EFI PART";
 const NAME_UNITS: usize = 36;
@@ -108,6 +108,8 @@ pub struct Table {
     pub disk_guid: Guid,
     pub total_sectors: u64,
     pub partitions: Vec<Partition>,
+    /// Entries in the partition array (128 bytes each).
+    pub entry_count: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -141,12 +143,16 @@ pub enum GptError {
 }
 
 impl Table {
-    pub fn first_usable_lba() -> u64 {
-        2 + ENTRY_SECTORS
+    fn entry_sectors(&self) -> u64 {
+        (u64::from(self.entry_count) * ENTRY_SIZE).div_ceil(SECTOR)
+    }
+
+    pub fn first_usable_lba(&self) -> u64 {
+        2 + self.entry_sectors()
     }
 
     pub fn last_usable_lba(&self) -> u64 {
-        self.total_sectors - 2 - ENTRY_SECTORS
+        self.total_sectors - 2 - self.entry_sectors()
     }
 
     pub fn find(&self, name: &str) -> Option<&Partition> {
@@ -154,7 +160,7 @@ impl Table {
     }
 
     fn check(&self) -> Result<(), GptError> {
-        let (lo, hi) = (Self::first_usable_lba(), self.last_usable_lba());
+        let (lo, hi) = (self.first_usable_lba(), self.last_usable_lba());
         for (i, p) in self.partitions.iter().enumerate() {
             if p.name.encode_utf16().count() > NAME_UNITS {
                 return Err(GptError::NameTooLong(p.name.clone()));
@@ -179,7 +185,7 @@ impl Table {
     }
 
     fn entries(&self) -> Vec<u8> {
-        let mut out = vec![0u8; (ENTRY_COUNT * ENTRY_SIZE) as usize];
+        let mut out = vec![0u8; (u64::from(self.entry_count) * ENTRY_SIZE) as usize];
         for (p, e) in self
             .partitions
             .iter()
@@ -203,11 +209,11 @@ impl Table {
         h[12..16].copy_from_slice(&(HEADER_SIZE as u32).to_le_bytes());
         h[24..32].copy_from_slice(&current.to_le_bytes());
         h[32..40].copy_from_slice(&backup.to_le_bytes());
-        h[40..48].copy_from_slice(&Self::first_usable_lba().to_le_bytes());
+        h[40..48].copy_from_slice(&self.first_usable_lba().to_le_bytes());
         h[48..56].copy_from_slice(&self.last_usable_lba().to_le_bytes());
         h[56..72].copy_from_slice(&self.disk_guid.to_disk());
         h[72..80].copy_from_slice(&entries_lba.to_le_bytes());
-        h[80..84].copy_from_slice(&(ENTRY_COUNT as u32).to_le_bytes());
+        h[80..84].copy_from_slice(&self.entry_count.to_le_bytes());
         h[84..88].copy_from_slice(&(ENTRY_SIZE as u32).to_le_bytes());
         h[88..92].copy_from_slice(&entries_crc.to_le_bytes());
         let crc = crc32fast::hash(&h[..HEADER_SIZE]);
@@ -270,7 +276,7 @@ impl Table {
         let entries = self.entries();
         let crc = crc32fast::hash(&entries);
         let last = self.total_sectors - 1;
-        let backup_entries = last - ENTRY_SECTORS;
+        let backup_entries = last - self.entry_sectors();
         disk.seek(SeekFrom::Start(0))?;
         disk.write_all(mbr)?;
         disk.write_all(&self.header(1, last, 2, crc))?;
@@ -343,6 +349,7 @@ impl Table {
             disk_guid: Guid::from_disk(&h[56..72]),
             total_sectors: backup_lba + 1,
             partitions,
+            entry_count: count as u32,
         })
     }
 }

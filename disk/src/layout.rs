@@ -49,8 +49,16 @@ impl SystemDisk {
                 disk_guid: Guid::derived(seed),
                 total_sectors,
                 partitions,
+                entry_count: crate::gpt::DEFAULT_ENTRIES,
             },
         }
+    }
+
+    /// A shorter partition array, for boards whose boot ROM reads a bootloader from inside
+    /// the usual 16 KiB one (Allwinner: 8 KiB).
+    pub fn with_gpt_entries(mut self, entry_count: u32) -> SystemDisk {
+        self.table.entry_count = entry_count;
+        self
     }
 
     /// The same partitions on a disk of `disk_bytes`, which must hold them and the backup

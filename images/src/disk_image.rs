@@ -42,6 +42,8 @@ pub struct DiskImageSpec {
     /// A hybrid MBR with a FAT32 entry for the EFI partition, which is then FAT32, for boot
     /// ROMs that read only MBR (the Raspberry Pi 3's).
     pub hybrid_mbr: bool,
+    /// Entries in the GPT partition array (the board's `gpt_entries`).
+    pub gpt_entries: u32,
     /// Seconds since the epoch for STATE's timestamps.
     pub mtime: u64,
 }
@@ -263,9 +265,10 @@ pub fn build(
         }
     };
     let efi_size = efi_size(spec);
-    let disk = SystemDisk::new(&spec.seed, spec.first_offset, efi_size);
+    let disk =
+        SystemDisk::new(&spec.seed, spec.first_offset, efi_size).with_gpt_entries(spec.gpt_entries);
     let efi = disk.partition(layout::EFI).clone();
-    let gpt_end = 2 * 512 + 128 * 128;
+    let gpt_end = disk.table.first_usable_lba() * 512;
     for (offset, data) in &spec.raw {
         let len = data.len() as u64;
         if *offset < gpt_end || offset + len > efi.offset() {

@@ -146,6 +146,7 @@ pub fn build(
         boot_files,
         raw,
         hybrid_mbr: board.disk.hybrid_mbr,
+        gpt_entries: board.disk.gpt_entries,
         mtime: 0,
     };
     let dir = output_dir(board, &firmware);

@@ -22,6 +22,7 @@ fn spec() -> DiskImageSpec {
         boot_files: vec![("EFI/BOOT/BOOTAA64.EFI".into(), b"systemd-boot".to_vec())],
         raw: vec![(32 * 1024, b"bootloader".to_vec())],
         hybrid_mbr: false,
+        gpt_entries: talos_disk::gpt::DEFAULT_ENTRIES,
         mtime: 1_700_000_000,
     }
 }
@@ -111,6 +112,21 @@ fn builds_a_reproducible_image_that_other_tools_read() {
 }
 
 #[test]
+fn a_short_gpt_leaves_room_for_a_bootloader_at_8_kib() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut allwinner = spec();
+    allwinner.raw = vec![(8 * 1024, b"spl".to_vec())];
+    let path = dir.path().join("a.raw");
+    let err = build(&allwinner, &path, &mut |_, _| {}).unwrap_err();
+    assert!(err.to_string().contains("ends at 17408"), "{err}");
+    allwinner.gpt_entries = 56;
+    build(&allwinner, &path, &mut |_, _| {}).unwrap();
+    let table = Table::read_from(&mut File::open(&path).unwrap()).unwrap();
+    assert_eq!(table.entry_count, 56);
+    assert_eq!(&std::fs::read(&path).unwrap()[8192..8195], b"spl");
+}
+
+#[test]
 fn raw_bootloaders_may_not_overlap_the_partitions() {
     let dir = tempfile::tempdir().unwrap();
     let mut bad = spec();
@@ -129,6 +145,7 @@ fn hybrid_mbr_images_have_a_fat32_efi_partition() {
     build(&spec(), &plain, &mut |_, _| {}).unwrap();
     let pi = DiskImageSpec {
         hybrid_mbr: true,
+        gpt_entries: talos_disk::gpt::DEFAULT_ENTRIES,
         ..spec()
     };
     let report = build(&pi, &hybrid, &mut |_, _| {}).unwrap();

@@ -6,7 +6,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use talos_disk::adv::Meta;
-use talos_disk::gpt::{GptError, Partition, Table};
+use talos_disk::gpt::{GptError, Partition, SECTOR, Table};
 use talos_disk::layout::{self, SystemDisk};
 use talos_node_sys::fs::Freezer;
 
@@ -69,15 +69,19 @@ fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Insta
     }
 }
 
-/// Copies `len` bytes from `source` to `target` at `offset`.
+/// Copies `len` bytes from `source` at `source_offset` to `target` at `offset`.
 fn copy_into(
     source: &Path,
+    source_offset: u64,
     target: &mut File,
     target_path: &Path,
     offset: u64,
     len: u64,
 ) -> Result<(), InstallError> {
     let mut input = File::open(source).map_err(io("opening", source))?;
+    input
+        .seek(SeekFrom::Start(source_offset))
+        .map_err(io("seeking in", source))?;
     target
         .seek(SeekFrom::Start(offset))
         .map_err(io("seeking in", target_path))?;
@@ -94,6 +98,13 @@ fn copy_into(
         left -= n as u64;
     }
     Ok(())
+}
+
+/// Whether sector 0 of `disk` is a hybrid MBR (a FAT32 entry besides the GPT's 0xEE one).
+fn has_hybrid_mbr(disk: &Path) -> std::io::Result<bool> {
+    let mut mbr = [0u8; 512];
+    File::open(disk)?.read_exact(&mut mbr)?;
+    Ok(mbr[446 + 4] == 0x0c)
 }
 
 /// The STATE filesystem to copy: its device and where it is mounted.
@@ -142,22 +153,37 @@ pub fn install(
     };
     let efi = part(layout::EFI)?;
     let size = out.seek(SeekFrom::End(0)).map_err(io("sizing", target))?;
-    let disk = SystemDisk::on_disk(seed, efi.offset(), efi.len(), size).ok_or_else(|| {
-        InstallError::TooSmall {
+    let disk = SystemDisk::on_disk(seed, efi.offset(), efi.len(), size)
+        .map(|d| d.with_gpt_entries(boot_table.entry_count))
+        .ok_or_else(|| InstallError::TooSmall {
             path: target.to_owned(),
             size,
             needed: SystemDisk::new(seed, efi.offset(), efi.len()).size(),
-        }
-    })?;
-    disk.table
-        .write_to(&mut out)
-        .map_err(|source| InstallError::Table {
-            path: target.to_owned(),
-            source,
         })?;
+    let table_error = |source| InstallError::Table {
+        path: target.to_owned(),
+        source,
+    };
+    if has_hybrid_mbr(&system.disk).map_err(io("reading", &system.disk))? {
+        disk.table.write_hybrid_to(&mut out, layout::EFI)
+    } else {
+        disk.table.write_to(&mut out)
+    }
+    .map_err(table_error)?;
+    // Raw bootloaders (Rockchip, Allwinner) live between the GPT and the first partition.
+    let raw_start = boot_table.first_usable_lba() * SECTOR;
+    copy_into(
+        &system.disk,
+        raw_start,
+        &mut out,
+        target,
+        raw_start,
+        efi.offset() - raw_start,
+    )?;
     let new_efi = disk.partition(layout::EFI);
     copy_into(
         &system.efi,
+        0,
         &mut out,
         target,
         new_efi.offset(),
@@ -184,6 +210,7 @@ pub fn install(
             .map_err(|e| InstallError::Freeze(e.to_string()))?;
         let copied = copy_into(
             &state.device,
+            0,
             &mut out,
             target,
             new_state.offset(),

@@ -12,6 +12,8 @@ fn system_disk(dir: &Path) -> (boot::SystemDisk, LiveState) {
     let mut f = File::create(&disk).unwrap();
     f.set_len(layout.size()).unwrap();
     layout.table.write_to(&mut f).unwrap();
+    f.seek(SeekFrom::Start(32 * 1024)).unwrap();
+    f.write_all(b"idbloader").unwrap();
     let efi = dir.join("vda1");
     std::fs::write(&efi, vec![0xef; (8 * MIB) as usize]).unwrap();
     let state = dir.join("vda3");
@@ -52,6 +54,11 @@ fn copies_the_layout_efi_and_a_frozen_state() {
         "the table spans the target disk"
     );
     let bytes = std::fs::read(&target).unwrap();
+    assert_eq!(
+        &bytes[32 * 1024..32 * 1024 + 9],
+        b"idbloader",
+        "raw bootloaders come along"
+    );
     let efi = table.find(layout::EFI).unwrap();
     assert!(
         bytes[efi.offset() as usize..][..efi.len() as usize]
