@@ -59,6 +59,11 @@ enum Command {
     #[command(after_help = cmd::logs::LOGS_EXAMPLES)]
     Logs(cmd::logs::LogsArgs),
 
+    /// Stream the node's runtime events: each sequence (boot, reboot, reset, upgrade,
+    /// rollback), its phases and tasks, as they start and stop.
+    #[command(after_help = cmd::events::EVENTS_EXAMPLES)]
+    Events(cmd::events::EventsArgs),
+
     /// Print a file on the node to stdout, byte for byte.
     ///
     /// Needs exactly one target node. The node's refusal (NotFound, PermissionDenied for secrets,
@@ -169,6 +174,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Memory(args) => cmd::memory::run(global, args).await,
         Command::Service(args) => cmd::service::run(global, args).await,
         Command::Logs(args) => cmd::logs::run(global, args).await,
+        Command::Events(args) => cmd::events::run(global, args).await,
         Command::Read(args) => cmd::read::run(global, args).await,
         Command::List(args) => cmd::list::run(global, args).await,
         Command::Processes(args) => cmd::processes::run(global, args).await,

@@ -208,6 +208,8 @@ pub fn run(runs: usize) -> anyhow::Result<()> {
         .collect::<anyhow::Result<_>>()?;
     let smoke = smoke_suite()?;
     let images = crate::bench_images::rows(runs)?;
+    crate::test::inputs()?;
+    let upgrades = crate::bench_upgrade::rows(runs)?;
     println!("\nBoot benchmark (QEMU TCG, {runs} boots each, medians)\n");
     println!(
         "| arch | QEMU start → first API answer | kernel start → API ready | floor: bare init to power-off | ratio | apply-config | machined RSS idle | RSS after 1,000 Version + 10 logs -f | initramfs (zstd) | machined binary |"
@@ -244,6 +246,7 @@ pub fn run(runs: usize) -> anyhow::Result<()> {
         secs(smoke.saturating_sub(arm64.api))
     );
     crate::bench_images::print(&images, runs);
+    crate::bench_upgrade::print(&upgrades, runs);
     println!("\nConfig benchmark\n");
     println!("| metric | value |");
     println!("|---|---|");

@@ -5,6 +5,7 @@ mod artifacts;
 mod bench;
 mod bench_config;
 mod bench_images;
+mod bench_upgrade;
 mod boot;
 mod cmd;
 mod demo;

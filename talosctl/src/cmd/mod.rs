@@ -3,6 +3,7 @@
 pub mod apply;
 pub mod config;
 pub mod dmesg;
+pub mod events;
 pub mod r#gen;
 pub mod hostname;
 pub mod image;
