@@ -396,6 +396,11 @@ async fn arm64_uefi_install_to_second_disk() {
 }
 
 #[tokio::test]
+async fn amd64_ovmf_install_to_second_disk() {
+    install_to_second_disk("qemu-amd64", "uefi").await;
+}
+
+#[tokio::test]
 async fn arm64_uboot_upgrade_and_automatic_rollback() {
     upgrade_then_automatic_rollback("qemu-virt-arm64", "u-boot").await;
 }
