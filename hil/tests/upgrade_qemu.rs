@@ -211,7 +211,37 @@ async fn configure(node: &Node, install_disk: &str) -> TlsMode {
 }
 
 /// Boots v1 from disk, configures it, then upgrades to v2 and checks it sticks.
-async fn configure_and_upgrade(fixture: &Fixture, dir: &Path) -> (Node, TlsMode, LocalRegistry) {
+/// Where the node pulls v2 from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The local registry (Debian's docker-registry).
+    Registry,
+    /// The OCI layout served as `talosctl upgrade --image DIR --serve-address` serves it.
+    LocalLayout,
+}
+
+/// Serves the layout of `version` from this machine; returns the reference the guest pulls.
+async fn serve_layout(fixture: &Fixture, version: &str) -> (String, tokio::task::JoinHandle<()>) {
+    let image = talos_oci::read_layout_dir(&fixture.installers.join(version)).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let reference = format!(
+        "10.0.2.2:{port}/{}@{}",
+        talos_oci::serve::REPOSITORY,
+        image.manifest_digest()
+    );
+    let server = tokio::spawn(talos_oci::serve::serve(
+        std::sync::Arc::new(image),
+        listener,
+    ));
+    (reference, server)
+}
+
+async fn configure_and_upgrade(
+    fixture: &Fixture,
+    dir: &Path,
+    source: Source,
+) -> (Node, TlsMode, LocalRegistry) {
     let registry = LocalRegistry::start(&dir.join("registry")).expect("docker-registry starts");
     let node = Node::boot(fixture, dir);
     // The system disk itself: nothing to install.
@@ -219,9 +249,18 @@ async fn configure_and_upgrade(fixture: &Fixture, dir: &Path) -> (Node, TlsMode,
     let tls = configure(&node, &system_disk).await;
     let admin = node.wait_for_version(&tls, V1).await;
 
-    let v2 = publish(&registry, fixture, V2).await;
+    let (v2, server) = match source {
+        Source::Registry => (publish(&registry, fixture, V2).await, None),
+        Source::LocalLayout => {
+            let (reference, server) = serve_layout(fixture, V2).await;
+            (reference, Some(server))
+        }
+    };
     let requested = Instant::now();
     upgrade(&admin, &v2).await;
+    if let Some(server) = server {
+        server.abort();
+    }
     let admin = node.wait_for_version(&tls, V2).await;
     assert_boot_sequence_reported(&admin).await;
     eprintln!(
@@ -240,7 +279,7 @@ async fn upgrade_then_automatic_rollback(board: &str, chain: &str) {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (node, tls, registry) = configure_and_upgrade(&fixture, dir.path()).await;
+    let (node, tls, registry) = configure_and_upgrade(&fixture, dir.path(), Source::Registry).await;
 
     let admin = node.wait_for_version(&tls, V2).await;
     let v3 = publish(&registry, &fixture, BROKEN_V3).await;
@@ -267,13 +306,15 @@ async fn upgrade_then_automatic_rollback(board: &str, chain: &str) {
     );
 }
 
-/// v1 → v2, then `talosctl rollback` returns to v1.
+/// v1 → v2 from a local OCI layout served by this machine, then `talosctl rollback`
+/// returns to v1.
 async fn upgrade_then_manual_rollback(board: &str, chain: &str) {
     let Some(fixture) = fixture(board, chain) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (node, tls, _registry) = configure_and_upgrade(&fixture, dir.path()).await;
+    let (node, tls, _registry) =
+        configure_and_upgrade(&fixture, dir.path(), Source::LocalLayout).await;
     let admin = node.wait_for_version(&tls, V2).await;
     admin.rollback().await.expect("Rollback is accepted");
     node.wait_for_version(&tls, V1).await;

@@ -17,6 +17,8 @@ mod manifest;
 pub mod media_type;
 pub mod reference;
 pub mod registry;
+#[cfg(feature = "serve")]
+pub mod serve;
 
 pub use digest::{Digest, DigestError};
 pub use image::{

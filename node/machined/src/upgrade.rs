@@ -62,9 +62,12 @@ pub async fn stage(slots: Arc<BootSlots>, image: &str) -> Result<String, Upgrade
     let initramfs = files
         .remove(initramfs_path.trim_start_matches('/'))
         .unwrap_or_default();
-    let version = reference
-        .tag()
-        .map_or_else(|| reference.to_string(), str::to_owned);
+    // A label for the boot entry: the tag, else the start of the digest.
+    let version = match (reference.tag(), reference.digest()) {
+        (Some(tag), _) => tag.to_owned(),
+        (None, Some(digest)) => format!("sha256:{}", &digest.hex()[..12]),
+        (None, None) => "latest".to_owned(),
+    };
     let label = version.clone();
     tokio::task::spawn_blocking(move || slots.stage_upgrade(&kernel, &initramfs, &label))
         .await

@@ -2,7 +2,10 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -21,14 +24,18 @@ const POLL_PAUSE: Duration = Duration::from_secs(1);
 
 pub const UPGRADE_EXAMPLES: &str = "\
 Examples:
-  # Upgrade one node; return once it has acknowledged
-  talosctl upgrade -n 10.5.0.2 --image ghcr.io/siderolabs/installer:v1.9.0
+  # Upgrade one node from a registry; return once it has acknowledged
+  talosctl upgrade -n 10.5.0.2 --image 10.5.0.1:5000/talos/installer:v2.0.0
 
   # Upgrade two nodes and wait up to 15 minutes for both to come back
-  talosctl upgrade -n 10.5.0.2,10.5.0.3 -i ghcr.io/siderolabs/installer:v1.9.0 --wait --timeout 15m
+  talosctl upgrade -n 10.5.0.2,10.5.0.3 -i 10.5.0.1:5000/talos/installer:v2.0.0 --wait --timeout 15m
 
-  # Stage the upgrade, reboot through the firmware instead of kexec, print JSON
-  talosctl upgrade -n 10.5.0.2 -i ghcr.io/siderolabs/installer:v1.9.0 --stage -m powercycle -o json";
+  # Upgrade from an installer on this machine (written by `cargo xtask installer`), served
+  # to the node from this machine's address 10.5.0.1, with the result as JSON
+  talosctl upgrade -n 10.5.0.2 -i out/installers/arm64/v2.0.0 --serve-address 10.5.0.1 -o json
+
+talos-rs nodes pull over plain HTTP from a registry named by IP address (they carry no CA
+bundle or DNS resolver yet); staged upgrades are not supported yet.";
 
 pub const ROLLBACK_EXAMPLES: &str = "\
 Examples:
@@ -57,9 +64,17 @@ impl From<UpgradeRebootMode> for upgrade_request::RebootMode {
 
 #[derive(Debug, Args)]
 pub struct UpgradeArgs {
-    /// Installer image to upgrade to (e.g. ghcr.io/siderolabs/installer:v1.9.0).
-    #[arg(short, long, value_name = "REF")]
+    /// Installer image to upgrade to: a registry reference (e.g.
+    /// 10.0.0.5:5000/talos/installer:v2.0.0), or a local OCI image layout (directory) or its
+    /// tarball, which this command serves to the nodes itself (see --serve-address).
+    #[arg(short, long, value_name = "REF|PATH")]
     pub image: String,
+
+    /// With a local --image: the address the nodes reach this machine at, `HOST` or
+    /// `HOST:PORT` (e.g. 192.168.1.10, or 10.0.2.2 from a QEMU guest on user networking).
+    /// The image is served read-only there until every node has pulled it.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub serve_address: Option<String>,
 
     /// Stage the upgrade: the node reboots and installs the image early in the next boot, before
     /// its services start (for when files in use block a live upgrade).
@@ -130,10 +145,69 @@ fn tag(version: &Version) -> String {
         .unwrap_or_default()
 }
 
+/// A local installer (OCI layout directory or tarball), served while the nodes pull it.
+struct LocalInstaller {
+    reference: String,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for LocalInstaller {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+async fn serve_local(path: &Path, serve_address: Option<&str>) -> anyhow::Result<LocalInstaller> {
+    let image = if path.is_dir() {
+        talos_oci::read_layout_dir(path)
+    } else {
+        let file = std::fs::File::open(path)
+            .with_context(|| format!("--image {}: opening the tarball", path.display()))?;
+        talos_oci::read_layout_tar(std::io::BufReader::new(file))
+    }
+    .with_context(|| format!("--image {}: not an OCI image layout", path.display()))?;
+    let Some(address) = serve_address else {
+        bail!(
+            "--image {} is a local installer, which this machine serves to the nodes: give \
+             --serve-address with an address the nodes reach this machine at (e.g. \
+             192.168.1.10, or 10.0.2.2 from a QEMU guest on user networking)",
+            path.display()
+        );
+    };
+    let (host, port) = match address.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => (
+            host.to_owned(),
+            port.parse::<u16>()
+                .with_context(|| format!("--serve-address {address}: the port is not a number"))?,
+        ),
+        _ => (address.to_owned(), 0),
+    };
+    let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
+        .await
+        .with_context(|| format!("--serve-address {address}: binding port {port}"))?;
+    let port = listener.local_addr()?.port();
+    let reference = format!(
+        "{host}:{port}/{}@{}",
+        talos_oci::serve::REPOSITORY,
+        image.manifest_digest()
+    );
+    eprintln!("serving {} as {reference}", path.display());
+    let server = tokio::spawn(talos_oci::serve::serve(Arc::new(image), listener));
+    Ok(LocalInstaller { reference, server })
+}
+
 pub async fn upgrade(global: &GlobalArgs, args: UpgradeArgs) -> anyhow::Result<()> {
+    let local = if Path::new(&args.image).exists() {
+        Some(serve_local(Path::new(&args.image), args.serve_address.as_deref()).await?)
+    } else {
+        None
+    };
+    let image = local
+        .as_ref()
+        .map_or_else(|| args.image.clone(), |l| l.reference.clone());
     let targets = global::targets(global, false).await?;
     let request = UpgradeRequest {
-        image: args.image.clone(),
+        image,
         preserve: args.preserve,
         stage: args.stage,
         force: args.force,
@@ -313,4 +387,47 @@ pub async fn rollback(global: &GlobalArgs, args: RollbackArgs) -> anyhow::Result
         format => print!("{}", output::render(format, &views)?),
     }
     global::check_failures(failed, targets.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(dir: &Path) -> std::path::PathBuf {
+        let image = talos_oci::installer_image("arm64", b"k".to_vec(), b"i".to_vec()).unwrap();
+        let path = dir.join("installer");
+        talos_oci::write_layout_dir(&image, &path).unwrap();
+        path
+    }
+
+    #[tokio::test]
+    async fn a_local_installer_needs_an_address_the_nodes_reach() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = layout(dir.path());
+        let err = serve_local(&path, None).await.err().unwrap();
+        assert!(err.to_string().contains("give --serve-address"), "{err}");
+        let err = serve_local(dir.path(), Some("10.0.2.2"))
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string().contains("not an OCI image layout"),
+            "{err:#}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_local_installer_is_served_by_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = layout(dir.path());
+        let local = serve_local(&path, Some("127.0.0.1")).await.unwrap();
+        let reference = talos_oci::Reference::parse(&local.reference).unwrap();
+        assert!(reference.digest().is_some(), "{}", local.reference);
+        let files = talos_oci::Registry::for_reference(&reference)
+            .unwrap()
+            .pull_files(&reference, "arm64", &["usr/install/arm64/vmlinuz"], 1 << 20)
+            .await
+            .unwrap();
+        assert_eq!(files["usr/install/arm64/vmlinuz"], b"k");
+    }
 }
