@@ -437,6 +437,11 @@ async fn arm64_uefi_install_to_second_disk() {
 }
 
 #[tokio::test]
+async fn arm64_uboot_install_to_second_disk() {
+    install_to_second_disk("qemu-virt-arm64", "u-boot").await;
+}
+
+#[tokio::test]
 async fn amd64_ovmf_install_to_second_disk() {
     install_to_second_disk("qemu-amd64", "uefi").await;
 }

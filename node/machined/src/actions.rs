@@ -12,8 +12,9 @@ use crate::upgrade;
 /// What one API request asked for.
 #[derive(Debug, Default)]
 pub struct Request {
-    /// Reset: wipe STATE; then reboot (`true`) or power off.
+    /// Reset: wipe STATE and META; then reboot (`true`) or power off.
     pub wipe_state: bool,
+    pub wipe_meta: bool,
     pub reboot_after_reset: bool,
     /// Upgrade: the installer image reference.
     pub image: String,
@@ -57,6 +58,10 @@ impl Tasks for NodeTasks {
                 if self.request.wipe_state {
                     self.node.wipe_state().map_err(|e| e.to_string())?;
                     tracing::info!("STATE wiped: the node comes back in maintenance mode");
+                }
+                if let (true, Some(slots)) = (self.request.wipe_meta, &self.node.slots) {
+                    slots.wipe_meta().map_err(|e| e.to_string())?;
+                    tracing::info!("META wiped");
                 }
             }
             Task::PullInstaller => {

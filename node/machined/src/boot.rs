@@ -238,6 +238,14 @@ impl BootSlots {
         Ok(kind)
     }
 
+    /// Empties META (a reset). A pending upgrade trial is dropped with it: the running slot
+    /// is committed first, so the next boot cannot take the trial for a rollback.
+    pub fn wipe_meta(&self) -> Result<(), BootError> {
+        let _guard = self.guard();
+        self.apply(&self.files().commit(self.booted))?;
+        self.write_meta(&Meta::default())
+    }
+
     /// Makes the running slot permanent.
     pub fn commit(&self) -> Result<(), BootError> {
         let _guard = self.guard();

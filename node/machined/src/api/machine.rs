@@ -420,10 +420,15 @@ impl MachineService for MachineApi {
                 "unknown system partition label {unknown:?}: expected STATE, EPHEMERAL or META"
             )));
         }
-        if !req.user_disks_to_wipe.is_empty() {
+        let user_disks_only = req.mode == pb::reset_request::WipeMode::UserDisks as i32;
+        if !req.user_disks_to_wipe.is_empty() || user_disks_only {
             return Err(Status::unimplemented(
                 "wiping user disks is not supported by talos-rs yet",
             ));
+        }
+        let wipes = |label: &str| labels.is_empty() || labels.iter().any(|l| l == label);
+        if wipes("EPHEMERAL") {
+            tracing::info!("no EPHEMERAL partition on talos-rs nodes yet: nothing to wipe there");
         }
         tracing::info!(
             graceful = req.graceful,
@@ -433,7 +438,9 @@ impl MachineService for MachineApi {
         );
         let actor_id = actor_id();
         let request = actions::Request {
-            wipe_state: labels.is_empty() || labels.iter().any(|l| l == "STATE"),
+            wipe_state: wipes("STATE"),
+            // META only when named: it holds the A/B state, not node data.
+            wipe_meta: labels.iter().any(|l| l == "META"),
             reboot_after_reset: req.reboot,
             ..Default::default()
         };

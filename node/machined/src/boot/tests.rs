@@ -137,3 +137,16 @@ fn finds_partitions_by_their_start_sector() {
     );
     assert_eq!(partition_device(&sys, dev, "vda", 7), None);
 }
+
+#[test]
+fn a_reset_empties_meta_and_keeps_the_running_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = fresh(dir.path(), Slot::A);
+    a.stage_upgrade(b"kernel v2", b"initramfs v2", "v2")
+        .unwrap();
+    let b = BootSlots::new(a.disk.clone(), Slot::B, a.root.clone());
+    b.wipe_meta().unwrap();
+    assert_eq!(b.read_meta().unwrap(), Meta::default());
+    assert_eq!(read(&b, "ab.env"), "talos_active=B\ntalos_try=none\n");
+    assert_eq!(b.on_boot().unwrap(), BootKind::Committed);
+}
