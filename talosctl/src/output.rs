@@ -151,36 +151,12 @@ pub fn file_mode_string(mode: u32) -> String {
     out
 }
 
-/// A mode in Go's `os.FileMode` bits, converting a Unix `st_mode`.
+/// A mode in Go's `os.FileMode` bits; a Unix `st_mode` (older talos-rs nodes) is converted.
 fn go_file_mode(mode: u32) -> u32 {
     if mode & 0o177_000 == 0 {
         return mode;
     }
-    const DIR: u32 = 1 << 31;
-    const SYMLINK: u32 = 1 << 27;
-    const DEVICE: u32 = 1 << 26;
-    const NAMED_PIPE: u32 = 1 << 25;
-    const SOCKET: u32 = 1 << 24;
-    const SETUID: u32 = 1 << 23;
-    const SETGID: u32 = 1 << 22;
-    const CHAR_DEVICE: u32 = 1 << 21;
-    const STICKY: u32 = 1 << 20;
-    const IRREGULAR: u32 = 1 << 19;
-    let kind = match mode & 0o170_000 {
-        0o100_000 => 0,
-        0o040_000 => DIR,
-        0o120_000 => SYMLINK,
-        0o060_000 => DEVICE,
-        0o020_000 => DEVICE | CHAR_DEVICE,
-        0o010_000 => NAMED_PIPE,
-        0o140_000 => SOCKET,
-        _ => IRREGULAR,
-    };
-    let special = [(0o4000, SETUID), (0o2000, SETGID), (0o1000, STICKY)]
-        .iter()
-        .filter(|(unix, _)| mode & unix != 0)
-        .fold(0, |acc, (_, go)| acc | go);
-    kind | special | (mode & 0o777)
+    talos_machinery::file_mode::from_unix(mode)
 }
 
 /// A UTC calendar time.

@@ -75,35 +75,6 @@ pub fn readable_file(root: &Path, path: &str) -> Result<PathBuf, FileAccessError
     Ok(resolved)
 }
 
-/// A Unix `st_mode` as Go's `fs.FileMode` bits, which upstream nodes send and upstream
-/// talosctl decodes: permissions in the low bits, the file type and setuid/setgid/sticky high.
-/// The `st_mode` values are POSIX's (S_IFMT and friends).
-pub fn go_file_mode(st_mode: u32) -> u32 {
-    const DIR: u32 = 1 << 31;
-    const SYMLINK: u32 = 1 << 27;
-    const DEVICE: u32 = 1 << 26;
-    const NAMED_PIPE: u32 = 1 << 25;
-    const SOCKET: u32 = 1 << 24;
-    const SETUID: u32 = 1 << 23;
-    const SETGID: u32 = 1 << 22;
-    const CHAR_DEVICE: u32 = 1 << 21;
-    const STICKY: u32 = 1 << 20;
-    let kind = match st_mode & 0o170_000 {
-        0o040_000 => DIR,
-        0o120_000 => SYMLINK,
-        0o060_000 => DEVICE,
-        0o020_000 => DEVICE | CHAR_DEVICE,
-        0o010_000 => NAMED_PIPE,
-        0o140_000 => SOCKET,
-        _ => 0,
-    };
-    let special = [(0o4000, SETUID), (0o2000, SETGID), (0o1000, STICKY)]
-        .iter()
-        .filter(|(unix, _)| st_mode & unix != 0)
-        .fold(0, |acc, (_, go)| acc | go);
-    kind | special | (st_mode & 0o777)
-}
-
 fn info(path: &Path, relative: &str) -> FileInfo {
     let name = path.display().to_string();
     match std::fs::symlink_metadata(path) {
@@ -111,7 +82,7 @@ fn info(path: &Path, relative: &str) -> FileInfo {
             metadata: None,
             name,
             size: i64::try_from(meta.len()).unwrap_or(i64::MAX),
-            mode: go_file_mode(meta.mode()),
+            mode: talos_machinery::file_mode::from_unix(meta.mode()),
             modified: meta.mtime(),
             is_dir: meta.is_dir(),
             error: String::new(),
@@ -207,15 +178,6 @@ mod tests {
         std::os::unix::fs::symlink("/system/state/config.yaml", r.join("etc/sneaky")).unwrap();
         std::os::unix::fs::symlink("../system/state", r.join("etc/sneaky-dir")).unwrap();
         dir
-    }
-
-    #[test]
-    fn modes_are_sent_as_go_file_modes() {
-        assert_eq!(go_file_mode(0o040755), (1 << 31) | 0o755);
-        assert_eq!(go_file_mode(0o100644), 0o644);
-        assert_eq!(go_file_mode(0o120777), (1 << 27) | 0o777);
-        assert_eq!(go_file_mode(0o020620), (1 << 26) | (1 << 21) | 0o620);
-        assert_eq!(go_file_mode(0o041777), (1 << 31) | (1 << 20) | 0o777);
     }
 
     #[test]
