@@ -471,11 +471,20 @@ fn fake_ntp_server(ahead: Duration) -> u16 {
 /// node back to maintenance mode.
 #[tokio::test]
 async fn arm64_day2_apply_modes_logs_and_reset() {
-    let Some(art) = artifacts(Arch::Arm64) else {
+    day2_apply_modes_logs_and_reset(Arch::Arm64).await;
+}
+
+#[tokio::test]
+async fn amd64_day2_apply_modes_logs_and_reset() {
+    day2_apply_modes_logs_and_reset(Arch::Amd64).await;
+}
+
+async fn day2_apply_modes_logs_and_reset(arch: Arch) {
+    let Some(art) = artifacts(arch) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let node = boot(Arch::Arm64, &art, dir.path(), Vec::new());
+    let node = boot(arch, &art, dir.path(), Vec::new());
     let secrets = SecretsBundle::generate(SystemTime::now()).unwrap();
     let os_ca = secrets.os_ca();
     let generated = generate(&GenerateInput::new(
