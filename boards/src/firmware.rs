@@ -18,6 +18,16 @@ pub struct Firmware {
     pub artifacts: Vec<Artifact>,
 }
 
+impl Firmware {
+    /// The file QEMU loads with `-bios` for this boot chain, if it has one.
+    pub fn qemu_bios(&self) -> Option<&str> {
+        self.artifacts
+            .iter()
+            .find(|a| a.placement == Placement::QemuBios)
+            .map(|a| a.path.as_str())
+    }
+}
+
 /// What loads the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]

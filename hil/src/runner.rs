@@ -367,20 +367,15 @@ fn chain_bios(
             format!("the boot chain {name} needs bootloader: {spelled}"),
         ));
     }
-    chain
-        .artifacts
-        .iter()
-        .find(|a| a.placement == talos_boards::Placement::QemuBios)
-        .map(|a| PathBuf::from(&a.path))
-        .ok_or_else(|| {
-            invalid(
-                "power.qemu.firmware",
-                format!(
-                    "boot chain {name} of board {} has no qemu-bios artifact",
-                    board.name
-                ),
-            )
-        })
+    chain.qemu_bios().map(PathBuf::from).ok_or_else(|| {
+        invalid(
+            "power.qemu.firmware",
+            format!(
+                "boot chain {name} of board {} has no qemu-bios artifact",
+                board.name
+            ),
+        )
+    })
 }
 
 /// A firmware boots a GPT disk: refuse an initramfs or a kernel given as `--image`.

@@ -14,8 +14,7 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use talos_boards::Placement;
-use talos_oci::{LocalRegistry, Reference, Registry};
+use talos_oci::LocalRegistry;
 
 /// Held while a guest runs.
 static ONE_GUEST: Mutex<()> = Mutex::new(());
@@ -39,10 +38,8 @@ fn inputs() -> Option<Inputs> {
     let bios = board
         .firmware_variant(CHAIN)
         .expect("the boot chain exists")
-        .artifacts
-        .iter()
-        .find(|a| a.placement == Placement::QemuBios)
-        .map(|a| PathBuf::from(&a.path))
+        .qemu_bios()
+        .map(PathBuf::from)
         .expect("the boot chain has QEMU firmware");
     let out = PathBuf::from(out);
     let disk = out
@@ -93,17 +90,12 @@ places:
 
 /// Pushes the installer for `version`; returns the reference the guest pulls.
 async fn publish(registry: &LocalRegistry, installers: &Path, version: &str) -> String {
-    let image = talos_oci::read_layout_dir(&installers.join(version))
-        .expect("the installer layout xtask wrote");
-    let host = Reference::parse(&format!("{}/talos/installer:{version}", registry.addr())).unwrap();
-    Registry::new(registry.addr(), registry.addr().to_string())
-        .push(&host, &image)
+    let name = format!("talos/installer:{version}");
+    registry
+        .push_layout(&installers.join(version), &name)
         .await
-        .expect("push to the local registry");
-    format!(
-        "10.0.2.2:{}/talos/installer:{version}",
-        registry.addr().port()
-    )
+        .expect("push the installer layout xtask wrote");
+    registry.guest_reference(&name)
 }
 
 /// Runs `hil run` with `args` after the common ones; returns its exit code, JUnit and report.

@@ -10,12 +10,12 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use talos_boards::{Board, Placement};
+use talos_boards::Board;
 use talos_client::{Client, Endpoint, TlsMode};
 use talos_hil::{Accel, BootSource, QemuBoard, QemuSpec};
 use talos_machinery::config::{GenerateInput, generate};
 use talos_machinery::secrets::SecretsBundle;
-use talos_oci::{LocalRegistry, Reference, Registry};
+use talos_oci::LocalRegistry;
 use talos_proto::machine::UpgradeRequest;
 use talos_proto::machine::apply_configuration_request::Mode as ApplyMode;
 
@@ -46,10 +46,8 @@ fn fixture(board_name: &str, chain: &str) -> Option<Fixture> {
     let bios = board
         .firmware_variant(chain)
         .expect("the boot chain exists")
-        .artifacts
-        .iter()
-        .find(|a| a.placement == Placement::QemuBios)
-        .map(|a| PathBuf::from(&a.path))
+        .qemu_bios()
+        .map(PathBuf::from)
         .expect("the boot chain has QEMU firmware");
     let out = PathBuf::from(out);
     let disk = out
@@ -158,17 +156,12 @@ impl Node {
 
 /// Pushes the installer for `version` and returns the reference the guest pulls.
 async fn publish(registry: &LocalRegistry, fixture: &Fixture, version: &str) -> String {
-    let image = talos_oci::read_layout_dir(&fixture.installers.join(version))
-        .expect("the installer layout xtask wrote");
-    let host = Reference::parse(&format!("{}/talos/installer:{version}", registry.addr())).unwrap();
-    Registry::new(registry.addr(), registry.addr().to_string())
-        .push(&host, &image)
+    let name = format!("talos/installer:{version}");
+    registry
+        .push_layout(&fixture.installers.join(version), &name)
         .await
-        .expect("push to the local registry");
-    format!(
-        "10.0.2.2:{}/talos/installer:{version}",
-        registry.addr().port()
-    )
+        .expect("push the installer layout xtask wrote");
+    registry.guest_reference(&name)
 }
 
 async fn upgrade(client: &Client, image: &str) {

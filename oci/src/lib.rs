@@ -29,6 +29,6 @@ pub use layer::LayerError;
 pub use layout::{
     LayoutError, read_layout_dir, read_layout_tar, write_layout_dir, write_layout_tar,
 };
-pub use local_registry::LocalRegistry;
+pub use local_registry::{LocalRegistry, PushLayoutError};
 pub use reference::{Reference, ReferenceError};
 pub use registry::{MAX_MANIFEST_BYTES, Pushed, Registry, RegistryError};

@@ -17,6 +17,16 @@ const POLL_INTERVAL: Duration = Duration::from_millis(50);
 const START_ATTEMPTS: usize = 3;
 const LOG_TAIL_LINES: usize = 20;
 
+#[derive(Debug, thiserror::Error)]
+pub enum PushLayoutError {
+    #[error(transparent)]
+    Layout(#[from] crate::LayoutError),
+    #[error(transparent)]
+    Reference(#[from] crate::ReferenceError),
+    #[error(transparent)]
+    Registry(#[from] crate::RegistryError),
+}
+
 /// A running `docker-registry serve`, answering on [`addr`](Self::addr).
 #[derive(Debug)]
 pub struct LocalRegistry {
@@ -89,6 +99,21 @@ impl LocalRegistry {
     /// Where the registry listens (plain HTTP).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Pushes the OCI image layout in `dir` as `name` (`repository:tag`).
+    pub async fn push_layout(&self, dir: &Path, name: &str) -> Result<(), PushLayoutError> {
+        let image = crate::read_layout_dir(dir)?;
+        let reference = crate::Reference::parse(&format!("{}/{name}", self.addr))?;
+        crate::Registry::new(self.addr, self.addr.to_string())
+            .push(&reference, &image)
+            .await?;
+        Ok(())
+    }
+
+    /// How a QEMU guest on user networking names `name` here: the host is 10.0.2.2 to it.
+    pub fn guest_reference(&self, name: &str) -> String {
+        format!("10.0.2.2:{}/{name}", self.addr.port())
     }
 
     /// The registry's own log (stdout and stderr).

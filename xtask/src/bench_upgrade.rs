@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use talos_hil::strategy::StepRecord;
 use talos_machinery::Arch;
-use talos_oci::{LocalRegistry, Reference, Registry};
+use talos_oci::LocalRegistry;
 
 use crate::bench::median;
 use crate::paths;
@@ -41,16 +41,12 @@ async fn publish(registry: &LocalRegistry, version: &str) -> anyhow::Result<Stri
         .join("out/installers")
         .join(Arch::Arm64.as_str())
         .join(version);
-    let image = talos_oci::read_layout_dir(&dir)
+    let name = format!("talos/installer:{version}");
+    registry
+        .push_layout(&dir, &name)
+        .await
         .with_context(|| format!("{}: run `cargo xtask test-inputs`", dir.display()))?;
-    let reference = Reference::parse(&format!("{}/talos/installer:{version}", registry.addr()))?;
-    Registry::new(registry.addr(), registry.addr().to_string())
-        .push(&reference, &image)
-        .await?;
-    Ok(format!(
-        "10.0.2.2:{}/talos/installer:{version}",
-        registry.addr().port()
-    ))
+    Ok(registry.guest_reference(&name))
 }
 
 fn one_run(chain: &'static str, dir: &std::path::Path) -> anyhow::Result<(Duration, Duration)> {
