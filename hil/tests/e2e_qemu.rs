@@ -6,6 +6,10 @@
 //! xtask test` builds them and sets `TALOS_RS_E2E_REQUIRED=1`, which turns their absence into a
 //! failure; a plain `cargo test` without them skips with a message.
 
+mod common;
+
+use common::Node;
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -86,25 +90,6 @@ fn state_disk(dir: &Path) -> PathBuf {
         .expect("mkfs.ext4 runs");
     assert!(status.success());
     path
-}
-
-/// A booted node that prints its console when the test fails.
-struct Node {
-    qemu: QemuBoard,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!(
-                "---- serial console ({}) ----",
-                self.qemu.serial_log().display()
-            );
-            for line in self.qemu.serial_lines() {
-                eprintln!("{line}");
-            }
-        }
-    }
 }
 
 fn boot(arch: Arch, art: &Artifacts, dir: &Path, append: Vec<String>) -> Node {

@@ -7,6 +7,10 @@
 //! Inputs: `$TALOS_RS_OUT/images/<board>-<boot chain>/metal-<arch>.raw` (v1.0.0) and
 //! `$TALOS_RS_OUT/installers/<arch>/<version>/` (OCI layouts; v3.0.0 is deliberately broken).
 
+mod common;
+
+use common::Node;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -71,25 +75,6 @@ fn fixture(board_name: &str, chain: &str) -> Option<Fixture> {
         bios,
         installers,
     })
-}
-
-/// A booted node that prints its console when the test fails.
-struct Node {
-    qemu: QemuBoard,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!(
-                "---- serial console ({}) ----",
-                self.qemu.serial_log().display()
-            );
-            for line in self.qemu.serial_lines() {
-                eprintln!("{line}");
-            }
-        }
-    }
 }
 
 impl Node {
