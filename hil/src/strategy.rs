@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use talos_client::{Endpoint, TlsMode};
 use talos_images::flash::FlashProgress;
 
-use crate::api::NodeApi;
+use crate::api::{ApiError, NodeApi};
 use crate::console::{Console, ConsoleLine, Expect, PANIC_MARKERS, TAIL_LINES, tail};
 use crate::power::PowerSwitch;
 use crate::rig::Bootloader;
@@ -300,38 +300,35 @@ impl Strategy {
 
     /// Reboots through the API; the board is `powered` afterwards and walks forward again.
     pub fn reboot_via_api(&mut self) -> Result<(), StrategyError> {
-        self.step("reboot", |s, evidence| {
-            let endpoint = s.endpoint.clone().ok_or("no API endpoint known")?;
-            let tls = s.tls();
-            let cursor = s.drivers.console.line_count();
-            let answer = s
-                .drivers
-                .api
-                .reboot(&endpoint, &tls)
-                .map_err(|e| e.to_string())?;
-            evidence.push(Evidence::Api(format!("Reboot: {answer}")));
-            s.boot_start = cursor;
-            s.boot_cursor = cursor;
-            Ok(())
-        })?;
-        self.state = BoardState::Powered;
-        self.endpoint = None;
-        Ok(())
+        self.rebooting_call("reboot", "Reboot", |api, endpoint, tls| {
+            api.reboot(endpoint, tls)
+        })
     }
 
     /// Upgrades the node from the installer `image`; the node reboots into the new slot, so
     /// the board is `powered` afterwards and walks forward again.
     pub fn upgrade(&mut self, image: &str) -> Result<(), StrategyError> {
-        self.step(&format!("upgrade to {image}"), |s, evidence| {
+        self.rebooting_call(
+            &format!("upgrade to {image}"),
+            "Upgrade",
+            |api, endpoint, tls| api.upgrade(endpoint, tls, image),
+        )
+    }
+
+    /// One API call after which the node reboots: the next boot's console starts here.
+    fn rebooting_call(
+        &mut self,
+        name: &str,
+        method: &str,
+        call: impl FnOnce(&mut dyn NodeApi, &Endpoint, &TlsMode) -> Result<String, ApiError>,
+    ) -> Result<(), StrategyError> {
+        self.step(name, |s, evidence| {
             let endpoint = s.endpoint.clone().ok_or("no API endpoint known")?;
             let tls = s.tls();
             let cursor = s.drivers.console.line_count();
-            let answer = s
-                .drivers
-                .api
-                .upgrade(&endpoint, &tls, image)
-                .map_err(|e| e.to_string())?;
-            evidence.push(Evidence::Api(format!("Upgrade: {answer}")));
+            let answer =
+                call(s.drivers.api.as_mut(), &endpoint, &tls).map_err(|e| e.to_string())?;
+            evidence.push(Evidence::Api(format!("{method}: {answer}")));
             s.boot_start = cursor;
             s.boot_cursor = cursor;
             Ok(())
