@@ -40,6 +40,10 @@ pub struct Board {
     pub kernel_args: Vec<String>,
     /// Kernel modules the initramfs carries and the node loads, e.g. `virtio_net`.
     pub modules: Vec<String>,
+    /// Drivers the initramfs carries, with their `modules.alias` lines, for the node to load
+    /// when a matching device is present or plugged in (USB NICs, for example).
+    #[serde(default)]
+    pub modules_on_demand: Vec<String>,
     /// Present when the board can be emulated by QEMU.
     #[serde(default)]
     pub qemu: Option<QemuMachine>,
@@ -330,21 +334,31 @@ impl Board {
         }
 
         let mut modules = BTreeSet::new();
-        for module in &self.modules {
+        let lists = [
+            ("modules", &self.modules),
+            ("modules_on_demand", &self.modules_on_demand),
+        ];
+        for (field, module) in lists
+            .iter()
+            .flat_map(|(f, list)| list.iter().map(move |m| (*f, m)))
+        {
             if module.is_empty()
                 || !module
                     .chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
             {
                 return Err(invalid(
-                    "modules",
+                    field,
                     format!(
                         "entry {module:?} must be a module name such as virtio_net (no path, no .ko)"
                     ),
                 ));
             }
             if !modules.insert(module.replace('-', "_")) {
-                return Err(invalid("modules", format!("lists {module:?} twice")));
+                return Err(invalid(
+                    field,
+                    format!("lists {module:?} twice (across modules and modules_on_demand)"),
+                ));
             }
         }
 

@@ -50,6 +50,18 @@ pub struct ServiceMemory {
 }
 
 impl MemoryProfile {
+    /// The profile as the node reads it (`/etc/talos/memory`): one `<service> <min MiB>
+    /// [<max MiB>]` line per service.
+    pub fn node_table(&self) -> String {
+        self.services
+            .iter()
+            .map(|(service, memory)| match memory.max_mib {
+                Some(max) => format!("{} {} {max}\n", service.as_str(), memory.min_mib),
+                None => format!("{} {}\n", service.as_str(), memory.min_mib),
+            })
+            .collect()
+    }
+
     /// Sum of all `memory.min` reservations.
     pub fn reserved_mib(&self) -> u32 {
         self.services.values().map(|s| s.min_mib).sum()

@@ -108,6 +108,10 @@ fn memory_profiles_carry_the_reservations() {
     let standard = generic.memory.as_ref().expect("profile");
     assert_eq!(standard.services[&Service::Etcd].min_mib, 256);
     assert_eq!(standard.reserved_mib(), 756);
+    let table = standard.node_table();
+    assert!(table.lines().any(|l| l == "apid 16 128"), "{table}");
+    assert!(table.lines().any(|l| l == "etcd 256"), "{table}");
+    assert_eq!(table.lines().count(), standard.services.len());
 }
 
 #[test]
@@ -164,7 +168,7 @@ fn board_modules_exist_in_the_debian_kernels() {
             if board.arch.as_str() != arch {
                 continue;
             }
-            for module in &board.modules {
+            for module in board.modules.iter().chain(&board.modules_on_demand) {
                 assert!(
                     names.contains(&module.replace('-', "_")),
                     "{}: no module {module}",
@@ -282,6 +286,20 @@ fn with_raw(offset: u64, max_bytes: u64, extra: &str) -> String {
     format!(
         "{BASE}{extra}\n[[firmware]]\nname = \"u-boot\"\nkind = \"u-boot\"\nartifacts = [\n  {{ package = \"u-boot-rockchip\", path = \"/usr/lib/u-boot/x/idbloader.img\", install = \"raw\", offset = {offset}, max_bytes = {max_bytes} }},\n]\n"
     )
+}
+
+#[test]
+fn a_module_is_loaded_at_boot_or_on_demand_not_both() {
+    let text = BASE.replace("modules = []", "modules = [\"usbnet\"]");
+    assert!(load_text(&format!("{text}modules_on_demand = [\"cdc_ether\"]\n")).is_ok());
+    assert_eq!(
+        invalid_field(&format!("{text}modules_on_demand = [\"usbnet\"]\n")),
+        "modules_on_demand"
+    );
+    assert_eq!(
+        invalid_field(&format!("{BASE}modules_on_demand = [\"usbnet.ko\"]\n")),
+        "modules_on_demand"
+    );
 }
 
 #[test]

@@ -60,8 +60,14 @@ fn rpi_generic_is_an_sd_card_for_the_pi_3_and_4_and_for_raspi3b() {
     assert_eq!(qemu.firmware_dtb.as_deref(), Some("bcm2837-rpi-3-b.dtb"));
     assert!(qemu.plug_nic_after.is_some());
     assert!(!qemu.exit_on_poweroff, "raspi3b has no PSCI");
-    for module in ["dwc2", "phy_generic", "cdc_ether", "bcm2835", "sdhci_iproc"] {
+    for module in ["dwc2", "phy_generic", "bcm2835", "sdhci_iproc"] {
         assert!(board.modules.iter().any(|m| m == module), "{module}");
+    }
+    for module in ["genet", "lan78xx", "smsc95xx", "cdc_ether"] {
+        assert!(
+            board.modules_on_demand.iter().any(|m| m == module),
+            "{module} loads by modalias"
+        );
     }
     assert!(
         board

@@ -273,14 +273,29 @@ impl Table {
     }
 
     fn write_with_mbr(&self, disk: &mut (impl Write + Seek), mbr: &[u8]) -> Result<(), GptError> {
+        disk.seek(SeekFrom::Start(0))?;
+        disk.write_all(mbr)?;
+        self.write_primary(disk)?;
+        self.write_backup(disk)
+    }
+
+    fn write_primary(&self, disk: &mut (impl Write + Seek)) -> Result<(), GptError> {
+        let entries = self.entries();
+        let crc = crc32fast::hash(&entries);
+        // Entries before the header that vouches for them.
+        disk.seek(SeekFrom::Start(2 * SECTOR))?;
+        disk.write_all(&entries)?;
+        disk.seek(SeekFrom::Start(SECTOR))?;
+        disk.write_all(&self.header(1, self.total_sectors - 1, 2, crc))?;
+        disk.flush()?;
+        Ok(())
+    }
+
+    fn write_backup(&self, disk: &mut (impl Write + Seek)) -> Result<(), GptError> {
         let entries = self.entries();
         let crc = crc32fast::hash(&entries);
         let last = self.total_sectors - 1;
         let backup_entries = last - self.entry_sectors();
-        disk.seek(SeekFrom::Start(0))?;
-        disk.write_all(mbr)?;
-        disk.write_all(&self.header(1, last, 2, crc))?;
-        disk.write_all(&entries)?;
         disk.seek(SeekFrom::Start(backup_entries * SECTOR))?;
         disk.write_all(&entries)?;
         disk.write_all(&self.header(last, 1, backup_entries, crc))?;
@@ -288,10 +303,54 @@ impl Table {
         Ok(())
     }
 
-    /// Reads the primary table, checking both CRCs.
+    /// The first half of rewriting a table in place, on a disk that may have grown since it
+    /// was written (`total_sectors` is its size now): the backup table at the disk's end.
+    /// Flush the disk, then call [`Table::write_primary_to`]. A power cut before the primary
+    /// is whole leaves either the old primary or, once it is torn, the new backup, which is
+    /// where Linux and [`Table::read_from`] look next.
+    pub fn write_backup_to(&self, disk: &mut (impl Write + Seek)) -> Result<(), GptError> {
+        self.check()?;
+        self.write_backup(disk)
+    }
+
+    /// The second half: the primary table, then the protective MBR's size stretched to the
+    /// disk. A hybrid MBR is left as it is (its 0xEE entry covers only the GPT).
+    pub fn write_primary_to(&self, disk: &mut (impl Read + Write + Seek)) -> Result<(), GptError> {
+        self.check()?;
+        self.write_primary(disk)?;
+        let mut mbr = vec![0u8; SECTOR as usize];
+        disk.seek(SeekFrom::Start(0))?;
+        disk.read_exact(&mut mbr)?;
+        if mbr[446 + 4] == MBR_PROTECTIVE && mbr[454..458] == 1u32.to_le_bytes() {
+            let size = u32::try_from(self.total_sectors - 1).unwrap_or(u32::MAX);
+            mbr[458..462].copy_from_slice(&size.to_le_bytes());
+            disk.seek(SeekFrom::Start(0))?;
+            disk.write_all(&mbr)?;
+            disk.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Reads the primary table, checking both CRCs; when it is damaged, the backup in the
+    /// disk's last sector (as Linux does).
     pub fn read_from(disk: &mut (impl Read + Seek)) -> Result<Table, GptError> {
+        let primary = match Table::read_header_at(disk, 1) {
+            Err(GptError::Io(e)) => return Err(GptError::Io(e)),
+            other => other,
+        };
+        if primary.is_ok() {
+            return primary;
+        }
+        let sectors = disk.seek(SeekFrom::End(0))? / SECTOR;
+        match sectors.checked_sub(1).filter(|last| *last > 1) {
+            Some(last) => Table::read_header_at(disk, last).or(primary),
+            None => primary,
+        }
+    }
+
+    fn read_header_at(disk: &mut (impl Read + Seek), lba: u64) -> Result<Table, GptError> {
         let mut h = vec![0u8; SECTOR as usize];
-        disk.seek(SeekFrom::Start(SECTOR))?;
+        disk.seek(SeekFrom::Start(lba * SECTOR))?;
         disk.read_exact(&mut h)?;
         if &h[0..8] != SIGNATURE {
             return Err(GptError::NoHeader);
@@ -310,7 +369,12 @@ impl Table {
         if crc32fast::hash(&zeroed) != stored {
             return Err(GptError::Checksum { which: "header" });
         }
-        let backup_lba = u64_at(&h, 32);
+        if u64_at(&h, 24) != lba {
+            return Err(GptError::Malformed(
+                "the header names another sector as its own",
+            ));
+        }
+        let other_lba = u64_at(&h, 32);
         let entries_lba = u64_at(&h, 72);
         let count = u64::from(u32_at(&h, 80));
         let size = u64::from(u32_at(&h, 84));
@@ -347,7 +411,7 @@ impl Table {
             .collect();
         Ok(Table {
             disk_guid: Guid::from_disk(&h[56..72]),
-            total_sectors: backup_lba + 1,
+            total_sectors: lba.max(other_lba) + 1,
             partitions,
             entry_count: count as u32,
         })

@@ -18,7 +18,7 @@ use talos_boards::Board;
 use talos_client::{Client, ClientError, Endpoint, TlsMode};
 use talos_hil::{Accel, BootSource, QemuBoard, QemuSpec};
 use talos_machinery::Arch;
-use talos_machinery::config::{GenerateInput, generate};
+use talos_machinery::config::{GenerateInput, Generated, generate};
 use talos_machinery::pki::{self, CertAndKey};
 use talos_machinery::role::Role;
 use talos_machinery::secrets::SecretsBundle;
@@ -132,6 +132,21 @@ async fn connect_when_configured(node: &Node, tls: TlsMode) -> Client {
     }
 }
 
+/// New secrets and the configs `gen config NAME https://10.0.2.15:6443` makes from them, with
+/// the OS CA that signs client certificates.
+fn cluster(name: &str) -> (CertAndKey, Generated) {
+    let secrets = SecretsBundle::generate(SystemTime::now()).unwrap();
+    let os_ca = secrets.os_ca();
+    let generated = generate(&GenerateInput::new(
+        name,
+        "https://10.0.2.15:6443",
+        secrets,
+        SystemTime::now(),
+    ))
+    .unwrap();
+    (os_ca, generated)
+}
+
 fn client_cert(ca: &CertAndKey, role: Role) -> CertAndKey {
     pki::issue_client_cert(ca, &[role], pki::CLIENT_CERT_VALIDITY, SystemTime::now()).unwrap()
 }
@@ -159,6 +174,56 @@ fn code(result: Result<impl std::fmt::Debug, ClientError>) -> Option<tonic::Code
         Ok(v) => panic!("expected an error, got {v:?}"),
         Err(e) => e.code(),
     }
+}
+
+/// /usr is the initramfs's squashfs on a loop device, read-only, with the Kubernetes stack.
+async fn assert_usr_is_the_squashfs(admin: &Client) {
+    let mounts = admin.mounts().await.expect("Mounts").stats;
+    let usr = mounts
+        .iter()
+        .find(|m| m.mounted_on == "/usr")
+        .unwrap_or_else(|| panic!("nothing is mounted at /usr: {mounts:?}"));
+    assert!(usr.filesystem.starts_with("/dev/loop"), "{usr:?}");
+    assert_eq!(usr.available, 0, "a squashfs has no free space: {usr:?}");
+    let proc_mounts = read_file(admin, "/proc/mounts").await;
+    let fields: Vec<&str> = proc_mounts
+        .lines()
+        .map(|l| l.split(' ').collect::<Vec<_>>())
+        .find(|f| f.get(1) == Some(&"/usr"))
+        .expect("/usr in /proc/mounts");
+    assert_eq!(fields[2], "squashfs", "{fields:?}");
+    let options: Vec<&str> = fields[3].split(',').collect();
+    for option in ["ro", "nosuid", "nodev"] {
+        assert!(options.contains(&option), "{option} missing: {fields:?}");
+    }
+    let mut found = Vec::new();
+    for dir in ["/usr/bin", "/usr/sbin"] {
+        let mut list = admin
+            .list(talos_proto::machine::ListRequest {
+                root: dir.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("List");
+        while let Some(entry) = list.next_entry().await.expect("List stream") {
+            assert!(entry.error.is_empty(), "{entry:?}");
+            if !entry.is_dir {
+                assert!(entry.size > 100_000, "{entry:?}");
+                found.push(entry.name);
+            }
+        }
+    }
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            "/usr/bin/containerd",
+            "/usr/bin/containerd-shim-runc-v2",
+            "/usr/bin/etcd",
+            "/usr/bin/runc",
+            "/usr/sbin/mkfs.ext4",
+        ]
+    );
 }
 
 async fn walking_skeleton(arch: Arch, append: Vec<String>) {
@@ -202,15 +267,7 @@ async fn walking_skeleton(arch: Arch, append: Vec<String>) {
         .expect("still in maintenance mode after a bad config");
 
     // A generated config switches the node to mutual TLS.
-    let secrets = SecretsBundle::generate(SystemTime::now()).unwrap();
-    let os_ca = secrets.os_ca();
-    let generated = generate(&GenerateInput::new(
-        "e2e",
-        "https://10.0.2.15:6443",
-        secrets,
-        SystemTime::now(),
-    ))
-    .unwrap();
+    let (os_ca, generated) = cluster("e2e");
     let applied = insecure
         .apply_configuration(generated.controlplane.into_bytes(), ApplyMode::Auto, false)
         .await
@@ -238,6 +295,7 @@ async fn walking_skeleton(arch: Arch, append: Vec<String>) {
         );
     }
     assert!(admin.memory().await.unwrap().meminfo.unwrap().memtotal > 100_000);
+    assert_usr_is_the_squashfs(&admin).await;
     let mut dmesg = admin.dmesg(false, false).await.unwrap();
     let mut kernel_log = Vec::new();
     while let Some(chunk) = dmesg.next_chunk().await.unwrap() {
@@ -339,14 +397,7 @@ async fn arm64_config_from_kernel_command_line_url() {
     let Some(art) = artifacts(Arch::Arm64) else {
         return;
     };
-    let secrets = SecretsBundle::generate(SystemTime::now()).unwrap();
-    let generated = generate(&GenerateInput::new(
-        "url",
-        "https://10.0.2.15:6443",
-        secrets,
-        SystemTime::now(),
-    ))
-    .unwrap();
+    let (_, generated) = cluster("url");
     let config = generated.controlplane.clone();
     let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = server.local_addr().unwrap().port();
@@ -470,15 +521,7 @@ async fn day2_apply_modes_logs_and_reset(arch: Arch) {
     };
     let dir = tempfile::tempdir().unwrap();
     let node = boot(arch, &art, dir.path(), Vec::new());
-    let secrets = SecretsBundle::generate(SystemTime::now()).unwrap();
-    let os_ca = secrets.os_ca();
-    let generated = generate(&GenerateInput::new(
-        "day2",
-        "https://10.0.2.15:6443",
-        secrets,
-        SystemTime::now(),
-    ))
-    .unwrap();
+    let (os_ca, generated) = cluster("day2");
     let base = generated.controlplane.clone();
     // Ahead by more than the step threshold, less than the certificates' clock-skew allowance.
     const AHEAD: Duration = Duration::from_secs(120);
@@ -634,5 +677,209 @@ async fn day2_apply_modes_logs_and_reset(arch: Arch) {
         .await
         .expect("maintenance API after reset");
     maintenance.version().await.unwrap();
+    node.qemu.power_off_hard().unwrap();
+}
+
+#[tokio::test]
+async fn arm64_services_bootstrap_and_restart() {
+    services_bootstrap_and_restart(Arch::Arm64).await;
+}
+
+#[tokio::test]
+async fn amd64_services_bootstrap_and_restart() {
+    services_bootstrap_and_restart(Arch::Amd64).await;
+}
+
+/// Polls ServiceList until `ready` holds for service `id`, and returns that service.
+async fn wait_for_service(
+    client: &Client,
+    id: &str,
+    what: &str,
+    ready: impl Fn(&talos_proto::machine::ServiceInfo) -> bool,
+) -> talos_proto::machine::ServiceInfo {
+    let deadline = Instant::now() + BOOT_TIMEOUT;
+    loop {
+        let list = client.service_list().await.expect("ServiceList");
+        let found = list.services.into_iter().find(|s| s.id == id);
+        match found {
+            Some(s) if ready(&s) => return s,
+            other if Instant::now() >= deadline => {
+                panic!("service {id} is not {what} within {BOOT_TIMEOUT:?}: {other:#?}")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
+fn healthy(s: &talos_proto::machine::ServiceInfo) -> bool {
+    s.state == "Running" && s.health.as_ref().is_some_and(|h| !h.unknown && h.healthy)
+}
+
+fn last_pid(s: &talos_proto::machine::ServiceInfo) -> Option<String> {
+    s.events.as_ref()?.events.iter().rev().find_map(|e| {
+        e.msg
+            .strip_prefix("Started with PID ")
+            .and_then(|rest| rest.split(':').next())
+            .map(str::to_owned)
+    })
+}
+
+async fn service_logs(client: &Client, id: &str) -> String {
+    let mut stream = client
+        .machine()
+        .logs(client.request(talos_proto::machine::LogsRequest {
+            namespace: "system".into(),
+            id: id.into(),
+            driver: 0,
+            follow: false,
+            tail_lines: -1,
+        }))
+        .await
+        .expect("Logs")
+        .into_inner();
+    let mut text = String::new();
+    while let Some(chunk) = stream.message().await.expect("log stream") {
+        text.push_str(&String::from_utf8_lossy(&chunk.bytes));
+    }
+    text
+}
+
+/// containerd and etcd from the image's /usr under the supervisor: cgroups from the board's
+/// memory profile, etcd behind Bootstrap with mutual TLS, restart, stop and start with roles,
+/// and `logs -f` following a restart. kubelet is reported as skipped: no Kubernetes binaries
+/// could be fetched to build this image.
+async fn services_bootstrap_and_restart(arch: Arch) {
+    let Some(art) = artifacts(arch) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let node = boot(arch, &art, dir.path(), Vec::new());
+    let (os_ca, generated) = cluster("services");
+    let insecure = connect(&node, TlsMode::Insecure)
+        .await
+        .expect("maintenance API");
+    insecure
+        .apply_configuration(generated.controlplane.into_bytes(), ApplyMode::Auto, false)
+        .await
+        .expect("apply");
+    let admin_cert = client_cert(&os_ca, Role::Admin);
+    let admin = connect_when_configured(&node, mutual(&os_ca, &admin_cert)).await;
+
+    let containerd = wait_for_service(&admin, "containerd", "healthy", healthy).await;
+    let etcd = wait_for_service(&admin, "etcd", "waiting for bootstrap", |s| {
+        s.state == "Waiting"
+    })
+    .await;
+    let waiting = &etcd.events.as_ref().unwrap().events.last().unwrap().msg;
+    assert_eq!(
+        waiting,
+        "Waiting for talosctl bootstrap, or etcd data in /var/lib/etcd"
+    );
+    let kubelet = wait_for_service(&admin, "kubelet", "skipped", |s| s.state == "Skipped").await;
+    eprintln!(
+        "kubelet: {}",
+        kubelet.events.unwrap().events.last().unwrap().msg
+    );
+
+    // The supervisor's cgroups carry the memory profile (standard: containerd 48 MiB).
+    let pid = last_pid(&containerd).expect("containerd's PID");
+    let procs = read_file(&admin, "/sys/fs/cgroup/system/runtime/cgroup.procs").await;
+    assert!(
+        procs.lines().any(|l| l == pid),
+        "containerd ({pid}) runs in system/runtime: {procs:?}"
+    );
+    assert_eq!(
+        read_file(&admin, "/sys/fs/cgroup/system/runtime/memory.min").await,
+        "50331648\n"
+    );
+    assert_eq!(
+        read_file(&admin, &format!("/proc/{pid}/oom_score_adj")).await,
+        "-999\n"
+    );
+
+    // Roles: a reader may list services but not restart them.
+    let reader_cert = client_cert(&os_ca, Role::Reader);
+    let reader = connect(&node, mutual(&os_ca, &reader_cert)).await.unwrap();
+    assert_eq!(
+        code(reader.service_restart("containerd").await),
+        Some(tonic::Code::PermissionDenied)
+    );
+    assert_eq!(
+        code(reader.bootstrap().await),
+        Some(tonic::Code::PermissionDenied)
+    );
+
+    // Bootstrap starts etcd once; a second bootstrap is refused.
+    admin.bootstrap().await.expect("Bootstrap");
+    assert_eq!(
+        code(admin.bootstrap().await),
+        Some(tonic::Code::AlreadyExists)
+    );
+    let etcd = wait_for_service(&admin, "etcd", "healthy", healthy).await;
+    let etcd_pid = last_pid(&etcd).expect("etcd's PID");
+    let etcd_log = service_logs(&admin, "etcd").await;
+    assert!(
+        etcd_log.contains("ready to serve client requests"),
+        "etcd log: {etcd_log}"
+    );
+    assert_eq!(
+        read_file(&admin, &format!("/proc/{etcd_pid}/cgroup")).await,
+        "0::/podruntime/etcd\n"
+    );
+
+    // logs -f follows containerd across a restart.
+    let mut followed = admin
+        .machine()
+        .logs(admin.request(talos_proto::machine::LogsRequest {
+            namespace: "system".into(),
+            id: "containerd".into(),
+            driver: 0,
+            follow: true,
+            tail_lines: 0,
+        }))
+        .await
+        .expect("Logs -f")
+        .into_inner();
+    followed
+        .message()
+        .await
+        .expect("the tail")
+        .expect("a chunk");
+    admin.service_restart("containerd").await.expect("restart");
+    let restarted = wait_for_service(&admin, "containerd", "healthy again", |s| {
+        healthy(s) && last_pid(s).is_some_and(|p| p != pid)
+    })
+    .await;
+    let seen = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(chunk) = followed.message().await.expect("log stream") {
+            if String::from_utf8_lossy(&chunk.bytes).contains("containerd successfully booted") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(seen, Ok(true), "logs -f saw the restarted containerd boot");
+    assert!(
+        restarted
+            .events
+            .unwrap()
+            .events
+            .iter()
+            .any(|e| e.state == "Stopping" && e.msg == "Restarting service")
+    );
+
+    // Stop and start: etcd finds its data and needs no second bootstrap.
+    admin.service_stop("etcd").await.expect("stop");
+    wait_for_service(&admin, "etcd", "stopped", |s| s.state == "Finished").await;
+    admin.service_start("etcd").await.expect("start");
+    wait_for_service(&admin, "etcd", "healthy after start", |s| {
+        healthy(s) && last_pid(s).is_some_and(|p| p != etcd_pid)
+    })
+    .await;
+    assert_eq!(
+        code(admin.service_stop("machined").await),
+        Some(tonic::Code::FailedPrecondition)
+    );
     node.qemu.power_off_hard().unwrap();
 }

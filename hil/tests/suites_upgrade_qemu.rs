@@ -9,61 +9,23 @@
 //! `power-cut 2` with `--upgrade-image` runs the same way (about 70 s): one cut during
 //! apply-config, one during the upgrade. The two runs take turns, one QEMU guest at a time.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::Instant;
 
 use talos_oci::LocalRegistry;
 
+mod fixtures;
+
+use fixtures::{DiskImage, boards_dir};
+
 /// Held while a guest runs.
 static ONE_GUEST: Mutex<()> = Mutex::new(());
 
 const BOARD: &str = "qemu-virt-arm64";
 const CHAIN: &str = "uefi";
-
-struct Inputs {
-    disk: PathBuf,
-    installers: PathBuf,
-}
-
-fn inputs() -> Option<Inputs> {
-    let required = std::env::var_os("TALOS_RS_E2E_REQUIRED").is_some();
-    let Some(out) = std::env::var_os("TALOS_RS_OUT") else {
-        assert!(!required, "TALOS_RS_OUT is not set");
-        eprintln!("skipped: TALOS_RS_OUT is not set; `cargo xtask test` builds the disk images");
-        return None;
-    };
-    let board = talos_boards::find(&boards_dir(), BOARD).expect("the board file loads");
-    let bios = board
-        .firmware_variant(CHAIN)
-        .expect("the boot chain exists")
-        .qemu_bios()
-        .map(PathBuf::from)
-        .expect("the boot chain has QEMU firmware");
-    let out = PathBuf::from(out);
-    let disk = out
-        .join("images")
-        .join(format!("{BOARD}-{CHAIN}"))
-        .join("metal-arm64.raw");
-    let installers = out.join("installers/arm64");
-    let needed = [
-        disk.clone(),
-        bios,
-        installers.join("v2.0.0/index.json"),
-        installers.join("v3.0.0/index.json"),
-    ];
-    if let Some(missing) = needed.iter().find(|p| !p.is_file()) {
-        assert!(!required, "missing {}", missing.display());
-        eprintln!("skipped: no {}", missing.display());
-        return None;
-    }
-    Some(Inputs { disk, installers })
-}
-
-fn boards_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../boards")
-}
+const INSTALLERS: [&str; 2] = ["v2.0.0/index.json", "v3.0.0/index.json"];
 
 fn rig_yaml() -> String {
     format!(
@@ -99,7 +61,7 @@ async fn publish(registry: &LocalRegistry, installers: &Path, version: &str) -> 
 }
 
 /// Runs `hil run` with `args` after the common ones; returns its exit code, JUnit and report.
-fn hil_run(dir: &Path, inputs: &Inputs, suite: &str, args: &[&str]) -> (i32, String, String) {
+fn hil_run(dir: &Path, inputs: &DiskImage, suite: &str, args: &[&str]) -> (i32, String, String) {
     let rig = dir.join("rig.yaml");
     std::fs::write(&rig, rig_yaml()).unwrap();
     let (junit, report) = (dir.join("junit.xml"), dir.join("report.md"));
@@ -129,7 +91,7 @@ fn hil_run(dir: &Path, inputs: &Inputs, suite: &str, args: &[&str]) -> (i32, Str
 
 #[tokio::test]
 async fn upgrade_rollback_on_qemu_arm64_uefi() {
-    let Some(inputs) = inputs() else {
+    let Some(inputs) = fixtures::disk_image(BOARD, CHAIN, &INSTALLERS) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -177,7 +139,7 @@ async fn upgrade_rollback_on_qemu_arm64_uefi() {
 
 #[tokio::test]
 async fn power_cut_during_upgrade_on_qemu_arm64_uefi() {
-    let Some(inputs) = inputs() else {
+    let Some(inputs) = fixtures::disk_image(BOARD, CHAIN, &INSTALLERS) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -8,10 +8,12 @@
 //! `$TALOS_RS_OUT/installers/<arch>/<version>/` (OCI layouts; v3.0.0 is deliberately broken).
 
 mod common;
+mod fixtures;
 
 use common::Node;
+use fixtures::DiskImage;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use talos_boards::Board;
@@ -28,58 +30,9 @@ const V1: &str = "v1.0.0";
 const V2: &str = "v2.0.0";
 const BROKEN_V3: &str = "v3.0.0";
 
-struct Fixture {
-    board: Board,
-    disk: PathBuf,
-    bios: PathBuf,
-    installers: PathBuf,
-}
-
-fn fixture(board_name: &str, chain: &str) -> Option<Fixture> {
-    let required = std::env::var_os("TALOS_RS_E2E_REQUIRED").is_some();
-    let Some(out) = std::env::var_os("TALOS_RS_OUT") else {
-        assert!(!required, "TALOS_RS_OUT is not set");
-        eprintln!("skipped: TALOS_RS_OUT is not set; `cargo xtask test` builds the disk images");
-        return None;
-    };
-    let board = talos_boards::find(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../boards"),
-        board_name,
-    )
-    .expect("the board file loads");
-    let bios = board
-        .firmware_variant(chain)
-        .expect("the boot chain exists")
-        .qemu_bios()
-        .map(PathBuf::from)
-        .expect("the boot chain has QEMU firmware");
-    let out = PathBuf::from(out);
-    let disk = out
-        .join("images")
-        .join(format!("{board_name}-{chain}"))
-        .join(format!("metal-{}.raw", board.arch));
-    let installers = out.join("installers").join(board.arch.as_str());
-    if !disk.is_file() || !bios.is_file() {
-        assert!(
-            !required,
-            "missing {} or {}",
-            disk.display(),
-            bios.display()
-        );
-        eprintln!("skipped: no {} or {}", disk.display(), bios.display());
-        return None;
-    }
-    Some(Fixture {
-        board,
-        disk,
-        bios,
-        installers,
-    })
-}
-
 impl Node {
     /// Boots a copy of the fixture's disk image.
-    fn boot(fixture: &Fixture, dir: &Path) -> Node {
+    fn boot(fixture: &DiskImage, dir: &Path) -> Node {
         let disk = dir.join("disk.raw");
         std::fs::copy(&fixture.disk, &disk).expect("copy the disk image");
         Node::launch(
@@ -90,7 +43,7 @@ impl Node {
         )
     }
 
-    fn launch(board: Board, fixture: &Fixture, disk: &Path, serial_log: &Path) -> Node {
+    fn launch(board: Board, fixture: &DiskImage, disk: &Path, serial_log: &Path) -> Node {
         let qemu = QemuBoard::launch(QemuSpec {
             board,
             boot: BootSource::Firmware {
@@ -140,7 +93,7 @@ impl Node {
 }
 
 /// Pushes the installer for `version` and returns the reference the guest pulls.
-async fn publish(registry: &LocalRegistry, fixture: &Fixture, version: &str) -> String {
+async fn publish(registry: &LocalRegistry, fixture: &DiskImage, version: &str) -> String {
     let name = format!("talos/installer:{version}");
     registry
         .push_layout(&fixture.installers.join(version), &name)
@@ -199,7 +152,7 @@ enum Source {
 }
 
 /// Serves the layout of `version` from this machine; returns the reference the guest pulls.
-async fn serve_layout(fixture: &Fixture, version: &str) -> (String, tokio::task::JoinHandle<()>) {
+async fn serve_layout(fixture: &DiskImage, version: &str) -> (String, tokio::task::JoinHandle<()>) {
     let image = talos_oci::read_layout_dir(&fixture.installers.join(version)).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -216,7 +169,7 @@ async fn serve_layout(fixture: &Fixture, version: &str) -> (String, tokio::task:
 }
 
 async fn configure_and_upgrade(
-    fixture: &Fixture,
+    fixture: &DiskImage,
     dir: &Path,
     source: Source,
 ) -> (Node, TlsMode, LocalRegistry) {
@@ -253,7 +206,7 @@ async fn configure_and_upgrade(
 
 /// v1 → v2, then a v3 that cannot boot: the firmware falls back to v2 by itself.
 async fn upgrade_then_automatic_rollback(board: &str, chain: &str) {
-    let Some(fixture) = fixture(board, chain) else {
+    let Some(fixture) = fixtures::disk_image(board, chain, &[]) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -287,7 +240,7 @@ async fn upgrade_then_automatic_rollback(board: &str, chain: &str) {
 /// v1 → v2 from a local OCI layout served by this machine, then `talosctl rollback`
 /// returns to v1.
 async fn upgrade_then_manual_rollback(board: &str, chain: &str) {
-    let Some(fixture) = fixture(board, chain) else {
+    let Some(fixture) = fixtures::disk_image(board, chain, &[]) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -358,7 +311,7 @@ fn booted_disk(node: &Node) -> String {
 /// Boots the image with a blank second disk, installs onto it through
 /// `machine.install.disk`, then boots the installed disk alone: same version, same config.
 async fn install_to_second_disk(board: &str, chain: &str) {
-    let Some(fixture) = fixture(board, chain) else {
+    let Some(fixture) = fixtures::disk_image(board, chain, &[]) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

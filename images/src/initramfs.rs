@@ -1,15 +1,19 @@
 //! The node's initramfs: `/init`, the kernel modules it must load, and a few extra files,
-//! as a zstd-compressed newc archive.
+//! as a zstd-compressed newc archive; for the node, preceded by an uncompressed newc segment
+//! with the squashfs machined mounts at `/usr` ([`build_with_rootfs`]).
 //!
 //! The image holds nothing else: no shell and no busybox. Module dependencies come from the
 //! `modules.dep` that depmod wrote for the kernel; the image carries a trimmed copy whose
 //! lines are already in a valid load order (every module after its dependencies).
+
+pub mod rootfs;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::cpio::{CpioBuilder, CpioError};
+use rootfs::Rootfs;
 
 /// zstd level used for every image; the output does not depend on the machine.
 pub const ZSTD_LEVEL: i32 = 19;
@@ -26,6 +30,9 @@ pub const MOUNT_POINTS: [&str; 9] = [
     "/etc",
     "/var",
 ];
+
+/// Where the squashfs that machined mounts at `/usr` lies in the node's initramfs.
+pub const ROOTFS_PATH: &str = "/rootfs.sqsh";
 
 /// What goes into an initramfs.
 #[derive(Debug, Clone)]
@@ -47,6 +54,9 @@ pub struct ModulesSpec {
     pub kernel_release: String,
     /// Module names such as `virtio_net`; `-` and `_` are equivalent.
     pub wanted: Vec<String>,
+    /// Drivers carried for the node to load by modalias; their lines of the kernel's
+    /// `modules.alias` go into the image's.
+    pub on_demand: Vec<String>,
 }
 
 /// A built image and what it contains.
@@ -59,7 +69,7 @@ pub struct Initramfs {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
-    /// Every archive path, in archive order, without a leading `/`.
+    /// Every archive path, in archive order (segment by segment), without a leading `/`.
     pub paths: Vec<String>,
     /// Normalised module names (underscores), dependencies first.
     pub module_load_order: Vec<String>,
@@ -133,6 +143,13 @@ pub fn build(spec: &InitramfsSpec) -> Result<Initramfs, ImageError> {
             trimmed_dep.into_bytes(),
             0o644,
         )?;
+        if !modules.on_demand.is_empty() {
+            cpio.file(
+                &format!("{image_dir}/modules.alias"),
+                on_demand_aliases(modules)?,
+                0o644,
+            )?;
+        }
         builtin_modules = selection.builtin;
     }
 
@@ -148,6 +165,28 @@ pub fn build(spec: &InitramfsSpec) -> Result<Initramfs, ImageError> {
             module_load_order,
             builtin_modules,
         },
+    })
+}
+
+/// [`build`], preceded by an uncompressed newc segment holding [`ROOTFS_PATH`] and a link
+/// from the executables' program interpreter into `/usr`. The kernel unpacks concatenated
+/// archives in order, each with its own compression (as with early microcode); zstd on an
+/// already compressed squashfs would only cost build time.
+pub fn build_with_rootfs(spec: &InitramfsSpec, rootfs: &Rootfs) -> Result<Initramfs, ImageError> {
+    let mut segment = CpioBuilder::new(spec.mtime)?;
+    segment.file(ROOTFS_PATH, rootfs.squashfs.clone(), 0o400)?;
+    segment.symlink(&rootfs.interpreter, &rootfs.interpreter_in_usr)?;
+    let Initramfs {
+        bytes: compressed,
+        manifest,
+    } = build(spec)?;
+    let mut bytes = segment.to_bytes();
+    bytes.extend_from_slice(&compressed);
+    let mut paths = segment.paths();
+    paths.extend(manifest.paths);
+    Ok(Initramfs {
+        bytes,
+        manifest: Manifest { paths, ..manifest },
     })
 }
 
@@ -216,7 +255,7 @@ fn select_modules(spec: &ModulesSpec) -> Result<Selection, ImageError> {
         order: Vec::new(),
     };
     let mut builtin = Vec::new();
-    for wanted in &spec.wanted {
+    for wanted in spec.wanted.iter().chain(&spec.on_demand) {
         let name = normalize_module_name(wanted);
         match by_name.get(name.as_str()) {
             Some(entry) => state.visit(entry)?,
@@ -237,6 +276,29 @@ fn select_modules(spec: &ModulesSpec) -> Result<Selection, ImageError> {
         load_order: state.order,
         builtin,
     })
+}
+
+/// The kernel's `modules.alias` lines that name an on-demand module, in file order.
+fn on_demand_aliases(spec: &ModulesSpec) -> Result<Vec<u8>, ImageError> {
+    let path = spec.modules_dir.join("modules.alias");
+    let text = String::from_utf8_lossy(&read(&path)?).into_owned();
+    let wanted: BTreeSet<String> = spec
+        .on_demand
+        .iter()
+        .map(|m| normalize_module_name(m))
+        .collect();
+    let mut out = String::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        if words.next() == Some("alias")
+            && let Some(module) = words.nth(1)
+            && wanted.contains(&normalize_module_name(module))
+        {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    Ok(out.into_bytes())
 }
 
 /// Depth-first walk that emits each module after all of its dependencies.
@@ -386,6 +448,7 @@ mod tests {
                 modules_dir: module_tree(root),
                 kernel_release: "9.9.9-test".into(),
                 wanted: wanted.iter().map(|s| s.to_string()).collect(),
+                on_demand: Vec::new(),
             }),
             extra_files: vec![("/etc/hostname".into(), b"node\n".to_vec(), 0o644)],
             mtime,
@@ -444,6 +507,74 @@ mod tests {
                 "lib/modules/9.9.9-test/modules.dep",
             ]
         );
+    }
+
+    #[test]
+    fn carries_on_demand_drivers_with_only_their_aliases() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut spec = spec(tmp.path(), &["a"], 42);
+        let modules = spec.kernel_modules.as_mut().expect("modules");
+        modules.on_demand = vec!["c".into(), "e-x".into()];
+        fs::write(
+            modules.modules_dir.join("modules.alias"),
+            "# Aliases extracted from modules themselves.\n\
+             alias usb:v0525p*d*dc*dsc*dp*ic02isc06ip00in* c\n\
+             alias pci:v00001AF4d00001000sv*sd*bc*sc*i* a\n\
+             alias of:N*T*Cvendor,e-xC* e_x\n\
+             alias platform:d d\n",
+        )
+        .expect("modules.alias");
+        let image = build(&spec).expect("build");
+        assert_eq!(image.manifest.module_load_order, ["a", "b", "c", "e_x"]);
+        let entries = unpack(&image);
+        let alias = entries
+            .iter()
+            .find(|e| e.name == "lib/modules/9.9.9-test/modules.alias")
+            .expect("modules.alias");
+        assert_eq!(
+            String::from_utf8_lossy(&alias.data),
+            "alias usb:v0525p*d*dc*dsc*dp*ic02isc06ip00in* c\nalias of:N*T*Cvendor,e-xC* e_x\n"
+        );
+    }
+
+    /// A node image's uncompressed segment and the zstd archive after it.
+    fn split_segment(bytes: &[u8]) -> (&[u8], &[u8]) {
+        let trailer = bytes
+            .windows(11)
+            .position(|w| w == b"TRAILER!!!\0")
+            .expect("a trailer");
+        bytes.split_at((trailer + 11).next_multiple_of(4))
+    }
+
+    #[test]
+    fn the_rootfs_travels_uncompressed_in_front_of_the_zstd_archive() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let spec = spec(tmp.path(), &["c"], 42);
+        let rootfs = Rootfs {
+            squashfs: b"hsqs, already compressed".to_vec(),
+            interpreter: "/lib/ld-linux-aarch64.so.1".into(),
+            interpreter_in_usr: "/usr/lib/aarch64-linux-gnu/ld-linux-aarch64.so.1".into(),
+            files: vec!["bin/runc".into()],
+        };
+        let image = build_with_rootfs(&spec, &rootfs).expect("build");
+        assert_eq!(build_with_rootfs(&spec, &rootfs).expect("again"), image);
+
+        let plain = build(&spec).expect("plain");
+        let (segment, rest) = split_segment(&image.bytes);
+        assert_eq!(rest, plain.bytes, "the compressed archive is unchanged");
+        let entries = read(segment);
+        let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["lib", "lib/ld-linux-aarch64.so.1", "rootfs.sqsh"]);
+        assert_eq!(image.manifest.paths[..3], names);
+        assert_eq!(image.manifest.paths[3..], plain.manifest.paths);
+        assert_eq!(entries[1].mode, 0o120_777);
+        assert_eq!(
+            entries[1].data,
+            b"/usr/lib/aarch64-linux-gnu/ld-linux-aarch64.so.1"
+        );
+        assert_eq!(entries[2].mode, 0o100_400);
+        assert_eq!(entries[2].data, rootfs.squashfs);
+        assert!(entries.iter().all(|e| e.mtime == 42 && e.uid == 0));
     }
 
     #[test]

@@ -94,6 +94,7 @@ fn virtio_closure_on_debian_arm64() {
             modules_dir: modules_dir.clone(),
             kernel_release: kver.clone(),
             wanted: wanted.iter().map(|s| s.to_string()).collect(),
+            on_demand: Vec::new(),
         }),
         extra_files: vec![],
         mtime: 0,

@@ -48,6 +48,10 @@ enum Command {
     Memory(cmd::memory::MemoryArgs),
 
     /// List services, show one service, or start/stop/restart it.
+    ///
+    /// Starting, stopping and restarting need the os:operator or os:admin role and work on the
+    /// services machined runs as processes (containerd, etcd); those inside machined (apid,
+    /// network, timed) are refused. Stop and restart return once the old process has exited.
     #[command(visible_alias = "services")]
     Service(cmd::service::ServiceArgs),
 
@@ -55,12 +59,15 @@ enum Command {
     ///
     /// Each line is printed as `NODE: line`. With -f the command keeps printing new lines until
     /// it is interrupted (Ctrl-C ends it cleanly, exit status 0) or the node closes the stream.
-    /// talos-rs nodes keep a log for machined only; other names are answered with NotFound.
+    /// talos-rs nodes keep about 1 MiB of log each for machined and for every service the
+    /// supervisor runs as a process (containerd, etcd; see `talosctl services`); other names are
+    /// answered with NotFound.
     #[command(after_help = cmd::logs::LOGS_EXAMPLES)]
     Logs(cmd::logs::LogsArgs),
 
     /// Stream the node's runtime events: each sequence (boot, reboot, reset, upgrade,
-    /// rollback), its phases and tasks, as they start and stop.
+    /// rollback), its phases and tasks, as they start and stop, and each service's state
+    /// changes (ServiceStateEvent).
     #[command(after_help = cmd::events::EVENTS_EXAMPLES)]
     Events(cmd::events::EventsArgs),
 
@@ -136,6 +143,15 @@ enum Command {
     #[command(after_help = cmd::upgrade::ROLLBACK_EXAMPLES)]
     Rollback(cmd::upgrade::RollbackArgs),
 
+    /// Bootstrap the etcd cluster on one control-plane node.
+    ///
+    /// Sends MachineService/Bootstrap to exactly one node (-n): its etcd, which waits until then,
+    /// starts a new single-member cluster. Run it once per cluster, after `apply-config` on the
+    /// first control-plane node; a node whose etcd already has data refuses (AlreadyExists).
+    /// Nothing is printed on success. Recovering from an etcd snapshot (upstream's
+    /// --recover-from) is not supported yet.
+    Bootstrap,
+
     /// Work with Talos disk images on this machine.
     Image(cmd::image::ImageArgs),
 
@@ -185,6 +201,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Shutdown(args) => cmd::power::shutdown(global, args).await,
         Command::Upgrade(args) => cmd::upgrade::upgrade(global, args).await,
         Command::Rollback(args) => cmd::upgrade::rollback(global, args).await,
+        Command::Bootstrap => cmd::bootstrap::run(global).await,
         Command::Image(args) => cmd::image::run(args),
         Command::Hostname => cmd::hostname::run(global).await,
         Command::Gen(args) => cmd::r#gen::run(args),

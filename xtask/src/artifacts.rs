@@ -1,5 +1,6 @@
 //! Files from Debian packages for a board's architecture: taken from the host when the
-//! host has them, else downloaded as `<package>:<arch>` and unpacked into the cache.
+//! host has them, else downloaded as `<package>:<arch>` and unpacked into the cache; or
+//! whole packages, always for the wanted architecture.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -33,6 +34,28 @@ pub fn resolve(package: &str, file: &str, arch: Arch) -> anyhow::Result<PathBuf>
     if inside.is_file() {
         return Ok(inside);
     }
+    let deb = download(package, arch).with_context(|| format!("fetching {package} for {file}"))?;
+    unpack_into(&deb, &root)?;
+    anyhow::ensure!(
+        inside.is_file(),
+        "{} does not contain {file}",
+        deb.display()
+    );
+    Ok(inside)
+}
+
+/// The whole of `package` for `arch`, unpacked (never the host's copy).
+pub fn unpack(package: &str, arch: Arch) -> anyhow::Result<PathBuf> {
+    let root = unpacked(package, arch);
+    if !root.is_dir() {
+        let deb = download(package, arch)?;
+        unpack_into(&deb, &root)?;
+    }
+    Ok(root)
+}
+
+/// `apt-get download`s `<package>:<arch>` (or `:all`) into the cache; returns the `.deb`.
+fn download(package: &str, arch: Arch) -> anyhow::Result<PathBuf> {
     let qualified = format!("{package}:{}", debian_arch(arch));
     let debs = paths::cache().join("debs");
     std::fs::create_dir_all(&debs)?;
@@ -46,10 +69,10 @@ pub fn resolve(package: &str, file: &str, arch: Arch) -> anyhow::Result<PathBuf>
     // A package built for all architectures (raspi-firmware) has no `:<arch>` name.
     download(&qualified)
         .or_else(|_| download(&format!("{package}:all")))
-        .with_context(|| format!("downloading {qualified} or {package}:all for {file}"))?;
+        .with_context(|| format!("downloading {qualified} or {package}:all"))?;
     let prefix = format!("{package}_");
     let suffix = format!("_{}.deb", debian_arch(arch));
-    let deb = std::fs::read_dir(&debs)?
+    std::fs::read_dir(&debs)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.file_name().is_some_and(|n| {
@@ -63,17 +86,16 @@ pub fn resolve(package: &str, file: &str, arch: Arch) -> anyhow::Result<PathBuf>
                 "apt-get download {qualified} left no .deb in {}",
                 debs.display()
             )
-        })?;
+        })
+}
+
+/// `dpkg -x` into a scratch directory renamed to `root`, so `root` is whole or absent.
+fn unpack_into(deb: &Path, root: &Path) -> anyhow::Result<()> {
     let tmp = root.with_extension("partial");
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp)?;
-    cmd::run(Command::new("dpkg").arg("-x").arg(&deb).arg(&tmp))?;
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::rename(&tmp, &root)?;
-    anyhow::ensure!(
-        inside.is_file(),
-        "{} does not contain {file}",
-        deb.display()
-    );
-    Ok(inside)
+    cmd::run(Command::new("dpkg").arg("-x").arg(deb).arg(&tmp))?;
+    let _ = std::fs::remove_dir_all(root);
+    std::fs::rename(&tmp, root)?;
+    Ok(())
 }

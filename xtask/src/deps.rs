@@ -10,7 +10,8 @@ use crate::cmd;
 use crate::paths;
 
 /// Host packages: the Debian Rust toolchain and std for aarch64, the cross linker, QEMU,
-/// firmware for QEMU boots, and the tools the image builder and tests call.
+/// firmware for QEMU boots, and the tools the image builder and tests call (mksquashfs for
+/// the node's /usr).
 pub const PACKAGES: &[&str] = &[
     "rustc-web",
     "cargo-web",
@@ -31,6 +32,7 @@ pub const PACKAGES: &[&str] = &[
     "gdisk",
     "fdisk",
     "e2fsprogs",
+    "squashfs-tools",
     "file",
     "u-boot-tools",
     "protobuf-compiler",

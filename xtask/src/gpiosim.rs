@@ -136,6 +136,7 @@ pub fn image(arch: Arch) -> anyhow::Result<PathBuf> {
             modules_dir: kernel.modules_dir.clone(),
             kernel_release: kernel.release.clone(),
             wanted: vec!["configfs".to_owned()],
+            on_demand: Vec::new(),
         }),
         extra_files: vec![(
             module_path_in_image(&kernel.release),

@@ -59,7 +59,7 @@ fn rpi_fixtures() -> anyhow::Result<()> {
 }
 
 /// Disk images at v1.0.0 and installers v2.0.0 and (broken) v3.0.0, for the A/B tests in
-/// hil/tests/upgrade_qemu.rs.
+/// hil/tests/upgrade_qemu.rs; hil/tests/system_disk_qemu.rs boots the arm64 U-Boot image too.
 fn upgrade_fixtures() -> anyhow::Result<()> {
     for (board_name, chains, broken) in [
         ("qemu-virt-arm64", &["u-boot", "uefi"][..], true),

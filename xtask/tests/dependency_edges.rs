@@ -51,6 +51,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "talos-boards",
             "talos-images",
             "talos-oci",
+            // Tests only: they edit disk images' GPT.
+            "talos-disk",
         ],
     ),
     // The gpio-sim guest's /init: the relay driver under test, nothing else.

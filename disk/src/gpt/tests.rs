@@ -64,16 +64,37 @@ fn sfdisk_reads_what_we_write() {
     assert!(dump.contains("name=\"STATE\""), "{dump}");
 }
 
+/// `image()` with its backup header (the last sector) damaged.
+fn image_without_backup() -> Vec<u8> {
+    let mut bytes = image();
+    let last = bytes.len() - SECTOR as usize;
+    bytes[last + 30] ^= 1;
+    bytes
+}
+
+#[test]
+fn a_damaged_primary_falls_back_to_the_backup_at_the_end() {
+    let table = Table::read_from(&mut Cursor::new(image())).unwrap();
+    for at in [SECTOR as usize + 30, (2 * SECTOR) as usize + 60] {
+        let mut bytes = image();
+        bytes[at] ^= 1;
+        assert_eq!(Table::read_from(&mut Cursor::new(bytes)).unwrap(), table);
+    }
+    let mut bytes = image();
+    bytes[SECTOR as usize..2 * SECTOR as usize].fill(0);
+    assert_eq!(Table::read_from(&mut Cursor::new(bytes)).unwrap(), table);
+}
+
 #[test]
 fn damaged_tables_are_refused() {
-    let mut bytes = image();
+    let mut bytes = image_without_backup();
     bytes[SECTOR as usize + 30] ^= 1;
     let err = Table::read_from(&mut Cursor::new(bytes)).unwrap_err();
     assert!(
         matches!(err, GptError::Checksum { which: "header" }),
         "{err}"
     );
-    let mut bytes = image();
+    let mut bytes = image_without_backup();
     bytes[(2 * SECTOR) as usize + 60] ^= 1;
     let err = Table::read_from(&mut Cursor::new(bytes)).unwrap_err();
     assert_eq!(
@@ -197,4 +218,137 @@ fn fdisk_and_sfdisk_read_both_tables_of_a_hybrid_mbr() {
     let words: Vec<&str> = fat.split_whitespace().collect();
     assert_eq!(words[1..4], ["2048", "133119", "131072"], "{fat}");
     assert!(listing.lines().any(|l| l.ends_with(" ee GPT")), "{listing}");
+}
+
+/// The image's table without STATE, written onto a disk of `disk_bytes` as `dd` would.
+fn flashed_without_state(disk_bytes: u64, hybrid: bool) -> Cursor<Vec<u8>> {
+    let mut disk = SystemDisk::new("talos-image-disk", 1 << 20, 64 << 20);
+    disk.table
+        .partitions
+        .retain(|p| p.name != crate::layout::STATE);
+    let mut buf = Cursor::new(vec![0u8; disk.size() as usize]);
+    if hybrid {
+        disk.table.write_hybrid_to(&mut buf, "EFI").unwrap();
+    } else {
+        disk.table.write_to(&mut buf).unwrap();
+    }
+    let mut bytes = buf.into_inner();
+    bytes.resize(bytes.len().max(disk_bytes as usize), 0);
+    Cursor::new(bytes)
+}
+
+/// Completes the table of `disk` in place, the way the node does.
+fn complete_in_place(disk: &mut Cursor<Vec<u8>>) -> Table {
+    let old = Table::read_from(disk).unwrap();
+    let sectors = disk.get_ref().len() as u64 / SECTOR;
+    let new = crate::layout::complete(&old, sectors).unwrap();
+    new.write_backup_to(disk).unwrap();
+    new.write_primary_to(disk).unwrap();
+    new
+}
+
+#[test]
+fn a_table_from_a_smaller_image_reads_and_grows_to_the_disk() {
+    let mut disk = flashed_without_state(256 << 20, false);
+    let old = Table::read_from(&mut disk).unwrap();
+    assert!(old.total_sectors < (256 << 20) / SECTOR);
+    let new = complete_in_place(&mut disk);
+    assert_eq!(Table::read_from(&mut disk).unwrap(), new);
+    assert_eq!(new.total_sectors, (256 << 20) / SECTOR);
+    assert_eq!(new.last_usable_lba(), (256 << 20) / SECTOR - 34);
+    let bytes = disk.get_ref();
+    let mbr_size = u32::from_le_bytes(bytes[458..462].try_into().unwrap());
+    assert_eq!(u64::from(mbr_size), new.total_sectors - 1);
+    // The backup alone holds the new table too.
+    let mut torn = bytes.clone();
+    torn[SECTOR as usize..2 * SECTOR as usize].fill(0);
+    assert_eq!(Table::read_from(&mut Cursor::new(torn)).unwrap(), new);
+}
+
+#[test]
+fn a_power_cut_before_the_primary_is_written_leaves_the_old_table() {
+    let mut disk = flashed_without_state(256 << 20, false);
+    let old = Table::read_from(&mut disk).unwrap();
+    let new = crate::layout::complete(&old, (256 << 20) / SECTOR).unwrap();
+    new.write_backup_to(&mut disk).unwrap();
+    assert_eq!(Table::read_from(&mut disk).unwrap(), old);
+    // Entries written, header not yet: the primary's CRC fails and the new backup wins.
+    disk.get_mut()[2 * SECTOR as usize..34 * SECTOR as usize].copy_from_slice(&new.entries()[..]);
+    assert_eq!(Table::read_from(&mut disk).unwrap(), new);
+}
+
+#[test]
+fn growing_keeps_a_hybrid_mbr() {
+    let mut disk = flashed_without_state(256 << 20, true);
+    let before = disk.get_ref()[..SECTOR as usize].to_vec();
+    complete_in_place(&mut disk);
+    assert_eq!(disk.get_ref()[..SECTOR as usize], before[..]);
+}
+
+#[test]
+fn sfdisk_reads_a_grown_table_without_complaint() {
+    let path = std::env::temp_dir().join(format!("gpt-grown-{}.img", std::process::id()));
+    let image = flashed_without_state(0, false).into_inner();
+    let mut file = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    file.write_all(&image).unwrap();
+    file.set_len(600 << 20).unwrap();
+    let dump = || {
+        let out = Command::new("sfdisk").arg("--dump").arg(&path).output();
+        out.ok().map(|out| {
+            assert!(out.status.success(), "{out:?}");
+            (
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        })
+    };
+    let Some((_, complaint)) = dump() else {
+        std::fs::remove_file(&path).unwrap();
+        eprintln!("sfdisk is not installed; cross-check skipped");
+        return;
+    };
+    assert!(
+        complaint.contains("not on the end of the device"),
+        "{complaint}"
+    );
+    let old = Table::read_from(&mut file).unwrap();
+    let new = crate::layout::complete(&old, (600 << 20) / SECTOR).unwrap();
+    new.write_backup_to(&mut file).unwrap();
+    new.write_primary_to(&mut file).unwrap();
+    let (dump, stderr) = dump().unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(stderr, "");
+    let sectors = (600u64 << 20) / SECTOR;
+    assert!(
+        dump.contains(&format!("last-lba: {}\n", sectors - 34)),
+        "{dump}"
+    );
+    let line = |name: &str| {
+        dump.lines()
+            .find(|l| l.ends_with(&format!("name=\"{name}\"")))
+            .unwrap_or_else(|| panic!("no {name} in {dump}"))
+            .to_owned()
+    };
+    // STATE right after META (1 MiB + 64 MiB EFI + 1 MiB META), 100 MiB.
+    assert!(
+        line("STATE").contains(&format!(
+            "start=      135168, size=      204800, type={}",
+            Guid::LINUX_DATA
+        )),
+        "{dump}"
+    );
+    // EPHEMERAL from 166 MiB to 599 MiB: the last MiB holds the backup table.
+    assert!(
+        line("EPHEMERAL").contains(&format!(
+            "start=      339968, size=      886784, type={}",
+            Guid::LINUX_DATA
+        )),
+        "{dump}"
+    );
 }

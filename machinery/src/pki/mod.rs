@@ -202,6 +202,37 @@ pub fn issue_server_cert(
 ) -> Result<CertAndKey, PkiError> {
     let key = KeyPair::generate_for(&PKCS_ED25519)?;
     let params = server_params(common_name, sans, validity, now)?;
+    signed_by_ca(&params, key, ca)
+}
+
+/// Issues an ECDSA P-256 certificate for both ends of mutual TLS (ExtKeyUsage ServerAuth and
+/// ClientAuth), as etcd's server and peer certificates must be: etcd also dials itself and its
+/// peers with them.
+pub fn issue_peer_cert(
+    ca: &CertAndKey,
+    common_name: &str,
+    sans: &[SubjectAltName],
+    validity: Duration,
+    now: SystemTime,
+) -> Result<CertAndKey, PkiError> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let mut params = server_params(common_name, sans, validity, now)?;
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    signed_by_ca(&params, key, ca)
+}
+
+fn signed_by_ca(
+    params: &CertificateParams,
+    key: KeyPair,
+    ca: &CertAndKey,
+) -> Result<CertAndKey, PkiError> {
     let ca_key_der = ca.key_der()?;
     let issuer = issuer(ca, &ca_key_der)?;
     let cert = params.signed_by(&key, &issuer)?;

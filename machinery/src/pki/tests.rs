@@ -139,6 +139,22 @@ fn server_cert_has_the_given_sans_and_server_auth_only() {
 }
 
 #[test]
+fn peer_cert_is_ecdsa_for_server_and_client_auth() {
+    let now = at(1_700_000_000);
+    let ca = new_ecdsa_ca(CaSubject::Organization("etcd".into()), now).unwrap();
+    let sans = [SubjectAltName::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST))];
+    let peer = issue_peer_cert(&ca, "cp-1", &sans, Duration::from_secs(3600), now).unwrap();
+    let der = peer.cert_der().unwrap();
+    verify_issued_by(&der, &ca.cert_der().unwrap()).unwrap();
+    assert_eq!(
+        extended_key_usages(&der).unwrap(),
+        [ExtKeyUsage::ServerAuth, ExtKeyUsage::ClientAuth]
+    );
+    assert!(peer.key_pem.starts_with("-----BEGIN EC PRIVATE KEY-----"));
+    assert!(key_matches_cert(&peer.cert_pem, &peer.key_pem).unwrap());
+}
+
+#[test]
 fn self_signed_server_cert_verifies_against_itself() {
     let now = at(1_700_000_000);
     let sans = [

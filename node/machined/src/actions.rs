@@ -7,17 +7,20 @@ use tonic::Status;
 
 use crate::node::Node;
 use crate::sequencer::{Sequence, SequenceError, Task, Tasks};
-use crate::upgrade;
+use crate::{system_disk, upgrade};
 
 /// What one API request asked for.
 #[derive(Debug, Default)]
 pub struct Request {
-    /// Reset: wipe STATE and META; then reboot (`true`) or power off.
+    /// Reset: wipe STATE, EPHEMERAL and META; then reboot (`true`) or power off.
     pub wipe_state: bool,
+    pub wipe_ephemeral: bool,
     pub wipe_meta: bool,
     pub reboot_after_reset: bool,
     /// Upgrade: the installer image reference.
     pub image: String,
+    /// Reboot and shutdown with force: services are not stopped first.
+    pub force: bool,
 }
 
 pub struct NodeTasks {
@@ -45,6 +48,10 @@ impl Tasks for NodeTasks {
             })
         };
         match task {
+            Task::StopServices if self.request.force => {
+                tracing::warn!("forced: services are not stopped first");
+            }
+            Task::StopServices => self.node.supervisor.stop_all().await,
             Task::Reboot => self.node.schedule_power(RebootAction::Restart),
             Task::PowerOff => self.node.schedule_power(RebootAction::PowerOff),
             Task::ResetPower => self
@@ -58,6 +65,10 @@ impl Tasks for NodeTasks {
                 if self.request.wipe_state {
                     self.node.wipe_state().map_err(|e| e.to_string())?;
                     tracing::info!("STATE wiped: the node comes back in maintenance mode");
+                }
+                if self.request.wipe_ephemeral {
+                    let disk = self.node.slots.as_ref().map(|s| s.disk.disk.as_path());
+                    system_disk::wipe_on_reset(disk).map_err(|e| e.to_string())?;
                 }
                 if let (true, Some(slots)) = (self.request.wipe_meta, &self.node.slots) {
                     slots.wipe_meta().map_err(|e| e.to_string())?;

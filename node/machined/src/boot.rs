@@ -15,33 +15,20 @@ use talos_disk::slots::{
 use talos_node_sys::fs::{MountFlags, MountSpec, Mounter};
 
 use crate::cmdline::Cmdline;
+use crate::io_error::{PathError, io};
 
 pub const BOOT_MOUNT: &str = "/system/boot";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
-    #[error("{action} {path}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathError),
     #[error("mounting the EFI partition: {0}")]
     Mount(String),
     #[error("META: {0}")]
     Meta(#[from] adv::AdvError),
     #[error("slot {0} holds no system to switch to")]
     EmptySlot(Slot),
-}
-
-fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BootError {
-    let path = path.to_owned();
-    move |source| BootError::Io {
-        action,
-        path,
-        source,
-    }
 }
 
 /// The partitions of the disk the node booted from.
@@ -53,7 +40,12 @@ pub struct SystemDisk {
 }
 
 /// The `/dev` node of the partition of `disk` that starts at `first_lba`.
-fn partition_device(sys_block: &Path, dev: &Path, disk: &str, first_lba: u64) -> Option<PathBuf> {
+pub(crate) fn partition_device(
+    sys_block: &Path,
+    dev: &Path,
+    disk: &str,
+    first_lba: u64,
+) -> Option<PathBuf> {
     std::fs::read_dir(sys_block.join(disk))
         .ok()?
         .filter_map(|e| e.ok())
@@ -175,7 +167,8 @@ impl BootSlots {
         f.seek(SeekFrom::Start(0))
             .and_then(|_| f.write_all(&area))
             .and_then(|_| f.sync_all())
-            .map_err(io("writing", path))
+            .map_err(io("writing", path))?;
+        Ok(())
     }
 
     fn upgrade_tag(meta: &Meta) -> Option<Slot> {
@@ -205,7 +198,7 @@ impl BootSlots {
                     let path = self.root.join(path);
                     match std::fs::remove_file(&path) {
                         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                            return Err(io("removing", &path)(e));
+                            return Err(io("removing", &path)(e).into());
                         }
                         _ => {}
                     }
@@ -213,11 +206,9 @@ impl BootSlots {
             }
         }
         // Durable before META changes: the tag must never claim what the files do not hold.
-        talos_node_sys::fs::sync_filesystem(&self.root).map_err(|e| BootError::Io {
-            action: "syncing",
-            path: self.root.clone(),
-            source: std::io::Error::other(e.to_string()),
-        })
+        talos_node_sys::fs::sync_filesystem(&self.root)
+            .map_err(|e| io("syncing", &self.root)(e.source))?;
+        Ok(())
     }
 
     /// What this boot is; a failed trial of the other slot is cleaned up here.

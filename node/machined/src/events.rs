@@ -48,6 +48,9 @@ impl Payload for pb::PhaseEvent {
 impl Payload for pb::TaskEvent {
     const NAME: &'static str = "machine.TaskEvent";
 }
+impl Payload for pb::ServiceStateEvent {
+    const NAME: &'static str = "machine.ServiceStateEvent";
+}
 impl Payload for pb::MachineStatusEvent {
     const NAME: &'static str = "machine.MachineStatusEvent";
 }

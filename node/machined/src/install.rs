@@ -11,18 +11,14 @@ use talos_disk::layout::{self, SystemDisk};
 use talos_node_sys::fs::Freezer;
 
 use crate::boot;
+use crate::io_error::{PathError, io};
 
 const COPY_CHUNK: usize = 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
-    #[error("{action} {path}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathError),
     #[error("the system disk {path}: {source}")]
     SystemDisk {
         path: PathBuf,
@@ -58,15 +54,6 @@ pub enum Outcome {
     RunningFromIt,
     /// The target has a system already; it is left alone.
     AlreadyInstalled,
-}
-
-fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> InstallError {
-    let path = path.to_owned();
-    move |source| InstallError::Io {
-        action,
-        path,
-        source,
-    }
 }
 
 /// Copies `len` bytes from `source` at `source_offset` to `target` at `offset`.

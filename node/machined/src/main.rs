@@ -17,16 +17,22 @@ mod early;
 mod events;
 mod files;
 mod install;
+mod io_error;
 mod kmsg;
 mod logging;
+mod modalias;
 mod modules;
 mod network;
 mod node;
 mod power;
+mod reaper;
+mod rootfs;
 mod sequencer;
 mod services;
 mod storage;
+mod supervisor;
 mod sysinfo;
+mod system_disk;
 mod timesync;
 mod upgrade;
 
@@ -44,12 +50,16 @@ use crate::cmdline::Cmdline;
 use crate::logging::LogRing;
 use crate::network::NetworkStatus;
 use crate::node::{Node, NodeParts};
+use crate::reaper::Reaper;
 use crate::sequencer::{Sequence, Sequencer, Task, Tasks};
 use crate::services::{ServiceRegistry, ServiceState};
 use crate::storage::ConfigStore;
+use crate::supervisor::Supervisor;
+use crate::supervisor::cgroups::Cgroups;
 
 /// The list of modules to load at boot, written into the initramfs by the image builder.
 const MODULE_LIST: &str = "/etc/talos/modules";
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 fn main() {
     std::panic::set_hook(Box::new(|info| {
@@ -100,9 +110,10 @@ fn boot() -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        tokio::spawn(reap_zombies());
+        let reaper = Arc::new(Reaper::new(true));
+        tokio::spawn(reaper.clone().run());
         let sequencer = Arc::new(Sequencer::new(Default::default()));
-        let mut tasks = BootTasks::new(cmdline, release, ring, sequencer.clone());
+        let mut tasks = BootTasks::new(cmdline, release, ring, sequencer.clone(), reaper);
         sequencer.run(Sequence::Boot, "", &mut tasks).await?;
         match tasks.api.take() {
             Some(api) => api.await.context("the API server task")?,
@@ -196,20 +207,6 @@ fn mount_state() -> Option<ConfigStore> {
     }
 }
 
-async fn reap_zombies() {
-    let Ok(mut children) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())
-    else {
-        tracing::error!("cannot watch SIGCHLD: zombies will not be reaped");
-        return;
-    };
-    loop {
-        for child in talos_node_sys::process::reap_children() {
-            tracing::debug!(pid = child.pid, status = child.status, "reaped");
-        }
-        children.recv().await;
-    }
-}
-
 async fn fetch_config(node: Arc<Node>, url: String) {
     let mut backoff = Duration::from_secs(1);
     while !node.is_configured() {
@@ -236,8 +233,11 @@ struct BootTasks {
     release: String,
     ring: LogRing,
     sequencer: Arc<Sequencer>,
+    reaper: Arc<Reaper>,
     store: Option<ConfigStore>,
     state_mounted: bool,
+    /// EPHEMERAL's device, when the system disk has one.
+    ephemeral: Option<std::path::PathBuf>,
     boot: BootState,
     static_ip: Option<cmdline::StaticIp>,
     status: (watch::Sender<NetworkStatus>, watch::Receiver<NetworkStatus>),
@@ -246,7 +246,13 @@ struct BootTasks {
 }
 
 impl BootTasks {
-    fn new(cmdline: Cmdline, release: String, ring: LogRing, sequencer: Arc<Sequencer>) -> Self {
+    fn new(
+        cmdline: Cmdline,
+        release: String,
+        ring: LogRing,
+        sequencer: Arc<Sequencer>,
+        reaper: Arc<Reaper>,
+    ) -> Self {
         let static_ip = cmdline.static_ip().unwrap_or_else(|e| {
             tracing::error!("{e}; falling back to DHCP");
             None
@@ -256,8 +262,10 @@ impl BootTasks {
             release,
             ring,
             sequencer,
+            reaper,
             store: None,
             state_mounted: false,
+            ephemeral: None,
             boot: BootState {
                 slots: None,
                 boot_kind: None,
@@ -289,7 +297,13 @@ impl Tasks for BootTasks {
                 for (module, error) in &report.failed {
                     tracing::warn!(module, "module not loaded: {error}");
                 }
+                modalias::coldplug_and_watch(&Path::new("/lib/modules").join(&self.release));
             }
+            Task::CreateSystemPartitions => {
+                self.ephemeral = system_disk::on_boot(&self.cmdline, &self.reaper).await
+            }
+            Task::MountEphemeral => system_disk::mount_on_boot(self.ephemeral.as_deref()),
+            Task::MountRootfs => rootfs::mount_at_boot(&Linux, &Linux),
             Task::MountState => {
                 self.store = mount_state();
                 self.state_mounted = self.store.is_some();
@@ -363,6 +377,9 @@ impl Tasks for BootTasks {
                 tokio::spawn(install_when_configured(self.node()?));
             }
             Task::StartApi => self.api = Some(tokio::spawn(api::serve(self.node()?))),
+            Task::StartServices => {
+                tokio::spawn(supervisor::run(self.node()?));
+            }
             other => return Err(format!("{other:?} is not a boot task")),
         }
         Ok(())
@@ -371,8 +388,13 @@ impl Tasks for BootTasks {
 
 impl BootTasks {
     fn load_config(&mut self) -> Result<(), String> {
-        let services = ServiceRegistry::default();
+        let services = ServiceRegistry::new(Some(self.sequencer.bus().clone()));
         services.set("machined", ServiceState::Running, "PID 1");
+        let supervisor = Arc::new(Supervisor::new(
+            services.clone(),
+            self.reaper.clone(),
+            Cgroups::new(CGROUP_ROOT),
+        ));
         let link = self
             .static_ip
             .as_ref()
@@ -402,6 +424,7 @@ impl BootTasks {
             slots: self.boot.slots.clone(),
             boot_kind: self.boot.boot_kind,
             sequencer: self.sequencer.clone(),
+            supervisor,
         })
         .map_err(|e| format!("building the maintenance-mode certificate: {e}"))?;
         if let Some(data) = stored

@@ -1,6 +1,7 @@
 //! The node's shared state: its mode (maintenance or configured), its config, names and TLS.
 
 use std::net::IpAddr;
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use rustls::ServerConfig;
 use talos_disk::slots::BootKind;
 use talos_machinery::config::{Config, ValidationMode};
 use talos_machinery::pki::CertAndKey;
-use talos_node_sys::fs::Freezer;
+use talos_node_sys::fs::{Freezer, Mounter};
 use talos_node_sys::net::NetConfig;
 use talos_node_sys::power::{Power, RebootAction};
 use talos_node_sys::process::Hostname;
@@ -24,10 +25,11 @@ use crate::network::NetworkStatus;
 use crate::sequencer::Sequencer;
 use crate::services::ServiceRegistry;
 use crate::storage::ConfigStore;
+use crate::supervisor::{Supervisor, stack};
 
 /// The side effects the node core needs.
-pub trait System: Hostname + Power + NetConfig + Freezer + Send + Sync {}
-impl<T: Hostname + Power + NetConfig + Freezer + Send + Sync> System for T {}
+pub trait System: Hostname + Power + NetConfig + Freezer + Mounter + Send + Sync {}
+impl<T: Hostname + Power + NetConfig + Freezer + Mounter + Send + Sync> System for T {}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -79,6 +81,11 @@ pub struct Node {
     pub slots: Option<Arc<BootSlots>>,
     boot_kind: Option<BootKind>,
     pub sequencer: Arc<Sequencer>,
+    pub supervisor: Arc<Supervisor>,
+    /// Opened by Bootstrap (or found open, when etcd has data): etcd may start.
+    pub etcd_bootstrap: watch::Sender<bool>,
+    /// Bumped whenever the config changes.
+    config_changes: watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Node {
@@ -104,6 +111,7 @@ pub struct NodeParts {
     pub slots: Option<Arc<BootSlots>>,
     pub boot_kind: Option<BootKind>,
     pub sequencer: Arc<Sequencer>,
+    pub supervisor: Arc<Supervisor>,
 }
 
 impl Node {
@@ -132,9 +140,17 @@ impl Node {
             slots: parts.slots,
             boot_kind: parts.boot_kind,
             sequencer: parts.sequencer,
+            supervisor: parts.supervisor,
+            etcd_bootstrap: watch::Sender::new(stack::etcd_has_data(Path::new(stack::ETCD_DATA))),
+            config_changes: watch::Sender::new(0),
         });
         node.set_system_hostname();
         Ok(node)
+    }
+
+    /// Changes whenever a new config takes effect.
+    pub fn config_changes(&self) -> watch::Receiver<u64> {
+        self.config_changes.subscribe()
     }
 
     fn mode(&self) -> std::sync::RwLockReadGuard<'_, Mode> {
@@ -468,6 +484,8 @@ impl Node {
         }
         self.set_system_hostname();
         self.tls.send_replace(tls);
+        self.config_changes
+            .send_modify(|generation| *generation += 1);
         self.services.set(
             "apid",
             crate::services::ServiceState::Running,
@@ -482,6 +500,15 @@ impl Node {
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(300)).await;
             tokio::task::spawn_blocking(move || {
+                // Clean filesystems for the next boot; a busy one is only synced.
+                for target in [
+                    crate::system_disk::EPHEMERAL_MOUNT,
+                    crate::storage::STATE_MOUNT,
+                ] {
+                    if let Err(e) = system.unmount(Path::new(target)) {
+                        tracing::debug!("{e}");
+                    }
+                }
                 crate::power::power_down(system.as_ref(), action, debug_exit)
             });
         });
@@ -541,6 +568,11 @@ mod tests {
             os_version: "v0.0.0-test".into(),
             slots: None,
             boot_kind: None,
+            supervisor: Arc::new(Supervisor::new(
+                ServiceRegistry::default(),
+                Arc::new(crate::reaper::Reaper::new(false)),
+                crate::supervisor::cgroups::Cgroups::new(store.join("cgroup")),
+            )),
             sequencer: Arc::new(Sequencer::new(Default::default())),
         })
         .unwrap()

@@ -24,7 +24,12 @@ pub enum Sequence {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Task {
     LoadModules,
+    /// Mounts the initramfs's squashfs at /usr (containerd, runc, etcd, mkfs.ext4).
+    MountRootfs,
+    /// Adds STATE and EPHEMERAL to the system disk and formats them, when missing.
+    CreateSystemPartitions,
     MountState,
+    MountEphemeral,
     OpenBootSlots,
     ApplyTimeFloor,
     LoadConfig,
@@ -34,6 +39,10 @@ pub enum Task {
     FetchConfig,
     StartInstaller,
     StartApi,
+    /// Runs the node's supervised services (containerd, etcd) once it is configured.
+    StartServices,
+    /// Stops them, dependants first, so etcd and containerd shut down cleanly.
+    StopServices,
     WipeState,
     PullInstaller,
     SwitchSlot,
@@ -48,6 +57,11 @@ pub struct Phase {
     pub name: &'static str,
     pub tasks: &'static [Task],
 }
+
+const STOP_SERVICES: Phase = Phase {
+    name: "stopEverything",
+    tasks: &[Task::StopServices],
+};
 
 impl Sequence {
     pub fn name(self) -> &'static str {
@@ -70,8 +84,17 @@ impl Sequence {
                     tasks: &[LoadModules],
                 },
                 Phase {
+                    name: "rootfs",
+                    tasks: &[MountRootfs],
+                },
+                Phase {
                     name: "storage",
-                    tasks: &[MountState, OpenBootSlots],
+                    tasks: &[
+                        CreateSystemPartitions,
+                        MountState,
+                        MountEphemeral,
+                        OpenBootSlots,
+                    ],
                 },
                 Phase {
                     name: "time",
@@ -93,16 +116,27 @@ impl Sequence {
                     name: "api",
                     tasks: &[StartApi],
                 },
+                Phase {
+                    name: "startEverything",
+                    tasks: &[StartServices],
+                },
             ],
-            Sequence::Reboot => &[Phase {
-                name: "reboot",
-                tasks: &[Reboot],
-            }],
-            Sequence::Shutdown => &[Phase {
-                name: "shutdown",
-                tasks: &[PowerOff],
-            }],
+            Sequence::Reboot => &[
+                STOP_SERVICES,
+                Phase {
+                    name: "reboot",
+                    tasks: &[Reboot],
+                },
+            ],
+            Sequence::Shutdown => &[
+                STOP_SERVICES,
+                Phase {
+                    name: "shutdown",
+                    tasks: &[PowerOff],
+                },
+            ],
             Sequence::Reset => &[
+                STOP_SERVICES,
                 Phase {
                     name: "resetSystemDisk",
                     tasks: &[WipeState],
@@ -117,6 +151,7 @@ impl Sequence {
                     name: "upgrade",
                     tasks: &[PullInstaller],
                 },
+                STOP_SERVICES,
                 Phase {
                     name: "reboot",
                     tasks: &[Reboot],
@@ -127,6 +162,7 @@ impl Sequence {
                     name: "rollback",
                     tasks: &[SwitchSlot],
                 },
+                STOP_SERVICES,
                 Phase {
                     name: "reboot",
                     tasks: &[Reboot],
@@ -181,7 +217,7 @@ impl Sequencer {
         }
     }
 
-    pub fn bus(&self) -> &EventBus {
+    pub fn bus(&self) -> &Arc<EventBus> {
         &self.bus
     }
 

@@ -11,7 +11,7 @@ pub const STATE_LABEL: &str = "STATE";
 pub const STATE_MOUNT: &str = "/system/state";
 pub const CONFIG_FILE: &str = "config.yaml";
 
-const EXT4_SUPERBLOCK: u64 = 1024;
+pub(crate) const EXT4_SUPERBLOCK: u64 = 1024;
 const EXT4_MAGIC: u16 = 0xEF53;
 
 /// The volume label of an ext2/3/4 superblock, if `sb` is one.
@@ -25,7 +25,8 @@ pub fn ext4_label(sb: &[u8]) -> Option<String> {
     Some(String::from_utf8_lossy(&raw[..end]).into_owned())
 }
 
-fn read_label(device: &Path) -> Option<String> {
+/// The label of the ext4 filesystem on `device`, if it holds one.
+pub(crate) fn read_label(device: &Path) -> Option<String> {
     let mut f = File::open(device).ok()?;
     f.seek(SeekFrom::Start(EXT4_SUPERBLOCK)).ok()?;
     let mut sb = [0u8; 0x100];

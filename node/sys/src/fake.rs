@@ -5,8 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::SysError;
+use crate::block::Partitions;
 use crate::clock::Clock;
 use crate::fs::{Freezer, ModuleLoader, MountSpec, Mounter};
+use crate::loopdev::{LoopDevice, LoopDevices};
 use crate::net::NetConfig;
 use crate::power::{Power, RebootAction};
 use crate::process::Hostname;
@@ -39,6 +41,14 @@ pub enum Call {
     SlewClock(i64),
     Freeze(PathBuf),
     Thaw(PathBuf),
+    AttachLoop(PathBuf),
+    Unmount(PathBuf),
+    AddPartition {
+        disk: PathBuf,
+        number: u32,
+        start: u64,
+        len: u64,
+    },
 }
 
 /// Records calls; the module loader fails for paths listed in `failing_modules`.
@@ -64,6 +74,37 @@ impl Mounter for FakeSystem {
     fn mount(&self, spec: &MountSpec) -> Result<(), SysError> {
         self.record(Call::Mount(spec.clone()));
         Ok(())
+    }
+
+    fn unmount(&self, target: &Path) -> Result<(), SysError> {
+        self.record(Call::Unmount(target.to_owned()));
+        Ok(())
+    }
+}
+
+impl Partitions for FakeSystem {
+    fn add_partition(
+        &self,
+        disk: &Path,
+        number: u32,
+        start: u64,
+        len: u64,
+    ) -> Result<(), SysError> {
+        self.record(Call::AddPartition {
+            disk: disk.to_owned(),
+            number,
+            start,
+            len,
+        });
+        Ok(())
+    }
+}
+
+/// Every file goes to `/dev/loop0`.
+impl LoopDevices for FakeSystem {
+    fn attach_read_only(&self, file: &Path) -> Result<LoopDevice, SysError> {
+        self.record(Call::AttachLoop(file.to_owned()));
+        Ok(LoopDevice::new(PathBuf::from("/dev/loop0"), None))
     }
 }
 

@@ -46,6 +46,8 @@ impl MountFlags {
 
 pub trait Mounter {
     fn mount(&self, spec: &MountSpec) -> Result<(), SysError>;
+    /// Unmounts `target`; EINVAL means nothing is mounted there.
+    fn unmount(&self, target: &Path) -> Result<(), SysError>;
 }
 
 /// Stops writes to a mounted filesystem (FIFREEZE) so its device can be copied as a
@@ -87,6 +89,16 @@ impl Mounter for Linux {
                 "mount",
                 format!("{} on {target_str} ({})", spec.source, spec.fstype),
             ));
+        }
+        Ok(())
+    }
+
+    fn unmount(&self, target: &Path) -> Result<(), SysError> {
+        let display = target.display().to_string();
+        let c = cstring("umount", &display)?;
+        // SAFETY: `c` is a valid NUL-terminated C string for the duration of the call.
+        if unsafe { libc::umount2(c.as_ptr(), 0) } != 0 {
+            return Err(SysError::last("umount", display));
         }
         Ok(())
     }

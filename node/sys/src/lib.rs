@@ -5,12 +5,16 @@
 //! the logic that drives them is unit-tested without a kernel.
 #![allow(unsafe_code)]
 
+pub mod block;
 pub mod clock;
 mod error;
 pub mod fs;
+pub mod loopdev;
 pub mod net;
+pub mod netlink;
 pub mod power;
 pub mod process;
+pub mod uevent;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod fake;

@@ -1,9 +1,10 @@
-//! IPv4 link and address configuration through the classic socket ioctls.
+//! IPv4 link, address and route configuration, through rtnetlink.
 
 use std::net::{Ipv4Addr, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 
 use crate::error::{SysError, cstring};
+use crate::netlink::{self, RouteSocket};
 
 pub trait NetConfig {
     fn link_up(&self, link: &str) -> Result<(), SysError>;
@@ -47,111 +48,30 @@ pub fn bind_to_device(socket: &UdpSocket, link: &str) -> Result<(), SysError> {
     Ok(())
 }
 
-fn control_socket() -> Result<OwnedFd, SysError> {
-    // SAFETY: socket(2) with constant arguments; the result is checked before use.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(SysError::last("socket", "AF_INET control socket"));
-    }
-    // SAFETY: `fd` is a freshly created descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn ifreq_for(link: &str) -> Result<libc::ifreq, SysError> {
-    if link.is_empty() || link.len() >= libc::IFNAMSIZ {
-        return Err(SysError::new(
-            "ifreq",
-            link,
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, "bad interface name"),
-        ));
-    }
-    // SAFETY: ifreq is plain old data; all-zero is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(link.bytes()) {
-        *dst = src as libc::c_char;
-    }
-    Ok(req)
-}
-
-fn sockaddr_in(addr: Ipv4Addr) -> libc::sockaddr {
-    let sin = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: 0,
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(addr).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
-    // SAFETY: sockaddr_in and sockaddr have the same size on Linux; the kernel reads the
-    // family field to interpret the rest.
-    unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
-}
-
-fn ioctl(
-    fd: &OwnedFd,
-    request: libc::Ioctl,
-    arg: *mut libc::c_void,
-    op: &'static str,
-    link: &str,
-) -> Result<(), SysError> {
-    // SAFETY: callers pass a pointer to a live, correctly typed request structure for `request`.
-    if unsafe { libc::ioctl(fd.as_raw_fd(), request, arg) } != 0 {
-        return Err(SysError::last(op, link));
-    }
-    Ok(())
-}
-
-pub fn prefix_to_netmask(prefix: u8) -> Ipv4Addr {
-    let bits = if prefix == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(prefix.min(32)))
-    };
-    Ipv4Addr::from(bits)
-}
-
 impl NetConfig for crate::fs::Linux {
     fn link_up(&self, link: &str) -> Result<(), SysError> {
-        let fd = control_socket()?;
-        let mut req = ifreq_for(link)?;
-        ioctl(
-            &fd,
-            libc::SIOCGIFFLAGS,
-            (&raw mut req).cast(),
-            "SIOCGIFFLAGS",
-            link,
-        )?;
-        // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
-        unsafe { req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
-        ioctl(
-            &fd,
-            libc::SIOCSIFFLAGS,
-            (&raw mut req).cast(),
-            "SIOCSIFFLAGS",
-            link,
-        )
+        let index = netlink::link_index(link)?;
+        RouteSocket::open()?.request(&netlink::link_up(index), &format!("{link} up"))
     }
 
+    /// Adds the address, then removes the link's other IPv4 addresses (a new lease or a new
+    /// static address replaces the old one).
     fn set_ipv4(&self, link: &str, addr: Ipv4Addr, prefix: u8) -> Result<(), SysError> {
-        let fd = control_socket()?;
-        let mut req = ifreq_for(link)?;
-        req.ifr_ifru.ifru_addr = sockaddr_in(addr);
-        ioctl(
-            &fd,
-            libc::SIOCSIFADDR,
-            (&raw mut req).cast(),
-            "SIOCSIFADDR",
-            link,
+        let index = netlink::link_index(link)?;
+        let mut socket = RouteSocket::open()?;
+        socket.request(
+            &netlink::add_ipv4(index, addr, prefix),
+            &format!("{link} address {addr}/{prefix}"),
         )?;
-        let mut req = ifreq_for(link)?;
-        req.ifr_ifru.ifru_netmask = sockaddr_in(prefix_to_netmask(prefix));
-        ioctl(
-            &fd,
-            libc::SIOCSIFNETMASK,
-            (&raw mut req).cast(),
-            "SIOCSIFNETMASK",
-            link,
-        )
+        for (old, old_prefix) in socket.ipv4_addresses(index)? {
+            if (old, old_prefix) != (addr, prefix) {
+                socket.request(
+                    &netlink::delete_ipv4(index, old, old_prefix),
+                    &format!("{link} address {old}/{old_prefix}"),
+                )?;
+            }
+        }
+        Ok(())
     }
 
     fn add_route(
@@ -161,63 +81,101 @@ impl NetConfig for crate::fs::Linux {
         prefix: u8,
         gateway: Ipv4Addr,
     ) -> Result<(), SysError> {
-        let fd = control_socket()?;
-        let dev = cstring("SIOCADDRT", link)?;
-        // SAFETY: rtentry is plain old data; all-zero is a valid value.
-        let mut rt: libc::rtentry = unsafe { std::mem::zeroed() };
-        rt.rt_dst = sockaddr_in(destination);
-        rt.rt_genmask = sockaddr_in(prefix_to_netmask(prefix));
-        rt.rt_gateway = sockaddr_in(gateway);
-        rt.rt_flags = libc::RTF_UP | libc::RTF_GATEWAY;
-        rt.rt_dev = dev.as_ptr().cast_mut();
-        match ioctl(
-            &fd,
-            libc::SIOCADDRT,
-            (&raw mut rt).cast(),
-            "SIOCADDRT",
-            link,
-        ) {
-            Err(e) if e.errno() == Some(libc::EEXIST) => Ok(()),
-            other => other,
-        }
+        let index = netlink::link_index(link)?;
+        RouteSocket::open()?.request(
+            &netlink::add_route(index, destination, prefix, gateway),
+            &format!("{link} route {destination}/{prefix} via {gateway}"),
+        )
     }
 
     fn set_mtu(&self, link: &str, mtu: u32) -> Result<(), SysError> {
-        let fd = control_socket()?;
-        let mut req = ifreq_for(link)?;
-        req.ifr_ifru.ifru_mtu = libc::c_int::try_from(mtu).map_err(|_| {
-            SysError::new(
-                "SIOCSIFMTU",
-                link,
-                std::io::Error::new(std::io::ErrorKind::InvalidInput, "MTU too large"),
-            )
-        })?;
-        ioctl(
-            &fd,
-            libc::SIOCSIFMTU,
-            (&raw mut req).cast(),
-            "SIOCSIFMTU",
-            link,
-        )
+        let index = netlink::link_index(link)?;
+        RouteSocket::open()?.request(&netlink::set_mtu(index, mtu), &format!("{link} MTU {mtu}"))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fs::Linux;
 
-    #[test]
-    fn netmask_from_prefix() {
-        assert_eq!(prefix_to_netmask(24), Ipv4Addr::new(255, 255, 255, 0));
-        assert_eq!(prefix_to_netmask(0), Ipv4Addr::UNSPECIFIED);
-        assert_eq!(prefix_to_netmask(32), Ipv4Addr::BROADCAST);
-        assert_eq!(prefix_to_netmask(20), Ipv4Addr::new(255, 255, 240, 0));
+    fn in_new_network_namespace<T: Send + 'static>(
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
+        // SAFETY: geteuid has no arguments and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: creating a network namespace needs root");
+            return None;
+        }
+        let thread = std::thread::spawn(move || {
+            // SAFETY: unshare with a constant flag; it moves only this thread to a new,
+            // empty network namespace.
+            let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "unshare(CLONE_NEWNET)");
+            f()
+        });
+        Some(thread.join().unwrap())
+    }
+
+    fn proc_net(file: &str) -> String {
+        std::fs::read_to_string(format!("/proc/thread-self/net/{file}")).unwrap()
     }
 
     #[test]
-    fn interface_names_are_checked() {
-        assert!(ifreq_for("").is_err());
-        assert!(ifreq_for("a-very-long-interface-name").is_err());
-        assert!(ifreq_for("eth0").is_ok());
+    fn configures_a_link_through_netlink() {
+        let Some(mtu) = in_new_network_namespace(|| {
+            let sys = Linux;
+            sys.link_up("lo").unwrap();
+            sys.set_mtu("lo", 1400).unwrap();
+            sys.set_ipv4("lo", Ipv4Addr::new(10, 77, 0, 1), 24).unwrap();
+            sys.set_ipv4("lo", Ipv4Addr::new(10, 78, 0, 1), 16).unwrap();
+            sys.add_route(
+                "lo",
+                Ipv4Addr::new(192, 168, 50, 0),
+                24,
+                Ipv4Addr::UNSPECIFIED,
+            )
+            .unwrap();
+            sys.add_route(
+                "lo",
+                Ipv4Addr::new(172, 16, 0, 0),
+                12,
+                Ipv4Addr::new(10, 78, 0, 9),
+            )
+            .unwrap();
+            sys.add_route("lo", Ipv4Addr::UNSPECIFIED, 0, Ipv4Addr::new(10, 78, 0, 9))
+                .unwrap();
+            let index = netlink::link_index("lo").unwrap();
+            let addresses = RouteSocket::open().unwrap().ipv4_addresses(index).unwrap();
+            let routes = proc_net("route");
+            let err = sys.set_mtu("nope0", 1500).unwrap_err();
+            (addresses, routes, err.to_string(), mtu_of("lo"))
+        }) else {
+            return;
+        };
+        let (addresses, routes, err, lo_mtu) = mtu;
+        // 127.0.0.1 went away with the others: set_ipv4 leaves exactly one IPv4 address.
+        assert_eq!(addresses, [(Ipv4Addr::new(10, 78, 0, 1), 16)]);
+        // /proc/net/route: destination and gateway in little-endian hex.
+        assert!(routes.contains("lo\t0032A8C0\t00000000"), "{routes}");
+        assert!(routes.contains("lo\t000010AC\t09004E0A"), "{routes}");
+        assert!(routes.contains("lo\t00000000\t09004E0A"), "{routes}");
+        assert_eq!(err, "if_nametoindex nope0");
+        assert_eq!(lo_mtu, 1400);
+    }
+
+    fn mtu_of(link: &str) -> i32 {
+        // SAFETY: ifreq is plain old data; all-zero is valid. The socket and the request are
+        // live for the ioctl, which fills ifru_mtu.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+            let mut req: libc::ifreq = std::mem::zeroed();
+            for (dst, src) in req.ifr_name.iter_mut().zip(link.bytes()) {
+                *dst = src as libc::c_char;
+            }
+            assert_eq!(libc::ioctl(fd, libc::SIOCGIFMTU, &raw mut req), 0);
+            libc::close(fd);
+            req.ifr_ifru.ifru_mtu
+        }
     }
 }

@@ -64,3 +64,72 @@ pub fn attach_console() -> Result<(), SysError> {
     }
     Ok(())
 }
+
+/// Makes the child that `command` spawns join a cgroup, take an OOM score and lead its own
+/// session, all before it executes its program, so nothing it starts runs outside the cgroup.
+///
+/// `cgroup_procs` is the cgroup's open `cgroup.procs`; the child writes `0` to it (cgroup v2:
+/// "move the writer").
+pub fn confine(
+    command: &mut std::process::Command,
+    cgroup_procs: std::fs::File,
+    oom_score_adj: i32,
+) -> Result<(), SysError> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let oom_path = cstring("open", "/proc/self/oom_score_adj")?;
+    let oom_value = oom_score_adj.to_string().into_bytes();
+    let hook = move || {
+        // SAFETY: between fork and exec only async-signal-safe calls are made (write, open,
+        // close, setsid), on buffers allocated before the fork and descriptors we own.
+        unsafe {
+            if libc::write(cgroup_procs.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let oom = libc::open(oom_path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if oom < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let written = libc::write(oom, oom_value.as_ptr().cast(), oom_value.len());
+            libc::close(oom);
+            if written < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    };
+    // SAFETY: the hook only makes async-signal-safe calls (see above).
+    unsafe { command.pre_exec(hook) };
+    Ok(())
+}
+
+/// Signals a service may be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Terminate,
+    Kill,
+}
+
+/// Sends `signal` to process `pid`.
+pub fn send_signal(pid: i32, signal: Signal) -> Result<(), SysError> {
+    let number = match signal {
+        Signal::Terminate => libc::SIGTERM,
+        Signal::Kill => libc::SIGKILL,
+    };
+    // SAFETY: kill takes plain integers and touches no memory.
+    if unsafe { libc::kill(pid, number) } != 0 {
+        return Err(SysError::last("kill", pid.to_string()));
+    }
+    Ok(())
+}
+
+/// Reaps child `pid` if it has exited, without blocking; its raw wait status.
+pub fn reap(pid: i32) -> Option<i32> {
+    let mut status = 0;
+    // SAFETY: waitpid with WNOHANG only writes to `status`, a valid local.
+    let reaped = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    (reaped == pid).then_some(status)
+}

@@ -9,10 +9,10 @@ use rustls::pki_types::ServerName;
 use talos_machinery::talosconfig::{Talosconfig, TalosconfigError};
 use talos_proto::common;
 use talos_proto::machine::{
-    self, ApplyConfigurationRequest, DmesgRequest, FileInfo, ListRequest, LogsRequest, ReadRequest,
-    RebootRequest, ResetRequest, RollbackRequest, ServiceRestartRequest, ServiceStartRequest,
-    ServiceStopRequest, ShutdownRequest, UpgradeRequest, apply_configuration_request,
-    machine_service_client::MachineServiceClient, reboot_request,
+    self, ApplyConfigurationRequest, BootstrapRequest, DmesgRequest, FileInfo, ListRequest,
+    LogsRequest, ReadRequest, RebootRequest, ResetRequest, RollbackRequest, ServiceRestartRequest,
+    ServiceStartRequest, ServiceStopRequest, ShutdownRequest, UpgradeRequest,
+    apply_configuration_request, machine_service_client::MachineServiceClient, reboot_request,
 };
 use talos_proto::time::{self as time_api, TimeRequest, time_service_client::TimeServiceClient};
 use tokio::net::TcpStream;
@@ -311,6 +311,15 @@ impl Client {
             .rollback(self.request(RollbackRequest {}))
             .await;
         first("Rollback", resp.map(|r| r.into_inner().messages))
+    }
+
+    /// MachineService/Bootstrap.
+    pub async fn bootstrap(&self) -> Result<machine::Bootstrap, ClientError> {
+        let resp = self
+            .machine()
+            .bootstrap(self.request(BootstrapRequest::default()))
+            .await;
+        first("Bootstrap", resp.map(|r| r.into_inner().messages))
     }
 
     /// MachineService/Memory.

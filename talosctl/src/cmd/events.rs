@@ -1,10 +1,11 @@
-//! `talosctl events`: the node's runtime events (sequences, phases, tasks) as they happen.
+//! `talosctl events`: the node's runtime events (sequences, phases, tasks, services) as they
+//! happen.
 
 use clap::Args;
 use prost::Message;
 use talos_proto::machine::{
-    EventsRequest, MachineStatusEvent, PhaseEvent, SequenceEvent, TaskEvent, phase_event,
-    sequence_event, task_event,
+    EventsRequest, MachineStatusEvent, PhaseEvent, SequenceEvent, ServiceStateEvent, TaskEvent,
+    phase_event, sequence_event, service_state_event, task_event,
 };
 use tokio::sync::watch;
 
@@ -64,6 +65,11 @@ pub fn describe(type_url: &str, value: &[u8]) -> (String, String) {
         "machine.TaskEvent" => TaskEvent::decode(value).ok().map(|e| {
             let action = task_event::Action::try_from(e.action).map_or("?", |a| a.as_str_name());
             format!("{} {action}", e.task)
+        }),
+        "machine.ServiceStateEvent" => ServiceStateEvent::decode(value).ok().map(|e| {
+            let action =
+                service_state_event::Action::try_from(e.action).map_or("?", |a| a.as_str_name());
+            format!("{} {action}: {}", e.service, e.message)
         }),
         "machine.MachineStatusEvent" => MachineStatusEvent::decode(value)
             .ok()
@@ -161,6 +167,20 @@ mod tests {
         assert_eq!(
             describe("talos/runtime/machine.TaskEvent", &task.encode_to_vec()).1,
             "PullInstaller STOP"
+        );
+        let service = ServiceStateEvent {
+            service: "etcd".into(),
+            action: service_state_event::Action::Waiting as i32,
+            message: "Waiting for service network to be up".into(),
+            health: None,
+        };
+        assert_eq!(
+            describe(
+                "talos/runtime/machine.ServiceStateEvent",
+                &service.encode_to_vec()
+            )
+            .1,
+            "etcd WAITING: Waiting for service network to be up"
         );
         assert_eq!(
             describe("talos/runtime/other.Thing", b"").1,

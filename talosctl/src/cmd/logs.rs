@@ -21,12 +21,15 @@ Examples:
   # The last 20 lines, then new lines as they come (Ctrl-C to stop)
   talosctl -n 10.5.0.2 logs machined --tail 20 -f
 
+  # etcd's own output, following it across restarts
+  talosctl -n 10.5.0.2 logs etcd -f
+
   # A node in maintenance mode (no client certificate yet)
   talosctl logs machined --insecure -n 10.5.0.2";
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
-    /// The service whose log to print (talos-rs nodes keep a log for machined).
+    /// The service whose log to print: machined, or a service it runs (containerd, etcd).
     #[arg(value_name = "SERVICE")]
     pub service: String,
 

@@ -1,6 +1,7 @@
 //! One module per talosctl command.
 
 pub mod apply;
+pub mod bootstrap;
 pub mod config;
 pub mod dmesg;
 pub mod events;

@@ -7,11 +7,12 @@ use crate::global::{self, GlobalArgs};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum RebootMode {
-    /// Regular reboot (kexec into the current kernel when possible).
+    /// Stop services, then reboot. talos-rs nodes do not kexec: every reboot goes through
+    /// the firmware.
     Default,
-    /// Full power cycle through the firmware, skipping kexec.
+    /// Full power cycle through the firmware (on talos-rs nodes the same as default).
     Powercycle,
-    /// Reboot without a graceful shutdown of services.
+    /// Reboot without stopping services first.
     Force,
 }
 

@@ -6,16 +6,20 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use talos_machinery::config::v1alpha1::MachineType;
 use talos_proto::common::Data;
 use talos_proto::machine::machine_service_server::MachineService;
 use talos_proto::machine::{
     self as pb, ApplyConfiguration, ApplyConfigurationRequest, ApplyConfigurationResponse,
-    CpUsInfo, CpuInfoResponse, DmesgRequest, EventsRequest, FileInfo, Hostname, HostnameResponse,
-    ListRequest, LoadAvgResponse, LogsRequest, Memory, MemoryResponse, Mounts, MountsResponse,
-    Process, ProcessesResponse, ReadRequest, Reboot, RebootRequest, RebootResponse, Reset,
-    ResetRequest, ResetResponse, Rollback, RollbackRequest, RollbackResponse, ServiceList,
-    ServiceListResponse, Shutdown, ShutdownRequest, ShutdownResponse, Upgrade, UpgradeRequest,
-    UpgradeResponse, Version, VersionResponse,
+    Bootstrap, BootstrapRequest, BootstrapResponse, CpUsInfo, CpuInfoResponse, DmesgRequest,
+    EventsRequest, FileInfo, Hostname, HostnameResponse, ListRequest, LoadAvgResponse, LogsRequest,
+    Memory, MemoryResponse, Mounts, MountsResponse, Process, ProcessesResponse, ReadRequest,
+    Reboot, RebootRequest, RebootResponse, Reset, ResetRequest, ResetResponse, Rollback,
+    RollbackRequest, RollbackResponse, ServiceList, ServiceListResponse, ServiceRestart,
+    ServiceRestartRequest, ServiceRestartResponse, ServiceStart, ServiceStartRequest,
+    ServiceStartResponse, ServiceStop, ServiceStopRequest, ServiceStopResponse, Shutdown,
+    ShutdownRequest, ShutdownResponse, Upgrade, UpgradeRequest, UpgradeResponse, Version,
+    VersionResponse,
 };
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
@@ -26,6 +30,7 @@ use crate::files;
 use crate::kmsg;
 use crate::node::{ApplyError, Node};
 use crate::sequencer::Sequence;
+use crate::supervisor::{ControlError, stack};
 use crate::sysinfo;
 use crate::{actions, upgrade};
 
@@ -59,6 +64,15 @@ fn actor_id() -> String {
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
         .expect("the kernel's random source is available");
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl From<ControlError> for Status {
+    fn from(e: ControlError) -> Self {
+        match e {
+            ControlError::NotFound(_) => Status::not_found(e.to_string()),
+            ControlError::NotSupervised(_) => Status::failed_precondition(e.to_string()),
+        }
+    }
 }
 
 impl From<ApplyError> for Status {
@@ -290,23 +304,25 @@ impl MachineService for MachineApi {
 
     async fn logs(&self, request: Request<LogsRequest>) -> Result<Response<DataStream>, Status> {
         let req = request.into_inner();
-        if req.id != "machined" {
-            return Err(Status::not_found(format!(
-                "no logs for service {:?}: this node keeps logs for \"machined\" only",
-                req.id
-            )));
-        }
+        let ring = match req.id.as_str() {
+            "machined" => self.node.logs.clone(),
+            id => self.node.supervisor.logs(id).ok_or_else(|| {
+                Status::not_found(format!(
+                    "no logs for service {id:?}: logs are kept for machined and the services it runs as processes (see `talosctl services`)"
+                ))
+            })?,
+        };
         let tail = usize::try_from(req.tail_lines).ok();
         let snapshot = Data {
             metadata: None,
-            bytes: self.node.logs.snapshot(tail),
+            bytes: ring.snapshot(tail),
         };
         let head = tokio_stream::once(Ok(snapshot));
         if !req.follow {
             return Ok(Response::new(Box::pin(head)));
         }
-        let live = tokio_stream::wrappers::BroadcastStream::new(self.node.logs.subscribe())
-            .filter_map(|chunk| {
+        let live =
+            tokio_stream::wrappers::BroadcastStream::new(ring.subscribe()).filter_map(|chunk| {
                 chunk.ok().map(|bytes| {
                     Ok(Data {
                         metadata: None,
@@ -315,6 +331,81 @@ impl MachineService for MachineApi {
                 })
             });
         Ok(Response::new(Box::pin(head.chain(live))))
+    }
+
+    async fn service_start(
+        &self,
+        request: Request<ServiceStartRequest>,
+    ) -> Result<Response<ServiceStartResponse>, Status> {
+        let id = request.into_inner().id;
+        self.node.supervisor.start(&id).await?;
+        Ok(Response::new(ServiceStartResponse {
+            messages: vec![ServiceStart {
+                metadata: None,
+                resp: format!("Service {id:?} started"),
+            }],
+        }))
+    }
+
+    async fn service_stop(
+        &self,
+        request: Request<ServiceStopRequest>,
+    ) -> Result<Response<ServiceStopResponse>, Status> {
+        let id = request.into_inner().id;
+        self.node.supervisor.stop(&id).await?;
+        Ok(Response::new(ServiceStopResponse {
+            messages: vec![ServiceStop {
+                metadata: None,
+                resp: format!("Service {id:?} stopped"),
+            }],
+        }))
+    }
+
+    async fn service_restart(
+        &self,
+        request: Request<ServiceRestartRequest>,
+    ) -> Result<Response<ServiceRestartResponse>, Status> {
+        let id = request.into_inner().id;
+        self.node.supervisor.restart(&id).await?;
+        Ok(Response::new(ServiceRestartResponse {
+            messages: vec![ServiceRestart {
+                metadata: None,
+                resp: format!("Service {id:?} restarted"),
+            }],
+        }))
+    }
+
+    async fn bootstrap(
+        &self,
+        request: Request<BootstrapRequest>,
+    ) -> Result<Response<BootstrapResponse>, Status> {
+        if request.get_ref().recover_etcd {
+            return Err(Status::unimplemented(
+                "recovering etcd from a snapshot is not supported by talos-rs yet",
+            ));
+        }
+        let config = self.node.config().ok_or_else(|| {
+            Status::failed_precondition("the node is in maintenance mode: apply a config first")
+        })?;
+        if config.machine_type() != MachineType::ControlPlane {
+            return Err(Status::failed_precondition(
+                "bootstrap is only possible on a control-plane node",
+            ));
+        }
+        if !self
+            .node
+            .etcd_bootstrap
+            .send_if_modified(|open| !std::mem::replace(open, true))
+        {
+            return Err(Status::already_exists(format!(
+                "etcd data directory is not empty ({}), or the node was already bootstrapped",
+                stack::ETCD_DATA
+            )));
+        }
+        tracing::info!("bootstrap requested: etcd starts a new single-member cluster");
+        Ok(Response::new(BootstrapResponse {
+            messages: vec![Bootstrap { metadata: None }],
+        }))
     }
 
     async fn events(
@@ -390,9 +481,14 @@ impl MachineService for MachineApi {
         &self,
         request: Request<RebootRequest>,
     ) -> Result<Response<RebootResponse>, Status> {
-        tracing::info!(mode = request.get_ref().mode, "reboot requested");
+        let mode = request.get_ref().mode;
+        tracing::info!(mode, "reboot requested");
         let actor_id = actor_id();
-        actions::run(&self.node, Sequence::Reboot, &actor_id, Default::default()).await?;
+        let request = actions::Request {
+            force: mode == pb::reboot_request::Mode::Force as i32,
+            ..Default::default()
+        };
+        actions::run(&self.node, Sequence::Reboot, &actor_id, request).await?;
         Ok(Response::new(RebootResponse {
             messages: vec![Reboot {
                 metadata: None,
@@ -427,9 +523,6 @@ impl MachineService for MachineApi {
             ));
         }
         let wipes = |label: &str| labels.is_empty() || labels.iter().any(|l| l == label);
-        if wipes("EPHEMERAL") {
-            tracing::info!("no EPHEMERAL partition on talos-rs nodes yet: nothing to wipe there");
-        }
         tracing::info!(
             graceful = req.graceful,
             reboot = req.reboot,
@@ -439,6 +532,7 @@ impl MachineService for MachineApi {
         let actor_id = actor_id();
         let request = actions::Request {
             wipe_state: wipes("STATE"),
+            wipe_ephemeral: wipes("EPHEMERAL"),
             // META only when named: it holds the A/B state, not node data.
             wipe_meta: labels.iter().any(|l| l == "META"),
             reboot_after_reset: req.reboot,
@@ -457,15 +551,14 @@ impl MachineService for MachineApi {
         &self,
         request: Request<ShutdownRequest>,
     ) -> Result<Response<ShutdownResponse>, Status> {
-        tracing::info!(force = request.get_ref().force, "shutdown requested");
+        let force = request.get_ref().force;
+        tracing::info!(force, "shutdown requested");
         let actor_id = actor_id();
-        actions::run(
-            &self.node,
-            Sequence::Shutdown,
-            &actor_id,
-            Default::default(),
-        )
-        .await?;
+        let request = actions::Request {
+            force,
+            ..Default::default()
+        };
+        actions::run(&self.node, Sequence::Shutdown, &actor_id, request).await?;
         Ok(Response::new(ShutdownResponse {
             messages: vec![Shutdown {
                 metadata: None,

@@ -115,3 +115,33 @@ fn a_small_disk_is_refused_with_sizes() {
         )
     );
 }
+
+#[test]
+fn ephemeral_is_not_copied_the_installed_disk_makes_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let (system, state) = system_disk(dir.path());
+    // The boot disk after its first boot: EPHEMERAL on the rest of it.
+    let mut boot_disk = File::options()
+        .read(true)
+        .write(true)
+        .open(&system.disk)
+        .unwrap();
+    boot_disk.set_len(512 * MIB).unwrap();
+    let grown = layout::complete(
+        &Table::read_from(&mut boot_disk).unwrap(),
+        512 * MIB / SECTOR,
+    )
+    .unwrap();
+    assert!(grown.find(layout::EPHEMERAL).is_some());
+    grown.write_to(&mut boot_disk).unwrap();
+
+    let target = blank(dir.path(), 256 * MIB);
+    install(&FakeSystem::default(), &system, &target, Some(&state), "x").unwrap();
+    let table = Table::read_from(&mut File::open(&target).unwrap()).unwrap();
+    let names: Vec<&str> = table.partitions.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, [layout::EFI, layout::META, layout::STATE]);
+    // Its own first boot adds an EPHEMERAL as large as the target allows.
+    let first_boot = layout::complete(&table, table.total_sectors).unwrap();
+    let ephemeral = first_boot.find(layout::EPHEMERAL).unwrap();
+    assert_eq!(ephemeral.offset() + ephemeral.len(), 255 * MIB);
+}

@@ -62,7 +62,10 @@ async fn runs_the_phases_in_table_order_and_reports_each_step() {
         .run(Sequence::Upgrade, "actor-1", &mut tasks)
         .await
         .unwrap();
-    assert_eq!(tasks.ran, [Task::PullInstaller, Task::Reboot]);
+    assert_eq!(
+        tasks.ran,
+        [Task::PullInstaller, Task::StopServices, Task::Reboot]
+    );
     assert_eq!(
         log(&bus),
         [
@@ -71,6 +74,10 @@ async fn runs_the_phases_in_table_order_and_reports_each_step() {
             "task:PullInstaller:0",
             "task:PullInstaller:1",
             "phase:upgrade:1",
+            "phase:stopEverything:0",
+            "task:StopServices:0",
+            "task:StopServices:1",
+            "phase:stopEverything:1",
             "phase:reboot:0",
             "task:Reboot:0",
             "task:Reboot:1",
@@ -83,7 +90,7 @@ async fn runs_the_phases_in_table_order_and_reports_each_step() {
         with_actor_id: "actor-1".into(),
         ..Default::default()
     });
-    assert_eq!(events.len(), 10, "every event carries the actor ID");
+    assert_eq!(events.len(), 14, "every event carries the actor ID");
 }
 
 #[tokio::test]
