@@ -62,6 +62,14 @@ impl MemoryProfile {
             .collect()
     }
 
+    /// The sysctls as the node reads them (`/etc/talos/sysctl.conf`): `name = value` lines.
+    pub fn sysctl_conf(&self) -> String {
+        self.sysctls
+            .iter()
+            .map(|(name, value)| format!("{name} = {value}\n"))
+            .collect()
+    }
+
     /// Sum of all `memory.min` reservations.
     pub fn reserved_mib(&self) -> u32 {
         self.services.values().map(|s| s.min_mib).sum()

@@ -112,6 +112,12 @@ fn memory_profiles_carry_the_reservations() {
     assert!(table.lines().any(|l| l == "apid 16 128"), "{table}");
     assert!(table.lines().any(|l| l == "etcd 256"), "{table}");
     assert_eq!(table.lines().count(), standard.services.len());
+    assert!(
+        small
+            .sysctl_conf()
+            .lines()
+            .any(|l| l == "vm.min_free_kbytes = 8192")
+    );
 }
 
 #[test]

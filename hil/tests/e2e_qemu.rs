@@ -796,6 +796,11 @@ async fn services_bootstrap_and_restart(arch: Arch) {
         read_file(&admin, &format!("/proc/{pid}/oom_score_adj")).await,
         "-999\n"
     );
+    // The profile's sysctls were applied at boot.
+    assert_eq!(
+        read_file(&admin, "/proc/sys/vm/overcommit_memory").await,
+        "1\n"
+    );
 
     // Roles: a reader may list services but not restart them.
     let reader_cert = client_cert(&os_ca, Role::Reader);

@@ -102,10 +102,11 @@ async fn publish(registry: &LocalRegistry, fixture: &DiskImage, version: &str) -
     registry.guest_reference(&name)
 }
 
-async fn upgrade(client: &Client, image: &str) {
+async fn upgrade(client: &Client, image: &str, stage: bool) {
     let ack = client
         .upgrade(UpgradeRequest {
             image: image.to_owned(),
+            stage,
             ..Default::default()
         })
         .await
@@ -168,10 +169,12 @@ async fn serve_layout(fixture: &DiskImage, version: &str) -> (String, tokio::tas
     (reference, server)
 }
 
+/// With `stage`, the upgrade is staged and the node rebooted after checking it still runs v1.
 async fn configure_and_upgrade(
     fixture: &DiskImage,
     dir: &Path,
     source: Source,
+    stage: bool,
 ) -> (Node, TlsMode, LocalRegistry) {
     let registry = LocalRegistry::start(&dir.join("registry")).expect("docker-registry starts");
     let node = Node::boot(fixture, dir);
@@ -188,9 +191,17 @@ async fn configure_and_upgrade(
         }
     };
     let requested = Instant::now();
-    upgrade(&admin, &v2).await;
+    upgrade(&admin, &v2, stage).await;
     if let Some(server) = server {
         server.abort();
+    }
+    if stage {
+        let version = admin.version().await.expect("Version after staging");
+        assert_eq!(version.version.unwrap().tag, V1, "staging does not reboot");
+        admin
+            .reboot(talos_proto::machine::reboot_request::Mode::Default)
+            .await
+            .expect("Reboot into the staged version");
     }
     let admin = node.wait_for_version(&tls, V2).await;
     assert_boot_sequence_reported(&admin).await;
@@ -210,12 +221,13 @@ async fn upgrade_then_automatic_rollback(board: &str, chain: &str) {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (node, tls, registry) = configure_and_upgrade(&fixture, dir.path(), Source::Registry).await;
+    let (node, tls, registry) =
+        configure_and_upgrade(&fixture, dir.path(), Source::Registry, false).await;
 
     let admin = node.wait_for_version(&tls, V2).await;
     let v3 = publish(&registry, &fixture, BROKEN_V3).await;
     let requested = Instant::now();
-    upgrade(&admin, &v3).await;
+    upgrade(&admin, &v3, false).await;
     node.qemu
         .wait_for_line("Kernel panic", STEP_TIMEOUT)
         .expect("the broken slot fails to boot");
@@ -237,15 +249,15 @@ async fn upgrade_then_automatic_rollback(board: &str, chain: &str) {
     );
 }
 
-/// v1 → v2 from a local OCI layout served by this machine, then `talosctl rollback`
-/// returns to v1.
+/// v1 → v2 from a local OCI layout served by this machine, staged (`talosctl upgrade --stage`:
+/// written now, booted at the next reboot), then `talosctl rollback` returns to v1.
 async fn upgrade_then_manual_rollback(board: &str, chain: &str) {
     let Some(fixture) = fixtures::disk_image(board, chain, &[]) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let (node, tls, _registry) =
-        configure_and_upgrade(&fixture, dir.path(), Source::LocalLayout).await;
+        configure_and_upgrade(&fixture, dir.path(), Source::LocalLayout, true).await;
     let admin = node.wait_for_version(&tls, V2).await;
     admin.rollback().await.expect("Rollback is accepted");
     node.wait_for_version(&tls, V1).await;

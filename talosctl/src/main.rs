@@ -331,7 +331,6 @@ mod tests {
             "a,b",
             "--image",
             "ghcr.io/x/installer:v1",
-            "--stage",
             "--force",
             "--preserve",
             "--reboot-mode",
@@ -348,7 +347,7 @@ mod tests {
             panic!("expected upgrade");
         };
         assert_eq!(args.image, "ghcr.io/x/installer:v1");
-        assert!(args.stage && args.force && args.preserve && args.wait);
+        assert!(!args.stage && args.force && args.preserve && args.wait);
         assert_eq!(args.reboot_mode, UpgradeRebootMode::Powercycle);
         assert_eq!(args.timeout, Duration::from_secs(90));
         assert_eq!(args.output, OutputFormat::Json);
@@ -362,8 +361,15 @@ mod tests {
         assert_eq!(args.timeout, Duration::from_secs(600));
         assert_eq!(args.output, OutputFormat::Table);
 
+        let cli = Cli::try_parse_from(["talosctl", "upgrade", "-i", "img", "--stage"]).unwrap();
+        let Command::Upgrade(args) = cli.command else {
+            panic!("expected upgrade");
+        };
+        assert!(args.stage);
+
         for bad in [
             &["talosctl", "upgrade"][..],
+            &["talosctl", "upgrade", "-i", "img", "--stage", "--wait"],
             &["talosctl", "upgrade", "-i", "img", "-m", "force"],
             &["talosctl", "upgrade", "-i", "img", "--timeout", "5m"],
             &[

@@ -268,7 +268,6 @@ async fn upgrade_waits_for_the_node_to_come_back() {
             "upgrade",
             "-i",
             "installer:v-new",
-            "--stage",
             "--force",
             "--preserve",
             "-m",
@@ -291,7 +290,7 @@ async fn upgrade_waits_for_the_node_to_come_back() {
         [UpgradeRequest {
             image: "installer:v-new".into(),
             preserve: true,
-            stage: true,
+            stage: false,
             force: true,
             reboot_mode: 1,
         }]

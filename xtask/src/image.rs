@@ -58,6 +58,8 @@ pub const DEFAULT_VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"));
 const OS_RELEASE_PATH: &str = "/etc/os-release";
 /// The board's memory profile for the node's supervisor (`<service> <min MiB> [<max MiB>]`).
 const MEMORY_PATH: &str = "/etc/talos/memory";
+/// The board's kernel parameters for the node (`name = value`).
+const SYSCTL_PATH: &str = "/etc/talos/sysctl.conf";
 
 fn os_release(version: &str) -> Vec<u8> {
     format!("NAME=\"talos-rs\"\nID=talos\nVERSION={version}\nVERSION_ID={version}\n").into_bytes()
@@ -165,12 +167,19 @@ fn pack_with(
             (OS_RELEASE_PATH.to_owned(), os_release(version), 0o644),
         ]
         .into_iter()
-        .chain(board.memory.as_ref().map(|profile| {
-            (
-                MEMORY_PATH.to_owned(),
-                profile.node_table().into_bytes(),
-                0o644,
-            )
+        .chain(board.memory.iter().flat_map(|profile| {
+            [
+                (
+                    MEMORY_PATH.to_owned(),
+                    profile.node_table().into_bytes(),
+                    0o644,
+                ),
+                (
+                    SYSCTL_PATH.to_owned(),
+                    profile.sysctl_conf().into_bytes(),
+                    0o644,
+                ),
+            ]
         }))
         .collect(),
         mtime: source_date_epoch(),

@@ -31,6 +31,7 @@ mod sequencer;
 mod services;
 mod storage;
 mod supervisor;
+mod sysctl;
 mod sysinfo;
 mod system_disk;
 mod timesync;
@@ -183,6 +184,22 @@ fn os_version() -> String {
         .unwrap_or_else(|| concat!("v", env!("CARGO_PKG_VERSION")).to_owned())
 }
 
+/// The board's kernel parameters, once the modules that own some of them are loaded.
+fn apply_sysctls() {
+    let Ok(text) = std::fs::read_to_string(sysctl::SYSCTL_FILE) else {
+        return;
+    };
+    match sysctl::parse(&text) {
+        Ok(settings) => {
+            for failure in sysctl::apply(Path::new("/proc/sys"), &settings) {
+                tracing::warn!("sysctl not set: {failure}");
+            }
+            tracing::info!("applied {} kernel parameters", settings.len());
+        }
+        Err(e) => tracing::error!("{e}"),
+    }
+}
+
 fn mount_state() -> Option<ConfigStore> {
     let device = storage::find_state_device().or_else(|| {
         std::thread::sleep(Duration::from_millis(500));
@@ -298,6 +315,7 @@ impl Tasks for BootTasks {
                     tracing::warn!(module, "module not loaded: {error}");
                 }
                 modalias::coldplug_and_watch(&Path::new("/lib/modules").join(&self.release));
+                apply_sysctls();
             }
             Task::CreateSystemPartitions => {
                 self.ephemeral = system_disk::on_boot(&self.cmdline, &self.reaper).await

@@ -18,6 +18,9 @@ pub enum Sequence {
     Shutdown,
     Reset,
     Upgrade,
+    /// An upgrade written to the other slot and armed, without a reboot: the new version boots
+    /// at the next reboot, whatever causes it.
+    StageUpgrade,
     Rollback,
 }
 
@@ -71,6 +74,7 @@ impl Sequence {
             Sequence::Shutdown => "shutdown",
             Sequence::Reset => "reset",
             Sequence::Upgrade => "upgrade",
+            Sequence::StageUpgrade => "stageUpgrade",
             Sequence::Rollback => "rollback",
         }
     }
@@ -157,6 +161,10 @@ impl Sequence {
                     tasks: &[Reboot],
                 },
             ],
+            Sequence::StageUpgrade => &[Phase {
+                name: "upgrade",
+                tasks: &[PullInstaller],
+            }],
             Sequence::Rollback => &[
                 Phase {
                     name: "rollback",
@@ -173,7 +181,7 @@ impl Sequence {
 
     /// Sequences that end with the node going down: once one has run, nothing else starts.
     fn ends_the_boot(self) -> bool {
-        !matches!(self, Sequence::Boot)
+        !matches!(self, Sequence::Boot | Sequence::StageUpgrade)
     }
 }
 

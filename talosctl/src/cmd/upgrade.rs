@@ -35,7 +35,10 @@ Examples:
   talosctl upgrade -n 10.5.0.2 -i out/installers/arm64/v2.0.0 --serve-address 10.5.0.1 -o json
 
 talos-rs nodes pull over plain HTTP from a registry named by IP address (they carry no CA
-bundle or DNS resolver yet); staged upgrades are not supported yet.";
+bundle or DNS resolver yet).
+
+  # Write v2.0.0 to the other slot now; it boots at the next reboot
+  talosctl upgrade -n 10.5.0.2 -i 10.5.0.1:5000/talos/installer:v2.0.0 --stage";
 
 pub const ROLLBACK_EXAMPLES: &str = "\
 Examples:
@@ -47,9 +50,9 @@ Examples:
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum UpgradeRebootMode {
-    /// Regular reboot (kexec into the new kernel when possible).
+    /// Reboot through the firmware (talos-rs nodes do not kexec).
     Default,
-    /// Full power cycle through the firmware, skipping kexec.
+    /// Full power cycle through the firmware (on talos-rs nodes the same as default).
     Powercycle,
 }
 
@@ -76,9 +79,9 @@ pub struct UpgradeArgs {
     #[arg(long, value_name = "HOST[:PORT]")]
     pub serve_address: Option<String>,
 
-    /// Stage the upgrade: the node reboots and installs the image early in the next boot, before
-    /// its services start (for when files in use block a live upgrade).
-    #[arg(short, long)]
+    /// Stage the upgrade: the node writes the new version to its other slot now and boots it at
+    /// its next reboot, whatever causes that; it does not reboot now.
+    #[arg(short, long, conflicts_with = "wait")]
     pub stage: bool,
 
     /// Skip the node's pre-upgrade safety checks (upstream: etcd health); may lose data.

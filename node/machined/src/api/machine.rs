@@ -429,11 +429,6 @@ impl MachineService for MachineApi {
         request: Request<UpgradeRequest>,
     ) -> Result<Response<UpgradeResponse>, Status> {
         let request = request.into_inner();
-        if request.stage {
-            return Err(Status::unimplemented(
-                "staged upgrades are not supported yet; upgrade without --stage",
-            ));
-        }
         if self.node.slots.is_none() {
             return Err(Status::failed_precondition(
                 "this node did not boot from an A/B system disk (no talos.slot= on its kernel command line), so it cannot upgrade in place",
@@ -441,16 +436,21 @@ impl MachineService for MachineApi {
         }
         upgrade::check(&request.image).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let actor_id = actor_id();
+        let (sequence, when) = if request.stage {
+            (Sequence::StageUpgrade, "at the next reboot")
+        } else {
+            (Sequence::Upgrade, "next")
+        };
         let request = actions::Request {
             image: request.image,
             ..Default::default()
         };
-        let done = actions::run(&self.node, Sequence::Upgrade, &actor_id, request).await?;
+        let done = actions::run(&self.node, sequence, &actor_id, request).await?;
         let version = done.staged_version.unwrap_or_default();
         Ok(Response::new(UpgradeResponse {
             messages: vec![Upgrade {
                 metadata: None,
-                ack: format!("Upgrade request received: {version} boots next, once"),
+                ack: format!("Upgrade request received: {version} boots {when}, once"),
                 actor_id,
             }],
         }))

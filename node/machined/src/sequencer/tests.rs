@@ -122,6 +122,23 @@ async fn a_failing_task_stops_the_sequence_and_frees_the_node() {
 }
 
 #[tokio::test]
+async fn a_staged_upgrade_writes_the_slot_and_leaves_the_node_up() {
+    let sequencer = Sequencer::new(Arc::new(EventBus::default()));
+    let mut tasks = Recorder::default();
+    sequencer
+        .run(Sequence::StageUpgrade, "", &mut tasks)
+        .await
+        .unwrap();
+    assert_eq!(tasks.ran, [Task::PullInstaller]);
+    let mut tasks = Recorder::default();
+    sequencer
+        .run(Sequence::Reboot, "", &mut tasks)
+        .await
+        .unwrap();
+    assert_eq!(tasks.ran, [Task::StopServices, Task::Reboot]);
+}
+
+#[tokio::test]
 async fn after_a_reboot_only_a_shutdown_may_start() {
     let sequencer = Sequencer::new(Arc::new(EventBus::default()));
     sequencer
