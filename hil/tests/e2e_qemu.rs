@@ -744,9 +744,9 @@ async fn service_logs(client: &Client, id: &str) -> String {
     text
 }
 
-/// containerd and etcd from the image's /usr under the supervisor: cgroups from the board's
-/// memory profile, etcd behind Bootstrap with mutual TLS, restart, stop and start with roles,
-/// and `logs -f` following a restart. kubelet is reported as skipped: no Kubernetes binaries
+/// containerd (system and CRI) and etcd from the image's /usr under the supervisor: cgroups
+/// from the board's memory profile, etcd behind Bootstrap with mutual TLS, restart, stop and
+/// start with roles, and `logs -f` following a restart. kubelet is reported as skipped: no Kubernetes binaries
 /// could be fetched to build this image.
 async fn services_bootstrap_and_restart(arch: Arch) {
     let Some(art) = artifacts(arch) else {
@@ -766,6 +766,12 @@ async fn services_bootstrap_and_restart(arch: Arch) {
     let admin = connect_when_configured(&node, mutual(&os_ca, &admin_cert)).await;
 
     let containerd = wait_for_service(&admin, "containerd", "healthy", healthy).await;
+    let cri = wait_for_service(&admin, "cri", "healthy", healthy).await;
+    let cri_pid = last_pid(&cri).expect("cri's PID");
+    assert_eq!(
+        read_file(&admin, &format!("/proc/{cri_pid}/cgroup")).await,
+        "0::/podruntime/runtime\n"
+    );
     let etcd = wait_for_service(&admin, "etcd", "waiting for bootstrap", |s| {
         s.state == "Waiting"
     })

@@ -28,9 +28,10 @@ pub const MAX_MESSAGE_SIZE: usize = 32 * 1024 * 1024;
 /// How long one connection attempt (TCP + TLS + HTTP/2) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
-const RETRY_PAUSE: Duration = Duration::from_millis(500);
-/// The first attempt's time limit in `connect_with_retry`; it doubles up to [`CONNECT_TIMEOUT`].
-const FIRST_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often `connect_with_retry` starts another attempt while earlier ones are pending.
+const ATTEMPT_INTERVAL: Duration = Duration::from_millis(500);
+/// How many attempts `connect_with_retry` keeps pending at once.
+const MAX_PENDING_ATTEMPTS: usize = 8;
 
 /// gRPC metadata key that makes apid forward a call to one node.
 pub const NODE_METADATA_KEY: &str = "node";
@@ -54,19 +55,44 @@ impl Client {
 
     /// Connects and calls Version until a real gRPC answer arrives or `deadline` passes.
     ///
-    /// A forwarded port (QEMU user networking) accepts TCP before the guest listens, so an open
-    /// port proves nothing. Any gRPC answer other than a transient code counts as "up", so a
-    /// PermissionDenied Version still returns the client. TLS and certificate errors are not retried.
+    /// A forwarded port (QEMU user networking) accepts TCP before the guest listens, and such a
+    /// connection may then hang, so an open port proves nothing and one attempt must not hold
+    /// up the next: a new attempt starts every [`ATTEMPT_INTERVAL`] while earlier ones are
+    /// pending (each may take [`CONNECT_TIMEOUT`]), and the first real answer wins. Any gRPC
+    /// answer other than a transient code counts as "up", so a PermissionDenied Version still
+    /// returns the client. TLS and certificate errors are not retried.
     pub async fn connect_with_retry(
         endpoint: &Endpoint,
         tls: TlsMode,
         deadline: Instant,
     ) -> Result<Client, ClientError> {
+        use futures_util::StreamExt;
         let started = Instant::now();
+        let attempt = |limit: Duration| {
+            let tls = &tls;
+            async move {
+                let connected = async {
+                    let client = Client::connect_within(endpoint, tls, limit).await?;
+                    match client.version().await {
+                        Ok(_) => Ok(client),
+                        Err(err) if err.status().is_some() && !err.is_transient() => Ok(client),
+                        Err(err) => Err(err),
+                    }
+                };
+                tokio::time::timeout(limit, connected)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(ClientError::Timeout {
+                            endpoint: endpoint.to_string(),
+                            waited: limit,
+                            last: None,
+                        })
+                    })
+            }
+        };
+        let mut pending = futures_util::stream::FuturesUnordered::new();
         let mut last = None;
-        // Short first attempts: a port forward can hold a connection whose far end is not up
-        // yet for seconds; a fresh attempt gets through as soon as the node listens.
-        let mut attempt_limit = FIRST_ATTEMPT_TIMEOUT;
+        let mut next_start = tokio::time::Instant::now();
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
@@ -76,24 +102,20 @@ impl Client {
                     last: last.map(Box::new),
                 });
             }
-            let limit = remaining.min(attempt_limit);
-            attempt_limit = (attempt_limit * 2).min(CONNECT_TIMEOUT);
-            let attempt = async {
-                let client = Client::connect_within(endpoint, &tls, limit).await?;
-                match client.version().await {
-                    Ok(_) => Ok(client),
-                    Err(err) if err.status().is_some() && !err.is_transient() => Ok(client),
-                    Err(err) => Err(err),
-                }
-            };
-            match tokio::time::timeout(limit, attempt).await {
-                Ok(Ok(client)) => return Ok(client),
-                Ok(Err(err)) if err.is_transient() => last = Some(err),
-                Ok(Err(err)) => return Err(err),
-                Err(_elapsed) => continue,
+            let now = tokio::time::Instant::now();
+            if now >= next_start && pending.len() < MAX_PENDING_ATTEMPTS {
+                pending.push(attempt(remaining.min(CONNECT_TIMEOUT)));
+                next_start = now + ATTEMPT_INTERVAL;
             }
-            tokio::time::sleep(RETRY_PAUSE.min(deadline.saturating_duration_since(Instant::now())))
-                .await;
+            let wake = next_start.min(tokio::time::Instant::now() + remaining);
+            tokio::select! {
+                Some(result) = pending.next() => match result {
+                    Ok(client) => return Ok(client),
+                    Err(err) if err.is_transient() => last = Some(err),
+                    Err(err) => return Err(err),
+                },
+                () = tokio::time::sleep_until(wake) => {}
+            }
         }
     }
 

@@ -331,6 +331,39 @@ async fn retry_waits_for_a_real_answer() {
 }
 
 #[tokio::test]
+async fn a_hanging_connection_does_not_hold_up_the_next_attempt() {
+    let pki = pki(&["127.0.0.1"]);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = endpoint(listener.local_addr().unwrap());
+    // Like a port forward whose far end never answers: the first three connections are
+    // accepted and held open without a byte; after that the server is up.
+    let server_pki = pki.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(listener.accept().await.unwrap());
+        }
+        serve(listener, &server_pki, true);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        drop(held);
+    });
+    let started = Instant::now();
+    let client = Client::connect_with_retry(
+        &endpoint,
+        mutual(&pki),
+        Instant::now() + Duration::from_secs(20),
+    )
+    .await
+    .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "answered {:?} after the start",
+        started.elapsed()
+    );
+    client.version().await.unwrap();
+}
+
+#[tokio::test]
 async fn reconnect_keeps_tls_and_node() {
     let pki = pki(&["127.0.0.1"]);
     let endpoint = start(&pki, true).await;

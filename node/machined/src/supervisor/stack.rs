@@ -1,5 +1,5 @@
-//! The Kubernetes stack as supervised services: the system containerd on every node, etcd on
-//! control-plane nodes. Both run as processes from the read-only /usr; kubelet and the control
+//! The Kubernetes stack as supervised services: the system containerd and the CRI containerd on
+//! every node, etcd on control-plane nodes. Both run as processes from the read-only /usr; kubelet and the control
 //! plane are not in the image (no Kubernetes binaries could be fetched where it was built).
 
 use std::collections::BTreeMap;
@@ -21,6 +21,13 @@ pub const MEMORY_FILE: &str = "/etc/talos/memory";
 
 pub const CONTAINERD_SOCKET: &str = "/system/run/containerd/containerd.sock";
 const CONTAINERD_CONFIG: &str = "/system/etc/containerd/config.toml";
+/// The CRI instance, where kubelet looks for it.
+pub const CRI_SOCKET: &str = "/run/containerd/containerd.sock";
+const CRI_CONFIG: &str = "/etc/cri/containerd.toml";
+/// Snapshotters neither containerd instance can use on this node.
+const UNUSABLE_SNAPSHOTTERS: &str = "\"io.containerd.snapshotter.v1.aufs\", \
+    \"io.containerd.snapshotter.v1.btrfs\", \"io.containerd.snapshotter.v1.devmapper\", \
+    \"io.containerd.snapshotter.v1.zfs\"";
 pub const ETCD_DATA: &str = "/var/lib/etcd";
 const ETCD_SECRETS: &str = "/system/secrets/etcd";
 const ETCD_CERT_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -77,10 +84,8 @@ pub fn containerd(memory: &MemoryTable) -> ServiceSpec {
         "version = 2\n\
          root = \"/system/var/lib/containerd\"\n\
          state = \"/system/run/containerd\"\n\
-         # The system instance: no CRI, and no snapshotters this node cannot use.\n\
-         disabled_plugins = [\"io.containerd.grpc.v1.cri\", \"io.containerd.snapshotter.v1.aufs\", \
-         \"io.containerd.snapshotter.v1.btrfs\", \"io.containerd.snapshotter.v1.devmapper\", \
-         \"io.containerd.snapshotter.v1.zfs\"]\n\
+         # The system instance: no CRI.\n\
+         disabled_plugins = [\"io.containerd.grpc.v1.cri\", {UNUSABLE_SNAPSHOTTERS}]\n\
          \n\
          [grpc]\n  address = \"{CONTAINERD_SOCKET}\"\n"
     );
@@ -104,6 +109,39 @@ pub fn containerd(memory: &MemoryTable) -> ServiceSpec {
         }],
         stop_timeout: Duration::from_secs(10),
         backoff: Backoff::default(),
+    }
+}
+
+/// The second containerd, with the CRI plugin, for kubelet's pods (namespace `k8s.io`); its
+/// images and snapshots live on /var (EPHEMERAL).
+pub fn cri(memory: &MemoryTable) -> ServiceSpec {
+    let config = format!(
+        "version = 2\n\
+         root = \"/var/lib/containerd\"\n\
+         state = \"/run/containerd\"\n\
+         disabled_plugins = [{UNUSABLE_SNAPSHOTTERS}]\n\
+         \n\
+         [grpc]\n  address = \"{CRI_SOCKET}\"\n\
+         \n\
+         [plugins.\"io.containerd.grpc.v1.cri\".containerd]\n  snapshotter = \"overlayfs\"\n\
+         \n\
+         [plugins.\"io.containerd.grpc.v1.cri\".cni]\n  bin_dir = \"/opt/cni/bin\"\n  conf_dir = \"/etc/cni/net.d\"\n"
+    );
+    ServiceSpec {
+        id: "cri".into(),
+        args: vec!["--config".into(), CRI_CONFIG.into()],
+        health: Some(HealthCheck::UnixSocket(CRI_SOCKET.into())),
+        cgroup: "podruntime/runtime".into(),
+        memory: memory.limits("cri"),
+        // Less protected than the system instance (-999), our choice: under memory pressure the
+        // pods' runtime goes before the node's own.
+        oom_score_adj: -500,
+        files: vec![GeneratedFile {
+            path: CRI_CONFIG.into(),
+            contents: config.into_bytes(),
+            mode: 0o644,
+        }],
+        ..containerd(memory)
     }
 }
 
@@ -230,7 +268,7 @@ pub fn plan(
     bootstrapped: watch::Receiver<bool>,
     now: SystemTime,
 ) -> (Vec<ServiceSpec>, Vec<(&'static str, String)>) {
-    let mut run = vec![containerd(memory)];
+    let mut run = vec![containerd(memory), cri(memory)];
     let mut skipped = Vec::new();
     if config.machine_type() == MachineType::ControlPlane {
         match etcd(config, facts, memory, bootstrapped, now) {
@@ -301,9 +339,15 @@ mod tests {
         let now = SystemTime::now();
         let (run, skipped) = plan(&cp, &facts(), &memory, gate.clone(), now);
         let ids: Vec<_> = run.iter().map(|s| s.id.as_str()).collect();
-        assert_eq!(ids, ["containerd", "etcd"]);
+        assert_eq!(ids, ["containerd", "cri", "etcd"]);
         assert_eq!(skipped[0].0, "kubelet");
-        let etcd = &run[1];
+        let etcd = &run[2];
+        let cri = &run[1];
+        assert_eq!(cri.memory.min, 0, "the profile given here has no cri line");
+        assert_eq!(cri.args, ["--config", "/etc/cri/containerd.toml"]);
+        let cri_config = String::from_utf8(cri.files[0].contents.clone()).unwrap();
+        assert!(cri_config.contains("address = \"/run/containerd/containerd.sock\""));
+        assert!(!cri_config.contains("io.containerd.grpc.v1.cri\", "));
         assert_eq!(etcd.memory.min, 256 << 20);
         assert!(etcd.args.contains(&"--client-cert-auth=true".to_owned()));
         assert!(
@@ -340,8 +384,8 @@ mod tests {
         assert_eq!(key.mode, 0o600);
 
         let (run, _) = plan(&worker, &facts(), &memory, gate, now);
-        assert_eq!(run.len(), 1);
-        assert_eq!(run[0].id, "containerd");
+        let ids: Vec<_> = run.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["containerd", "cri"]);
         assert_eq!(run[0].memory.min, 48 << 20);
     }
 }
