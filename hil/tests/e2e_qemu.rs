@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use talos_boards::Board;
 use talos_client::{Client, ClientError, Endpoint, TlsMode};
-use talos_hil::{Accel, BootSource, QemuBoard, QemuSpec};
+use talos_hil::BootSource;
 use talos_machinery::Arch;
 use talos_machinery::config::{GenerateInput, Generated, generate};
 use talos_machinery::pki::{self, CertAndKey};
@@ -93,22 +93,16 @@ fn state_disk(dir: &Path) -> PathBuf {
 }
 
 fn boot(arch: Arch, art: &Artifacts, dir: &Path, append: Vec<String>) -> Node {
-    let spec = QemuSpec {
-        board: board(arch),
-        boot: BootSource::Kernel {
+    Node::launch(
+        board(arch),
+        BootSource::Kernel {
             kernel: art.kernel.clone(),
             initrd: art.initramfs.clone(),
             append_extra: append,
         },
-        disk: Some(state_disk(dir)),
-        api_port: None,
-        serial_log: dir.join("console.log"),
-        accel: Accel::Tcg,
-        no_reboot: false,
-    };
-    Node {
-        qemu: QemuBoard::launch(spec).expect("QEMU starts"),
-    }
+        state_disk(dir),
+        dir.join("console.log"),
+    )
 }
 
 async fn connect(node: &Node, tls: TlsMode) -> Result<Client, ClientError> {

@@ -9,13 +9,17 @@
 //! Input: `$TALOS_RS_OUT/images/rpi_generic-u-boot/metal-arm64.raw`. Needs mtools and
 //! fdtoverlay (`cargo xtask deps`).
 
+mod common;
+
+use common::Node;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use talos_boards::Board;
 use talos_client::{Client, Endpoint, TlsMode};
-use talos_hil::{Accel, BootSource, QemuBoard, QemuSpec};
+use talos_hil::BootSource;
 
 const BOARD: &str = "rpi_generic";
 const SECTOR: u64 = 512;
@@ -191,26 +195,6 @@ fn rpi_sd_image_has_the_pi_firmware_layout() {
     }
 }
 
-/// Prints the console's last lines when the test fails.
-struct Node {
-    qemu: QemuBoard,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let lines = self.qemu.serial_lines();
-            eprintln!(
-                "---- last console lines ({}) ----",
-                self.qemu.serial_log().display()
-            );
-            for line in &lines[lines.len().saturating_sub(80)..] {
-                eprintln!("{line}");
-            }
-        }
-    }
-}
-
 /// What the VideoCore firmware would do: the `kernel=` file, and the board's device tree with
 /// config.txt's overlays applied, both into `dir`. Returns the kernel's path.
 fn firmware_stage(board: &Board, fat: &Path, dir: &Path) -> PathBuf {
@@ -267,17 +251,12 @@ async fn rpi3b_boots_the_sd_image_through_u_boot_to_the_api() {
     extract_fat(&sd, offset, &fat);
     let u_boot = firmware_stage(&card.board, &fat, &dir.path().join("firmware"));
 
-    let qemu = QemuBoard::launch(QemuSpec {
-        board: card.board.clone(),
-        boot: BootSource::Firmware { bios: u_boot },
-        disk: Some(sd),
-        api_port: None,
-        serial_log: dir.path().join("console.log"),
-        accel: Accel::Tcg,
-        no_reboot: false,
-    })
-    .expect("QEMU starts");
-    let node = Node { qemu };
+    let node = Node::launch(
+        card.board.clone(),
+        BootSource::Firmware { bios: u_boot },
+        sd,
+        dir.path().join("console.log"),
+    );
 
     // Each step follows the previous one on the console.
     let steps = [

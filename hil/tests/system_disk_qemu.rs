@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use talos_client::{Client, Endpoint, TlsMode};
 use talos_disk::gpt::{SECTOR, Table};
 use talos_disk::layout;
-use talos_hil::{Accel, BootSource, QemuBoard, QemuSpec};
+use talos_hil::BootSource;
 use talos_machinery::config::{GenerateInput, generate};
 use talos_machinery::secrets::SecretsBundle;
 use talos_proto::machine::apply_configuration_request::Mode as ApplyMode;
@@ -134,17 +134,12 @@ async fn arm64_uboot_first_boot_makes_state_and_ephemeral() {
     let dir = tempfile::tempdir().unwrap();
     let disk = dir.path().join("disk.raw");
     flash_without_state(&image, &disk);
-    let qemu = QemuBoard::launch(QemuSpec {
+    let node = Node::launch(
         board,
-        boot: BootSource::Firmware { bios },
-        disk: Some(disk.clone()),
-        api_port: None,
-        serial_log: dir.path().join("console.log"),
-        accel: Accel::Tcg,
-        no_reboot: false,
-    })
-    .expect("QEMU starts");
-    let node = Node { qemu };
+        BootSource::Firmware { bios },
+        disk.clone(),
+        dir.path().join("console.log"),
+    );
 
     // First boot: both partitions made, formatted and mounted.
     node.qemu

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use talos_boards::Board;
 use talos_client::{Client, Endpoint, TlsMode};
-use talos_hil::{Accel, BootSource, QemuBoard, QemuSpec};
+use talos_hil::BootSource;
 use talos_machinery::config::{GenerateInput, generate};
 use talos_machinery::secrets::SecretsBundle;
 use talos_oci::LocalRegistry;
@@ -35,7 +35,7 @@ impl Node {
     fn boot(fixture: &DiskImage, dir: &Path) -> Node {
         let disk = dir.join("disk.raw");
         std::fs::copy(&fixture.disk, &disk).expect("copy the disk image");
-        Node::launch(
+        Node::from_disk(
             fixture.board.clone(),
             fixture,
             &disk,
@@ -43,20 +43,14 @@ impl Node {
         )
     }
 
-    fn launch(board: Board, fixture: &DiskImage, disk: &Path, serial_log: &Path) -> Node {
-        let qemu = QemuBoard::launch(QemuSpec {
+    fn from_disk(board: Board, fixture: &DiskImage, disk: &Path, serial_log: &Path) -> Node {
+        let bios = fixture.bios.clone();
+        Node::launch(
             board,
-            boot: BootSource::Firmware {
-                bios: fixture.bios.clone(),
-            },
-            disk: Some(disk.to_owned()),
-            api_port: None,
-            serial_log: serial_log.to_owned(),
-            accel: Accel::Tcg,
-            no_reboot: false,
-        })
-        .expect("QEMU starts");
-        Node { qemu }
+            BootSource::Firmware { bios },
+            disk.to_owned(),
+            serial_log.to_owned(),
+        )
     }
 
     fn endpoint(&self) -> Endpoint {
@@ -344,7 +338,7 @@ async fn install_to_second_disk(board: &str, chain: &str) {
     ]);
     let image = dir.path().join("disk.raw");
     std::fs::copy(&fixture.disk, &image).expect("copy the disk image");
-    let node = Node::launch(
+    let node = Node::from_disk(
         with_target,
         &fixture,
         &image,
@@ -365,7 +359,7 @@ async fn install_to_second_disk(board: &str, chain: &str) {
     drop(node);
 
     // The installation media is gone: the installed disk boots on its own.
-    let installed = Node::launch(
+    let installed = Node::from_disk(
         fixture.board.clone(),
         &fixture,
         &target,

@@ -193,6 +193,12 @@ impl ServiceRegistry {
         })
     }
 
+    /// The message of `id`'s latest event; None for a service never reported.
+    pub fn last_message(&self, id: &str) -> Option<String> {
+        let services = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        services.get(id)?.events.last().map(|e| e.1.clone())
+    }
+
     /// A receiver that changes whenever any service does.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()

@@ -54,15 +54,26 @@ pub fn find_state_device() -> Option<PathBuf> {
 }
 
 pub fn mount_state(mounter: &dyn Mounter, device: &Path) -> Result<(), SysError> {
-    std::fs::create_dir_all(STATE_MOUNT).map_err(|e| SysError::new("mkdir", STATE_MOUNT, e))?;
+    mount_ext4(mounter, device, STATE_MOUNT, false)
+}
+
+/// Mounts the ext4 filesystem on `device` at `target` (made if missing), never with devices or
+/// setuid, and with programs only when `exec`.
+pub fn mount_ext4(
+    mounter: &dyn Mounter,
+    device: &Path,
+    target: &str,
+    exec: bool,
+) -> Result<(), SysError> {
+    std::fs::create_dir_all(target).map_err(|e| SysError::new("mkdir", target, e))?;
     mounter.mount(&MountSpec {
         source: device.display().to_string(),
-        target: PathBuf::from(STATE_MOUNT),
+        target: PathBuf::from(target),
         fstype: "ext4".into(),
         flags: MountFlags {
             nosuid: true,
             nodev: true,
-            noexec: true,
+            noexec: !exec,
             relatime: true,
         },
         data: String::new(),

@@ -18,7 +18,7 @@ use talos_disk::layout::{self, LayoutError};
 use talos_disk::slots::{SLOT_ARG, Slot};
 use talos_node_sys::SysError;
 use talos_node_sys::block::Partitions;
-use talos_node_sys::fs::{Linux, MountFlags, MountSpec, Mounter};
+use talos_node_sys::fs::{Linux, Mounter};
 
 use tokio::io::AsyncReadExt;
 
@@ -263,21 +263,9 @@ pub async fn on_boot(cmdline: &Cmdline, reaper: &Reaper) -> Option<PathBuf> {
     }
 }
 
+/// /var allows programs: container images unpack below it.
 pub fn mount_ephemeral(mounter: &dyn Mounter, device: &Path) -> Result<(), SysError> {
-    std::fs::create_dir_all(EPHEMERAL_MOUNT)
-        .map_err(|e| SysError::new("mkdir", EPHEMERAL_MOUNT, e))?;
-    mounter.mount(&MountSpec {
-        source: device.display().to_string(),
-        target: PathBuf::from(EPHEMERAL_MOUNT),
-        fstype: "ext4".into(),
-        flags: MountFlags {
-            nosuid: true,
-            nodev: true,
-            noexec: false,
-            relatime: true,
-        },
-        data: String::new(),
-    })
+    crate::storage::mount_ext4(mounter, device, EPHEMERAL_MOUNT, true)
 }
 
 /// The boot task after STATE is mounted: EPHEMERAL at /var, when `on_boot` found one.

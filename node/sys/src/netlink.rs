@@ -198,6 +198,21 @@ fn parse_address(payload: &[u8], index: u32) -> Option<(Ipv4Addr, u8)> {
     None
 }
 
+/// The outcome an NLMSG_ERROR payload carries: error code 0 is an acknowledgement.
+fn acknowledged(payload: &[u8], what: &str) -> Result<(), SysError> {
+    let code = payload
+        .get(..4)
+        .map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+    if code == 0 {
+        return Ok(());
+    }
+    Err(SysError::new(
+        "netlink",
+        what,
+        std::io::Error::from_raw_os_error(-code),
+    ))
+}
+
 /// A NETLINK_ROUTE socket in the calling thread's network namespace.
 #[derive(Debug)]
 pub struct RouteSocket {
@@ -259,18 +274,9 @@ impl RouteSocket {
         loop {
             let n = self.receive(&mut buf, what)?;
             for (kind, reply_seq, payload) in replies(&buf[..n]) {
-                if kind != libc::NLMSG_ERROR as u16 || reply_seq != seq || payload.len() < 4 {
-                    continue;
+                if kind == libc::NLMSG_ERROR as u16 && reply_seq == seq {
+                    return acknowledged(payload, what);
                 }
-                let code = i32::from_ne_bytes([payload[0], payload[1], payload[2], payload[3]]);
-                if code == 0 {
-                    return Ok(());
-                }
-                return Err(SysError::new(
-                    "netlink",
-                    what,
-                    std::io::Error::from_raw_os_error(-code),
-                ));
             }
         }
     }
@@ -290,14 +296,7 @@ impl RouteSocket {
                 match kind {
                     k if k == libc::NLMSG_DONE as u16 => return Ok(found),
                     k if k == libc::NLMSG_ERROR as u16 => {
-                        let code = payload
-                            .get(..4)
-                            .map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
-                        return Err(SysError::new(
-                            "netlink",
-                            what,
-                            std::io::Error::from_raw_os_error(-code),
-                        ));
+                        return acknowledged(payload, what).map(|()| found);
                     }
                     k if k == libc::RTM_NEWADDR => found.extend(parse_address(payload, index)),
                     _ => {}

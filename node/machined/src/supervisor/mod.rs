@@ -152,9 +152,11 @@ impl Supervisor {
         tokio::spawn(supervise(spec, self.context.clone(), logs, rx));
     }
 
-    /// Reports a service this node does not run, and why.
+    /// Reports a service this node does not run, and why (once per reason).
     pub fn skip(&self, id: &str, reason: &str) {
-        self.context.registry.set(id, ServiceState::Skipped, reason);
+        if self.context.registry.last_message(id).as_deref() != Some(reason) {
+            self.context.registry.set(id, ServiceState::Skipped, reason);
+        }
     }
 
     pub fn logs(&self, id: &str) -> Option<LogRing> {
@@ -195,7 +197,7 @@ impl Supervisor {
         {
             let services = self.services.lock().unwrap_or_else(|p| p.into_inner());
             let Some(service) = services.get(id) else {
-                let known = self.context.registry.list().iter().any(|s| s.id == id);
+                let known = self.context.registry.last_message(id).is_some();
                 return Err(if known {
                     ControlError::NotSupervised(id.to_owned())
                 } else {
@@ -481,13 +483,7 @@ async fn wait_until_ready(
             ([], Some(g)) => format!("Waiting for {}", g.waiting_for),
             (missing, _) => format!("Waiting for service {} to be up", missing.join(", ")),
         };
-        if registry
-            .list()
-            .iter()
-            .find(|s| s.id == spec.id)
-            .and_then(|s| s.events.as_ref()?.events.last().map(|e| e.msg != waiting))
-            .unwrap_or(true)
-        {
+        if registry.last_message(&spec.id).as_deref() != Some(waiting.as_str()) {
             registry.set(&spec.id, ServiceState::Waiting, &waiting);
         }
         changes.mark_unchanged();

@@ -2,6 +2,7 @@ use std::sync::Arc;
 
 use talos_disk::layout::SystemDisk;
 use talos_node_sys::fake::{Call, FakeSystem};
+use talos_node_sys::fs::{MountFlags, MountSpec};
 
 use super::*;
 
