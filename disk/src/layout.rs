@@ -1,6 +1,7 @@
-//! The partitions of a system disk. The image builder makes EFI, META and STATE; on first
-//! boot the node stretches the GPT to the disk it was written onto and adds what is missing
-//! of STATE and EPHEMERAL (the rest of the disk) after the last partition.
+//! The partitions of a system disk. The image builder makes EFI and META; on first boot the
+//! node stretches the GPT to the disk it was written onto and adds STATE and EPHEMERAL (the
+//! rest of the disk) after the last partition. An installer writes STATE (with the config) and
+//! leaves EPHEMERAL for the installed node to format.
 
 use crate::gpt::{Guid, Partition, SECTOR, Table};
 
@@ -32,45 +33,60 @@ pub enum LayoutError {
 /// holds at least [`EPHEMERAL_MIN_SIZE`]) after the last partition, as Linux data
 /// partitions whose GUIDs derive from the disk's. The same input gives the same table.
 pub fn complete(table: &Table, disk_sectors: u64) -> Result<Table, LayoutError> {
+    let mut out = stretched(table, disk_sectors)?;
+    append(&mut out, STATE, Some(STATE_SIZE))?;
+    append(&mut out, EPHEMERAL, None)?;
+    Ok(out)
+}
+
+/// `table` on a disk of `disk_sectors` with STATE added if absent, as an installer writes it;
+/// the installed node adds EPHEMERAL on its first boot.
+pub fn with_state(table: &Table, disk_sectors: u64) -> Result<Table, LayoutError> {
+    let mut out = stretched(table, disk_sectors)?;
+    append(&mut out, STATE, Some(STATE_SIZE))?;
+    Ok(out)
+}
+
+fn stretched(table: &Table, disk_sectors: u64) -> Result<Table, LayoutError> {
     if disk_sectors < table.total_sectors {
         return Err(LayoutError::Shrunk {
             disk: disk_sectors,
             table: table.total_sectors,
         });
     }
-    let mut out = Table {
+    Ok(Table {
         total_sectors: disk_sectors,
         ..table.clone()
-    };
+    })
+}
+
+/// Adds `name` after the last partition unless the table has it: `size` bytes, or (for
+/// `None`) the rest of the disk if that is at least [`EPHEMERAL_MIN_SIZE`].
+fn append(out: &mut Table, name: &'static str, size: Option<u64>) -> Result<(), LayoutError> {
+    if out.find(name).is_some() {
+        return Ok(());
+    }
     // Whole MiB up to the backup table.
     let end = (out.last_usable_lba() + 1) / ALIGN * ALIGN;
-    let mut add = |name: &'static str, size: Option<u64>| {
-        if out.find(name).is_some() {
-            return Ok(());
-        }
-        let next = out.partitions.iter().map(|p| p.last_lba + 1).max();
-        let first = next.unwrap_or(ALIGN).div_ceil(ALIGN) * ALIGN;
-        let last = match size {
-            Some(size) if first + size / SECTOR <= end => first + size / SECTOR - 1,
-            Some(size) => return Err(LayoutError::NoRoom { name, size }),
-            None if first + EPHEMERAL_MIN_SIZE / SECTOR <= end => end - 1,
-            None => return Ok(()),
-        };
-        if out.partitions.len() >= out.entry_count as usize {
-            return Err(LayoutError::NoEntry(name));
-        }
-        out.partitions.push(Partition {
-            name: name.to_owned(),
-            type_guid: Guid::LINUX_DATA,
-            unique_guid: Guid::derived(&format!("{}/{name}", out.disk_guid)),
-            first_lba: first,
-            last_lba: last,
-        });
-        Ok(())
+    let next = out.partitions.iter().map(|p| p.last_lba + 1).max();
+    let first = next.unwrap_or(ALIGN).div_ceil(ALIGN) * ALIGN;
+    let last = match size {
+        Some(size) if first + size / SECTOR <= end => first + size / SECTOR - 1,
+        Some(size) => return Err(LayoutError::NoRoom { name, size }),
+        None if first + EPHEMERAL_MIN_SIZE / SECTOR <= end => end - 1,
+        None => return Ok(()),
     };
-    add(STATE, Some(STATE_SIZE))?;
-    add(EPHEMERAL, None)?;
-    Ok(out)
+    if out.partitions.len() >= out.entry_count as usize {
+        return Err(LayoutError::NoEntry(name));
+    }
+    out.partitions.push(Partition {
+        name: name.to_owned(),
+        type_guid: Guid::LINUX_DATA,
+        unique_guid: Guid::derived(&format!("{}/{name}", out.disk_guid)),
+        first_lba: first,
+        last_lba: last,
+    });
+    Ok(())
 }
 
 /// Where each partition lives on a disk image.
@@ -87,7 +103,6 @@ impl SystemDisk {
         let sizes = [
             (EFI, Guid::ESP, efi_size),
             (META, Guid::LINUX_DATA, META_SIZE),
-            (STATE, Guid::LINUX_DATA, STATE_SIZE),
         ];
         let mut next = start;
         let partitions: Vec<Partition> = sizes
@@ -123,23 +138,6 @@ impl SystemDisk {
         self
     }
 
-    /// The same partitions on a disk of `disk_bytes`, which must hold them and the backup
-    /// table; the space after STATE stays free.
-    pub fn on_disk(
-        seed: &str,
-        first_offset: u64,
-        efi_size: u64,
-        disk_bytes: u64,
-    ) -> Option<SystemDisk> {
-        let mut disk = SystemDisk::new(seed, first_offset, efi_size);
-        let total = disk_bytes / SECTOR;
-        if total < disk.table.total_sectors {
-            return None;
-        }
-        disk.table.total_sectors = total;
-        Some(disk)
-    }
-
     pub fn size(&self) -> u64 {
         self.table.total_sectors * SECTOR
     }
@@ -164,24 +162,22 @@ mod tests {
             .iter()
             .map(|p| p.name.as_str())
             .collect();
-        assert_eq!(names, [EFI, META, STATE]);
+        assert_eq!(names, [EFI, META]);
         assert_eq!(disk.partition(EFI).offset(), 10 * MIB);
         assert_eq!(disk.partition(META).len(), MIB);
-        assert_eq!(disk.partition(STATE).len(), STATE_SIZE);
-        assert_eq!(disk.size(), (10 + 200 + 1 + 100 + 1) * MIB);
+        assert_eq!(disk.size(), (10 + 200 + 1 + 1) * MIB);
         assert!(disk.table.partitions.iter().all(|p| p.offset() % MIB == 0));
     }
 
-    /// The image's table without STATE, on a disk of `disk_mib`.
-    fn without_state(disk_mib: u64) -> (Table, u64) {
-        let mut disk = SystemDisk::new("talos-image-disk", MIB, 100 * MIB);
-        disk.table.partitions.retain(|p| p.name != STATE);
+    /// The image's table, on a disk of `disk_mib`.
+    fn image_on(disk_mib: u64) -> (Table, u64) {
+        let disk = SystemDisk::new("talos-image-disk", MIB, 100 * MIB);
         (disk.table, disk_mib * MIB / SECTOR)
     }
 
     #[test]
     fn completing_adds_state_then_ephemeral_to_the_end_of_the_disk() {
-        let (table, sectors) = without_state(1024);
+        let (table, sectors) = image_on(1024);
         let done = complete(&table, sectors).unwrap();
         assert_eq!(done.total_sectors, sectors);
         assert_eq!(done.disk_guid, table.disk_guid);
@@ -211,34 +207,39 @@ mod tests {
 
     #[test]
     fn completing_keeps_an_existing_state_and_aligns_after_it() {
-        let mut disk = SystemDisk::new("x", 10 * MIB, 64 * MIB);
+        let disk = SystemDisk::new("x", 10 * MIB, 64 * MIB);
+        let mut table = complete(&disk.table, 4096 * MIB / SECTOR).unwrap();
+        table.partitions.retain(|p| p.name != EPHEMERAL);
         // A STATE that ends off the MiB grid.
-        disk.table.partitions[2].last_lba -= 7;
-        let done = complete(&disk.table, 4096 * MIB / SECTOR).unwrap();
-        assert_eq!(done.find(STATE), disk.table.find(STATE));
+        table.partitions[2].last_lba -= 7;
+        let done = complete(&table, 4096 * MIB / SECTOR).unwrap();
+        assert_eq!(done.find(STATE), table.find(STATE));
         let eph = done.find(EPHEMERAL).unwrap();
-        assert_eq!(eph.offset(), disk.partition(STATE).offset() + STATE_SIZE);
+        assert_eq!(
+            eph.offset(),
+            table.find(STATE).unwrap().offset() + STATE_SIZE
+        );
         assert_eq!(eph.offset() % MIB, 0);
     }
 
     #[test]
-    fn an_image_on_a_disk_of_its_own_size_stays_as_it_is() {
+    fn a_disk_with_room_for_state_only_gets_no_ephemeral() {
         let disk = SystemDisk::new("talos-image-disk", MIB, 100 * MIB);
-        let sectors = disk.table.total_sectors;
-        assert_eq!(complete(&disk.table, sectors).unwrap(), disk.table);
-        // Less than EPHEMERAL_MIN_SIZE free: the table grows, nothing is added.
-        let small = sectors + (EPHEMERAL_MIN_SIZE - MIB) / SECTOR;
+        let with_state = disk.table.total_sectors + STATE_SIZE / SECTOR;
+        // Less than EPHEMERAL_MIN_SIZE free after STATE: only STATE is added.
+        let small = with_state + (EPHEMERAL_MIN_SIZE - MIB) / SECTOR;
         let grown = complete(&disk.table, small).unwrap();
-        assert_eq!(grown.partitions, disk.table.partitions);
+        let names: Vec<&str> = grown.partitions.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, [EFI, META, STATE]);
         assert_eq!(grown.total_sectors, small);
-        let enough = sectors + EPHEMERAL_MIN_SIZE / SECTOR;
+        let enough = with_state + EPHEMERAL_MIN_SIZE / SECTOR;
         let eph = complete(&disk.table, enough).unwrap();
         assert_eq!(eph.find(EPHEMERAL).unwrap().len(), EPHEMERAL_MIN_SIZE);
     }
 
     #[test]
     fn completing_refuses_what_cannot_fit() {
-        let (table, _) = without_state(1024);
+        let (table, _) = image_on(1024);
         assert_eq!(
             complete(&table, table.total_sectors - 1),
             Err(LayoutError::Shrunk {
@@ -246,25 +247,35 @@ mod tests {
                 table: table.total_sectors
             })
         );
-        // A disk as big as the image without STATE.
-        let mut small = table.clone();
-        small.total_sectors -= STATE_SIZE / SECTOR;
+        // A disk as big as the image.
+        let small = SystemDisk::new("talos-image-disk", MIB, 100 * MIB).table;
         let err = complete(&small, small.total_sectors).unwrap_err();
         assert_eq!(
             err.to_string(),
             "no room for the 104857600-byte STATE partition after the last partition"
         );
+        let full = SystemDisk::new("x", MIB, 8 * MIB).with_gpt_entries(2);
+        let err = complete(&full.table, 1024 * MIB / SECTOR).unwrap_err();
+        assert_eq!(err, LayoutError::NoEntry(STATE));
         let full = SystemDisk::new("x", MIB, 8 * MIB).with_gpt_entries(3);
         let err = complete(&full.table, 1024 * MIB / SECTOR).unwrap_err();
         assert_eq!(err, LayoutError::NoEntry(EPHEMERAL));
     }
 
     #[test]
-    fn fits_on_a_larger_disk_only() {
-        let small = SystemDisk::new("x", MIB, 100 * MIB);
-        let big = SystemDisk::on_disk("x", MIB, 100 * MIB, 4096 * MIB).unwrap();
-        assert_eq!(big.table.partitions, small.table.partitions);
-        assert_eq!(big.size(), 4096 * MIB);
-        assert!(SystemDisk::on_disk("x", MIB, 100 * MIB, small.size() - SECTOR).is_none());
+    fn an_installer_adds_state_only() {
+        let (table, sectors) = image_on(1024);
+        let installed = with_state(&table, sectors).unwrap();
+        assert_eq!(installed, {
+            let mut done = complete(&table, sectors).unwrap();
+            done.partitions.retain(|p| p.name != EPHEMERAL);
+            done
+        });
+        assert_eq!(
+            with_state(&table, table.total_sectors)
+                .unwrap_err()
+                .to_string(),
+            "no room for the 104857600-byte STATE partition after the last partition"
+        );
     }
 }

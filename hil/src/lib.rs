@@ -103,4 +103,13 @@ pub enum DriverError {
     Powered { action: &'static str },
     #[error("Cannot prepare the STATE disk {path}: {reason}")]
     StateDisk { path: PathBuf, reason: String },
+    #[error(
+        "The QEMU disk {path} holds {size} bytes: the image ({image} bytes) fits, but not the {state}-byte STATE the node adds after it; raise storage.qemu-disk.size_mib"
+    )]
+    DiskTooSmall {
+        path: PathBuf,
+        size: u64,
+        image: u64,
+        state: u64,
+    },
 }

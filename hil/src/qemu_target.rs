@@ -34,6 +34,9 @@ pub struct QemuTargetSpec {
     /// The disk file (STATE, or the whole system disk for a firmware boot); flashed while the
     /// target is off.
     pub disk: PathBuf,
+    /// For a firmware boot: the bytes of the disk the image is written onto, which leaves the
+    /// node room for the STATE and EPHEMERAL it adds on first boot.
+    pub disk_size: Option<u64>,
     /// Serial logs go here as `serial-N.log`.
     pub log_dir: PathBuf,
 }
@@ -238,8 +241,34 @@ impl Storage for QemuDisk {
                 action: "write the QEMU disk",
             });
         }
-        Ok(flash::flash(image, &self.0.spec.disk, progress)?)
+        let report = flash::flash(image, &self.0.spec.disk, progress)?;
+        if let Some(size) = self.0.spec.disk_size {
+            grow_disk(&self.0.spec.disk, size)?;
+        }
+        Ok(report)
     }
+}
+
+/// Extends the flashed disk file at `path` to `size` bytes, which must leave room for STATE.
+fn grow_disk(path: &Path, size: u64) -> Result<(), DriverError> {
+    let io = |e: std::io::Error| DriverError::StateDisk {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    };
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io)?;
+    let image = file.metadata().map_err(io)?.len();
+    if size < image + talos_disk::layout::STATE_SIZE {
+        return Err(DriverError::DiskTooSmall {
+            path: path.to_owned(),
+            size,
+            image,
+            state: talos_disk::layout::STATE_SIZE,
+        });
+    }
+    file.set_len(size).map_err(io)
 }
 
 /// Makes an empty ext4 filesystem labelled STATE in a new sparse file of `size_mib`.

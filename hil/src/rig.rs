@@ -197,13 +197,18 @@ pub enum StorageSpec {
         block_device: PathBuf,
     },
     /// The raw disk file QEMU attaches. A direct kernel boot gets a fresh STATE filesystem of
-    /// `size_mib`; a firmware boot gets a copy of `--image`, sized as the image.
+    /// `size_mib`; a firmware boot gets `--image` written onto a disk of `size_mib` (default
+    /// [`DEFAULT_QEMU_DISK_MIB`]), where the node adds STATE and EPHEMERAL on first boot.
     QemuDisk {
         path: PathBuf,
         #[serde(default)]
         size_mib: Option<u64>,
     },
 }
+
+/// The disk a firmware-booted QEMU board gets when its rig names no size.
+pub const DEFAULT_QEMU_DISK_MIB: u64 = 1024;
+const MIN_FIRMWARE_DISK_MIB: u64 = 512;
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -402,11 +407,13 @@ impl BoardSpec {
                         "must be at least 16 (an ext4 STATE filesystem)",
                     ));
                 }
-                (Some(QemuBoot::Chain(_) | QemuBoot::Bios(_)), Some(_)) => {
+                (Some(QemuBoot::Chain(_) | QemuBoot::Bios(_)), Some(size))
+                    if *size < MIN_FIRMWARE_DISK_MIB =>
+                {
                     return Err(invalid(
                         name,
                         "storage.qemu-disk.size_mib",
-                        "a firmware boot's disk is a copy of --image, sized as the image; drop size_mib",
+                        "must be at least 512 (the image, then the STATE and EPHEMERAL the node adds)",
                     ));
                 }
                 (Some(_), _) => {}

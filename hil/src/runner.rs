@@ -20,8 +20,8 @@ use crate::qemu_target::{
     QemuConsole, QemuDisk, QemuPower, QemuTarget, QemuTargetSpec, make_state_image,
 };
 use crate::rig::{
-    BoardSpec, Bootloader, ConsoleSpec, NetworkSpec, PowerSpec, QemuBoot, Rig, RigError,
-    StorageSpec,
+    BoardSpec, Bootloader, ConsoleSpec, DEFAULT_QEMU_DISK_MIB, NetworkSpec, PowerSpec, QemuBoot,
+    Rig, RigError, StorageSpec,
 };
 use crate::storage::{GpioMux, MuxStorage, SdWire, Storage, UsbSdMux};
 use crate::strategy::{BoardSetup, Drivers, Network, NodeConfig, Progress, Strategy};
@@ -196,10 +196,15 @@ fn build_strategy(
             let firmware_boot = |bios: PathBuf| {
                 require("firmware", &bios)?;
                 check_disk_image(name, &options.image)?;
-                Ok::<_, RunError>((BootSource::Firmware { bios }, options.image.clone()))
+                let disk_mib = size_mib.unwrap_or(DEFAULT_QEMU_DISK_MIB);
+                Ok::<_, RunError>((
+                    BootSource::Firmware { bios },
+                    options.image.clone(),
+                    Some(disk_mib << 20),
+                ))
             };
             let boot = qemu.boot().expect("validation requires kernel or firmware");
-            let (boot, image) = match boot {
+            let (boot, image, disk_size) = match boot {
                 QemuBoot::Kernel(kernel) => {
                     require("kernel", kernel)?;
                     // The disk is flashed with a fresh STATE filesystem; the initramfs is the image.
@@ -211,7 +216,7 @@ fn build_strategy(
                         initrd: options.image.clone(),
                         append_extra: qemu.append.clone(),
                     };
-                    (boot, fresh)
+                    (boot, fresh, None)
                 }
                 QemuBoot::Chain(chain) => firmware_boot(chain_bios(spec, &board, chain)?)?,
                 QemuBoot::Bios(bios) => firmware_boot(bios.to_owned())?,
@@ -220,6 +225,7 @@ fn build_strategy(
                 board,
                 boot,
                 disk: path.clone(),
+                disk_size,
                 log_dir: options.artifacts.clone(),
             })
             .map_err(|e| failed(DriverError::from(e)))?;

@@ -233,7 +233,8 @@ async fn rpi3b_boots_the_sd_image_through_u_boot_to_the_api() {
     let Some(card) = card() else { return };
     let dir = tempfile::tempdir().expect("tempdir");
 
-    // QEMU's SD card must be a power of two long; a real card is larger than the image too.
+    // QEMU's SD card must be a power of two long. A real card is larger than the image too:
+    // the node adds STATE (100 MiB) and EPHEMERAL after it.
     let sd = dir.path().join("sd.img");
     std::fs::copy(&card.image, &sd).expect("copy the image");
     let file = std::fs::OpenOptions::new()
@@ -241,7 +242,7 @@ async fn rpi3b_boots_the_sd_image_through_u_boot_to_the_api() {
         .open(&sd)
         .expect("open the copy");
     let len = file.metadata().expect("metadata").len();
-    file.set_len(len.next_power_of_two())
+    file.set_len((len + (256 << 20)).next_power_of_two())
         .expect("grow the copy");
     drop(file);
 

@@ -1,6 +1,6 @@
 //! STATE and EPHEMERAL made on first boot, on QEMU (arm64, TCG, U-Boot): the v1.0.0 disk
-//! image with its STATE taken out, written onto a 600 MiB disk as `dd` would (the backup GPT
-//! stays at the image's end). The node adds STATE and EPHEMERAL, formats them and mounts
+//! image (EFI and META only) written onto a 600 MiB disk as `dd` would (the backup GPT stays
+//! at the image's end). The node adds STATE and EPHEMERAL, formats them and mounts
 //! EPHEMERAL at /var; a reboot keeps both (the config on STATE survives, EPHEMERAL is not
 //! formatted again); a reset of EPHEMERAL makes the next boot format it afresh.
 //!
@@ -33,20 +33,14 @@ const MOUNTED: &str = "mounted EPHEMERAL at /var";
 const FORMATTED_STATE: &str = "formatted STATE (ext4)";
 const FORMATTED_EPHEMERAL: &str = "formatted EPHEMERAL (ext4)";
 
-/// `image` without STATE (entry and filesystem), written onto a `DISK_SIZE` disk at `disk`.
-fn flash_without_state(image: &Path, disk: &Path) {
-    std::fs::copy(image, disk).expect("copy the disk image");
-    let mut f = File::options().read(true).write(true).open(disk).unwrap();
-    let mut table = Table::read_from(&mut f).unwrap();
-    let state = table
-        .find(layout::STATE)
-        .cloned()
-        .expect("the image has STATE");
-    table.partitions.retain(|p| p.name != layout::STATE);
-    f.set_len(state.offset()).unwrap();
-    f.set_len(table.total_sectors * SECTOR).unwrap();
-    table.write_to(&mut f).unwrap();
-    f.set_len(DISK_SIZE).unwrap();
+/// `image` written onto a `DISK_SIZE` disk at `disk`.
+fn flash(image: &Path, disk: &Path) {
+    fixtures::write_image(image, disk, DISK_SIZE);
+    let table = Table::read_from(&mut File::open(disk).unwrap()).unwrap();
+    assert!(
+        table.find(layout::STATE).is_none(),
+        "images leave STATE to the node"
+    );
 }
 
 /// The node's API once it answers Version.
@@ -133,7 +127,7 @@ async fn arm64_uboot_first_boot_makes_state_and_ephemeral() {
     };
     let dir = tempfile::tempdir().unwrap();
     let disk = dir.path().join("disk.raw");
-    flash_without_state(&image, &disk);
+    flash(&image, &disk);
     let node = Node::launch(
         board,
         BootSource::Firmware { bios },

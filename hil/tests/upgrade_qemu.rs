@@ -31,10 +31,10 @@ const V2: &str = "v2.0.0";
 const BROKEN_V3: &str = "v3.0.0";
 
 impl Node {
-    /// Boots a copy of the fixture's disk image.
+    /// Boots the fixture's disk image written onto a fresh disk.
     fn boot(fixture: &DiskImage, dir: &Path) -> Node {
         let disk = dir.join("disk.raw");
-        std::fs::copy(&fixture.disk, &disk).expect("copy the disk image");
+        fixture.write_to(&disk);
         Node::from_disk(
             fixture.board.clone(),
             fixture,
@@ -337,7 +337,7 @@ async fn install_to_second_disk(board: &str, chain: &str) {
         format!("{},drive=target", qemu.disk_device.as_str()),
     ]);
     let image = dir.path().join("disk.raw");
-    std::fs::copy(&fixture.disk, &image).expect("copy the disk image");
+    fixture.write_to(&image);
     let node = Node::from_disk(
         with_target,
         &fixture,

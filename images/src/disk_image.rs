@@ -1,10 +1,10 @@
-//! Raw GPT disk images: EFI (FAT, both boot chains, slot A filled), META (empty Talos ADV)
-//! and STATE (ext4). Built in a sparse file without root or loop devices.
+//! Raw GPT disk images: EFI (FAT, both boot chains, slot A filled) and META (empty Talos ADV).
+//! The node adds STATE and EPHEMERAL on first boot. Built in a sparse file without root or
+//! loop devices.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use talos_disk::adv::Meta;
 use talos_disk::gpt::{GptError, Guid};
@@ -44,8 +44,6 @@ pub struct DiskImageSpec {
     pub hybrid_mbr: bool,
     /// Entries in the GPT partition array (the board's `gpt_entries`).
     pub gpt_entries: u32,
-    /// Seconds since the epoch for STATE's timestamps.
-    pub mtime: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,8 +72,6 @@ pub enum DiskImageError {
         gpt_end: u64,
         first_partition: u64,
     },
-    #[error("mkfs.ext4 for STATE failed: {0}")]
-    Mkfs(String),
     #[error(transparent)]
     Meta(#[from] talos_disk::adv::AdvError),
 }
@@ -228,27 +224,6 @@ fn write_fat(
     Ok(())
 }
 
-fn mkfs_state(image: &Path, offset: u64, seed: &str, mtime: u64) -> Result<(), DiskImageError> {
-    let uuid = Guid::derived(&format!("{seed}/STATE/fs"))
-        .to_string()
-        .to_lowercase();
-    let out = Command::new("mkfs.ext4")
-        .env("E2FSPROGS_FAKE_TIME", mtime.to_string())
-        .args(["-q", "-F", "-L", layout::STATE, "-U", &uuid, "-b", "4096"])
-        .arg("-E")
-        .arg(format!("offset={offset},hash_seed={uuid},root_owner=0:0"))
-        .arg(image)
-        .arg(format!("{}k", layout::STATE_SIZE / 1024))
-        .output()
-        .map_err(|e| DiskImageError::Mkfs(format!("cannot run it ({e}); install e2fsprogs")))?;
-    if !out.status.success() {
-        return Err(DiskImageError::Mkfs(
-            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        ));
-    }
-    Ok(())
-}
-
 /// Builds the image at `out`. `progress(done, total)` counts bytes written to the EFI
 /// partition, the bulk of the work.
 pub fn build(
@@ -326,13 +301,6 @@ pub fn build(
     file.write_all(&Meta::default().encode()?)
         .map_err(io_err("writing META into"))?;
     file.sync_all().map_err(io_err("syncing"))?;
-    drop(file);
-    mkfs_state(
-        out,
-        disk.partition(layout::STATE).offset(),
-        &spec.seed,
-        spec.mtime,
-    )?;
     Ok(DiskImageReport {
         size: disk.size(),
         efi_size,

@@ -104,14 +104,8 @@ impl PemPair {
 
 impl SecretsBundle {
     /// Generates a fresh bundle: the Ed25519 OS CA, ECDSA P-256 etcd/Kubernetes/aggregator CAs,
-    /// tokens and random secrets.
-    ///
-    /// The service-account key is ECDSA P-256 (`EC PRIVATE KEY`), the format upstream uses for
-    /// config contracts up to 1.6. Upstream now uses RSA-4096, which `ring` cannot generate;
-    /// Kubernetes accepts either for service-account token signing.
+    /// the RSA-4096 service-account key, tokens and random secrets.
     pub fn generate(now: SystemTime) -> Result<SecretsBundle, SecretsError> {
-        let service_account =
-            pki::new_ecdsa_ca(CaSubject::CommonName("service-account".into()), now)?;
         Ok(SecretsBundle {
             cluster: ClusterSecrets {
                 id: STANDARD.encode(pki::random_secret::<32>()?),
@@ -131,7 +125,7 @@ impl SecretsBundle {
                 k8saggregator: pki::new_ecdsa_ca(CaSubject::CommonName("front-proxy".into()), now)?
                     .into(),
                 k8sserviceaccount: PemKey {
-                    key: Base64Text(service_account.key_pem),
+                    key: Base64Text(pki::new_rsa_key(pki::SERVICE_ACCOUNT_KEY_BITS)?),
                 },
                 os: pki::new_os_ca(now)?.into(),
             },
@@ -176,6 +170,12 @@ impl SecretsBundle {
                 });
             }
         }
+        pki::parse_private_key(self.certs.k8sserviceaccount.key.as_str()).map_err(|e| {
+            SecretsError::Invalid {
+                path: "certs.k8sserviceaccount.key",
+                message: e.to_string(),
+            }
+        })?;
         for (path, token) in [
             ("trustdinfo.token", &self.trustdinfo.token),
             ("secrets.bootstraptoken", &self.secrets.bootstraptoken),
@@ -203,6 +203,29 @@ mod tests {
         assert!(text.contains("k8sserviceaccount:"));
         assert!(!text.contains("BEGIN"), "PEM must be base64 in YAML");
         assert_eq!(SecretsBundle::from_yaml(&text).unwrap(), bundle);
+    }
+
+    #[test]
+    fn service_account_key_is_rsa_4096_in_pkcs1() {
+        use rsa::pkcs1::DecodeRsaPrivateKey;
+        use rsa::traits::PublicKeyParts;
+        let bundle = SecretsBundle::generate(SystemTime::now()).unwrap();
+        let pem = bundle.certs.k8sserviceaccount.key.as_str();
+        assert!(
+            pem.starts_with("-----BEGIN RSA PRIVATE KEY-----\n"),
+            "{pem}"
+        );
+        let key = rsa::PrivateKey::from_pkcs1_pem(pem).unwrap();
+        assert_eq!(key.n().bit_width(), 4096);
+        pki::parse_private_key(pem).unwrap();
+
+        let mut broken = bundle.clone();
+        broken.certs.k8sserviceaccount.key = Base64Text(pem.replace("MII", "XII"));
+        let err = SecretsBundle::from_yaml(&broken.to_yaml().unwrap()).unwrap_err();
+        assert!(
+            err.to_string().contains("certs.k8sserviceaccount.key"),
+            "{err}"
+        );
     }
 
     #[test]

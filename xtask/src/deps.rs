@@ -11,7 +11,7 @@ use crate::paths;
 
 /// Host packages: the Debian Rust toolchain and std for aarch64, the cross linker, QEMU,
 /// firmware for QEMU boots, and the tools the image builder and tests call (mksquashfs for
-/// the node's /usr).
+/// the node's /usr, etcd for the host-side etcd membership test).
 pub const PACKAGES: &[&str] = &[
     "rustc-web",
     "cargo-web",
@@ -40,6 +40,7 @@ pub const PACKAGES: &[&str] = &[
     "device-tree-compiler",
     "make",
     "docker-registry",
+    "etcd-server",
 ];
 
 /// Debian's component with the Raspberry Pi firmware (`raspi-firmware`).

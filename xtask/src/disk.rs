@@ -147,7 +147,6 @@ pub fn build(
         raw,
         hybrid_mbr: board.disk.hybrid_mbr,
         gpt_entries: board.disk.gpt_entries,
-        mtime: 0,
     };
     let dir = output_dir(board, &firmware);
     std::fs::create_dir_all(&dir)?;

@@ -50,7 +50,7 @@ enum Task {
         /// A board under boards/ (default: the QEMU board of the architecture).
         #[arg(long)]
         board: Option<String>,
-        /// Build the GPT disk image (EFI with A/B slots, META, STATE).
+        /// Build the GPT disk image (EFI with A/B slots, META; the node adds STATE and EPHEMERAL).
         #[arg(long)]
         disk: bool,
         /// The boot chain of the disk image, e.g. u-boot or uefi (default: the board's first).

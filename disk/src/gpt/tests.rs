@@ -2,10 +2,18 @@ use std::io::Cursor;
 use std::process::Command;
 
 use super::*;
-use crate::layout::SystemDisk;
+use crate::layout::{self, SystemDisk};
+
+/// An image's table completed with STATE (and no room for EPHEMERAL), as on an installed disk.
+fn with_state(seed: &str, first_offset: u64, efi_size: u64) -> SystemDisk {
+    let mut disk = SystemDisk::new(seed, first_offset, efi_size);
+    let sectors = disk.table.total_sectors + layout::STATE_SIZE / SECTOR;
+    disk.table = layout::complete(&disk.table, sectors).unwrap();
+    disk
+}
 
 fn image() -> Vec<u8> {
-    let disk = SystemDisk::new("talos-image-disk", 1 << 20, 64 << 20);
+    let disk = with_state("talos-image-disk", 1 << 20, 64 << 20);
     let mut buf = Cursor::new(vec![0u8; disk.size() as usize]);
     disk.table.write_to(&mut buf).unwrap();
     buf.into_inner()
@@ -13,7 +21,7 @@ fn image() -> Vec<u8> {
 
 #[test]
 fn round_trips() {
-    let disk = SystemDisk::new("talos-image-disk", 10 << 20, 64 << 20);
+    let disk = with_state("talos-image-disk", 10 << 20, 64 << 20);
     let mut buf = Cursor::new(vec![0u8; disk.size() as usize]);
     disk.table.write_to(&mut buf).unwrap();
     assert_eq!(Table::read_from(&mut buf).unwrap(), disk.table);
@@ -107,14 +115,14 @@ fn damaged_tables_are_refused() {
 
 #[test]
 fn overlapping_and_oversized_partitions_are_refused() {
-    let mut disk = SystemDisk::new("x", 1 << 20, 8 << 20);
+    let mut disk = with_state("x", 1 << 20, 8 << 20);
     disk.table.partitions[1].first_lba = disk.table.partitions[0].last_lba;
     let err = disk
         .table
         .write_to(&mut Cursor::new(Vec::new()))
         .unwrap_err();
     assert_eq!(err.to_string(), "partitions \"EFI\" and \"META\" overlap");
-    let mut disk = SystemDisk::new("x", 1 << 20, 8 << 20);
+    let mut disk = with_state("x", 1 << 20, 8 << 20);
     disk.table.partitions[2].last_lba = disk.table.total_sectors;
     let err = disk
         .table
@@ -124,7 +132,7 @@ fn overlapping_and_oversized_partitions_are_refused() {
 }
 
 fn hybrid_image() -> Vec<u8> {
-    let disk = SystemDisk::new("talos-image-disk", 1 << 20, 64 << 20);
+    let disk = with_state("talos-image-disk", 1 << 20, 64 << 20);
     let mut buf = Cursor::new(vec![0u8; disk.size() as usize]);
     disk.table.write_hybrid_to(&mut buf, "EFI").unwrap();
     buf.into_inner()
@@ -159,7 +167,7 @@ fn hybrid_mbr_has_a_fat32_entry_over_the_efi_partition() {
 
 #[test]
 fn hybrid_mbr_needs_a_partition_mbr_can_address() {
-    let mut disk = SystemDisk::new("x", 1 << 20, 8 << 20);
+    let mut disk = with_state("x", 1 << 20, 8 << 20);
     let err = disk
         .table
         .write_hybrid_to(&mut Cursor::new(Vec::new()), "BOOT")
@@ -220,12 +228,9 @@ fn fdisk_and_sfdisk_read_both_tables_of_a_hybrid_mbr() {
     assert!(listing.lines().any(|l| l.ends_with(" ee GPT")), "{listing}");
 }
 
-/// The image's table without STATE, written onto a disk of `disk_bytes` as `dd` would.
-fn flashed_without_state(disk_bytes: u64, hybrid: bool) -> Cursor<Vec<u8>> {
-    let mut disk = SystemDisk::new("talos-image-disk", 1 << 20, 64 << 20);
-    disk.table
-        .partitions
-        .retain(|p| p.name != crate::layout::STATE);
+/// The image's table, written onto a disk of `disk_bytes` as `dd` would.
+fn flashed(disk_bytes: u64, hybrid: bool) -> Cursor<Vec<u8>> {
+    let disk = SystemDisk::new("talos-image-disk", 1 << 20, 64 << 20);
     let mut buf = Cursor::new(vec![0u8; disk.size() as usize]);
     if hybrid {
         disk.table.write_hybrid_to(&mut buf, "EFI").unwrap();
@@ -241,7 +246,7 @@ fn flashed_without_state(disk_bytes: u64, hybrid: bool) -> Cursor<Vec<u8>> {
 fn complete_in_place(disk: &mut Cursor<Vec<u8>>) -> Table {
     let old = Table::read_from(disk).unwrap();
     let sectors = disk.get_ref().len() as u64 / SECTOR;
-    let new = crate::layout::complete(&old, sectors).unwrap();
+    let new = layout::complete(&old, sectors).unwrap();
     new.write_backup_to(disk).unwrap();
     new.write_primary_to(disk).unwrap();
     new
@@ -249,7 +254,7 @@ fn complete_in_place(disk: &mut Cursor<Vec<u8>>) -> Table {
 
 #[test]
 fn a_table_from_a_smaller_image_reads_and_grows_to_the_disk() {
-    let mut disk = flashed_without_state(256 << 20, false);
+    let mut disk = flashed(256 << 20, false);
     let old = Table::read_from(&mut disk).unwrap();
     assert!(old.total_sectors < (256 << 20) / SECTOR);
     let new = complete_in_place(&mut disk);
@@ -267,9 +272,9 @@ fn a_table_from_a_smaller_image_reads_and_grows_to_the_disk() {
 
 #[test]
 fn a_power_cut_before_the_primary_is_written_leaves_the_old_table() {
-    let mut disk = flashed_without_state(256 << 20, false);
+    let mut disk = flashed(256 << 20, false);
     let old = Table::read_from(&mut disk).unwrap();
-    let new = crate::layout::complete(&old, (256 << 20) / SECTOR).unwrap();
+    let new = layout::complete(&old, (256 << 20) / SECTOR).unwrap();
     new.write_backup_to(&mut disk).unwrap();
     assert_eq!(Table::read_from(&mut disk).unwrap(), old);
     // Entries written, header not yet: the primary's CRC fails and the new backup wins.
@@ -279,7 +284,7 @@ fn a_power_cut_before_the_primary_is_written_leaves_the_old_table() {
 
 #[test]
 fn growing_keeps_a_hybrid_mbr() {
-    let mut disk = flashed_without_state(256 << 20, true);
+    let mut disk = flashed(256 << 20, true);
     let before = disk.get_ref()[..SECTOR as usize].to_vec();
     complete_in_place(&mut disk);
     assert_eq!(disk.get_ref()[..SECTOR as usize], before[..]);
@@ -288,7 +293,7 @@ fn growing_keeps_a_hybrid_mbr() {
 #[test]
 fn sfdisk_reads_a_grown_table_without_complaint() {
     let path = std::env::temp_dir().join(format!("gpt-grown-{}.img", std::process::id()));
-    let image = flashed_without_state(0, false).into_inner();
+    let image = flashed(0, false).into_inner();
     let mut file = std::fs::File::options()
         .read(true)
         .write(true)
@@ -318,7 +323,7 @@ fn sfdisk_reads_a_grown_table_without_complaint() {
         "{complaint}"
     );
     let old = Table::read_from(&mut file).unwrap();
-    let new = crate::layout::complete(&old, (600 << 20) / SECTOR).unwrap();
+    let new = layout::complete(&old, (600 << 20) / SECTOR).unwrap();
     new.write_backup_to(&mut file).unwrap();
     new.write_primary_to(&mut file).unwrap();
     let (dump, stderr) = dump().unwrap();

@@ -27,7 +27,7 @@ pub use documents::{
 };
 pub use generate::{
     DEFAULT_INSTALL_DISK, DEFAULT_INSTALL_IMAGE, DEFAULT_KUBERNETES_VERSION, DEFAULT_TALOS_VERSION,
-    GenerateError, GenerateInput, Generated, generate,
+    GenerateError, GenerateInput, Generated, VersionContract, generate,
 };
 pub use patch::{Patch, PatchError};
 pub use v1alpha1::{MachineType, V1Alpha1};

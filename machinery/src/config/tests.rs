@@ -290,7 +290,10 @@ fn validation_reports_paths() {
     let worker = Config::from_bytes(generated().worker.as_bytes()).unwrap();
     let mut v1 = worker.v1alpha1().clone();
     v1.machine.token = Some("nope".into());
-    v1.machine.install = None;
+    v1.machine.install = Some(v1alpha1::Install {
+        wipe: Some(false),
+        ..Default::default()
+    });
     v1.machine.network = Some(v1alpha1::Network {
         hostname: Some("-bad".into()),
         ..Default::default()
@@ -309,7 +312,13 @@ fn validation_reports_paths() {
             "machine.install.disk"
         ]
     );
-    // Only metal needs an install disk.
+    // Only metal needs an install disk, and only when machine.install is present.
+    let mut without_install = v1.clone();
+    without_install.machine.install = None;
+    assert!(
+        !error_paths(&Config::new(without_install), ValidationMode::Metal)
+            .contains(&"machine.install.disk".to_owned())
+    );
     assert!(
         !error_paths(&broken, ValidationMode::Container)
             .contains(&"machine.install.disk".to_owned())
@@ -394,6 +403,174 @@ fn generate_refuses_bad_input() {
     ));
 }
 
+#[test]
+fn version_contract_reads_major_and_minor() {
+    for (text, contract) in [
+        ("v1.13.9", VersionContract::V1_13),
+        ("1.13", VersionContract::V1_13),
+        ("v1.14", VersionContract::V1_14),
+        ("v1.14.0-rc.1", VersionContract::V1_14),
+    ] {
+        assert_eq!(VersionContract::parse(text).unwrap(), contract, "{text}");
+    }
+    for text in ["v1.12.4", "v1.15", "2.14", "v1", ""] {
+        assert!(
+            matches!(VersionContract::parse(text), Err(GenerateError::TalosVersion(t)) if t == text),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn v1_14_contract_moves_settings_into_their_own_documents() {
+    let secrets = generated_secrets();
+    let mut input = GenerateInput::new(
+        "lab",
+        "https://10.0.0.2:6443",
+        secrets.clone(),
+        SystemTime::now(),
+    );
+    input.contract = VersionContract::V1_14;
+    input.additional_sans = vec!["lab.example.com".into()];
+    let generated = generate(&input).unwrap();
+    let cp = Config::from_bytes(generated.controlplane.as_bytes()).unwrap();
+    let worker = Config::from_bytes(generated.worker.as_bytes()).unwrap();
+    for config in [&cp, &worker] {
+        let again = Config::from_bytes(config.to_yaml().unwrap().as_bytes()).unwrap();
+        assert_eq!(&again, config);
+        for mode in [
+            ValidationMode::Metal,
+            ValidationMode::Cloud,
+            ValidationMode::Container,
+        ] {
+            assert_eq!(
+                config.validate(mode),
+                ValidationReport::default(),
+                "{mode:?}"
+            );
+        }
+        assert!(config.install().is_none());
+        assert_eq!(config.control_plane_endpoint(), None);
+    }
+
+    let keys = |tree: &raw::RawValue, section: &str| -> Vec<String> {
+        match tree.get(section) {
+            Some(raw::RawValue::Map(entries)) => {
+                entries.iter().map(|(k, _)| k.key_text()).collect()
+            }
+            other => panic!("{section}: {other:?}"),
+        }
+    };
+    let cp_trees = cp.to_documents().unwrap();
+    let worker_trees = worker.to_documents().unwrap();
+    assert_eq!(
+        keys(&cp_trees[0], "machine"),
+        ["type", "token", "ca", "certSANs", "features"]
+    );
+    assert_eq!(keys(&cp_trees[0], "cluster"), ["token", "etcd"]);
+    assert_eq!(keys(&worker_trees[0], "cluster"), ["token"]);
+    assert_eq!(worker.v1alpha1().machine.ca.as_ref().unwrap().key(), None);
+
+    let labels = |c: &Config| {
+        c.documents()
+            .iter()
+            .map(Document::label)
+            .collect::<Vec<_>>()
+    };
+    let shared_head = [
+        "DiscoveryServiceConfig[default]",
+        "DiscoveryIdentityConfig",
+        "UnattendedInstallConfig",
+        "ResolverConfig",
+        "VolumeConfig[EPHEMERAL]",
+        "FilesystemTrimConfig",
+        "SecurityProfileConfig",
+        "HostnameConfig",
+        "KubeClusterConfig",
+        "KubeNodeConfig",
+        "KubeletConfig",
+        "KubeNetworkConfig",
+        "KubeAPIServerCAConfig",
+        "KubePrismConfig",
+    ];
+    assert_eq!(labels(&worker), shared_head);
+    assert_eq!(labels(&cp)[..shared_head.len()], shared_head);
+    assert_eq!(
+        labels(&cp)[shared_head.len()..],
+        [
+            "KubeAggregatorCAConfig",
+            "KubeAdmissionControlConfig[PodSecurity]",
+            "KubeAuditPolicyConfig",
+            "KubeAuthenticationConfig",
+            "KubeAuthorizerConfig[node]",
+            "KubeAuthorizerConfig[rbac]",
+            "KubeEtcdEncryptionConfig",
+            "KubeServiceAccountConfig",
+            "KubeAPIServerConfig",
+            "KubeControllerManagerConfig",
+            "KubeSchedulerConfig",
+            "KubeProxyConfig",
+            "KubeFlannelCNIConfig",
+            "KubeCoreDNSConfig",
+        ]
+    );
+
+    let document = |trees: &[raw::RawValue], kind: &str| -> raw::RawValue {
+        trees
+            .iter()
+            .find(|t| t.get("kind").and_then(raw::RawValue::as_str) == Some(kind))
+            .unwrap_or_else(|| panic!("{kind}"))
+            .clone()
+    };
+    // CA material is literal PEM, not base64.
+    let issuing = document(&cp_trees, "KubeAPIServerCAConfig");
+    let issuing = issuing.get("issuingCA").unwrap();
+    assert_eq!(
+        issuing.get("cert").unwrap().as_str(),
+        Some(secrets.certs.k8s.crt.as_str())
+    );
+    assert_eq!(
+        issuing.get("key").unwrap().as_str(),
+        Some(secrets.certs.k8s.key.as_str())
+    );
+    let accepted = document(&worker_trees, "KubeAPIServerCAConfig");
+    assert_eq!(
+        accepted.get("acceptedCAs"),
+        Some(&raw::RawValue::Seq(vec![raw::RawValue::string(
+            secrets.certs.k8s.crt.as_str()
+        )]))
+    );
+    assert!(!generated.worker.contains("PRIVATE KEY"));
+    let install = document(&cp_trees, "UnattendedInstallConfig");
+    assert_eq!(
+        install
+            .get("provisioning")
+            .and_then(|p| p.get("diskSelector"))
+            .and_then(|d| d.get("match")),
+        Some(&raw::RawValue::string("disk.dev_path == \"/dev/sda\""))
+    );
+    assert_eq!(
+        document(&cp_trees, "KubeAPIServerConfig").get("certExtraSANs"),
+        Some(&raw::RawValue::Seq(vec![raw::RawValue::string(
+            "lab.example.com"
+        )]))
+    );
+    assert_eq!(
+        cp.resolver_config()
+            .unwrap()
+            .host_dns
+            .as_ref()
+            .unwrap()
+            .forward_kube_dns_to_host,
+        Some(true)
+    );
+
+    // Without an install disk there is nothing to install: no UnattendedInstallConfig.
+    input.install_disk = String::new();
+    let bare = Config::from_bytes(generate(&input).unwrap().worker.as_bytes()).unwrap();
+    assert!(!bare.has_kind("UnattendedInstallConfig"));
+}
+
 fn generated_secrets() -> SecretsBundle {
     static SECRETS: OnceLock<SecretsBundle> = OnceLock::new();
     SECRETS
@@ -401,7 +578,7 @@ fn generated_secrets() -> SecretsBundle {
         .clone()
 }
 
-const GOLDEN: [(&str, &str); 3] = [
+const GOLDEN: [(&str, &str); 4] = [
     (
         "v1.13-controlplane.yaml",
         include_str!("testdata/v1.13-controlplane.yaml"),
@@ -413,6 +590,10 @@ const GOLDEN: [(&str, &str); 3] = [
     (
         "v1.14-controlplane.yaml",
         include_str!("testdata/v1.14-controlplane.yaml"),
+    ),
+    (
+        "v1.14-worker.yaml",
+        include_str!("testdata/v1.14-worker.yaml"),
     ),
 ];
 
@@ -564,20 +745,42 @@ fn golden_v1_14_layout_keeps_kube_documents() {
     assert_eq!(
         labels,
         [
+            "DiscoveryServiceConfig[default]",
+            "DiscoveryIdentityConfig",
+            "UnattendedInstallConfig",
+            "ResolverConfig",
+            "SysctlConfig",
+            "VolumeConfig[EPHEMERAL]",
+            "FilesystemTrimConfig",
+            "SecurityProfileConfig",
+            "RegistryMirrorConfig[docker.io]",
+            "HostnameConfig",
             "KubeClusterConfig",
+            "KubeNodeConfig",
+            "KubeletConfig",
             "KubeNetworkConfig",
             "KubeAPIServerCAConfig",
-            "KubeServiceAccountConfig",
-            "KubeEtcdEncryptionConfig",
             "KubePrismConfig",
-            "UnattendedInstallConfig",
-            "DiscoveryIdentityConfig",
-            "HostnameConfig",
+            "KubeAggregatorCAConfig",
+            "KubeAdmissionControlConfig[PodSecurity]",
+            "KubeAuditPolicyConfig",
+            "KubeAuthenticationConfig",
             "KubeAuthorizerConfig[node]",
             "KubeAuthorizerConfig[rbac]",
+            "KubeEtcdEncryptionConfig",
+            "KubeServiceAccountConfig",
+            "KubeAPIServerConfig",
+            "KubeControllerManagerConfig",
+            "KubeSchedulerConfig",
+            "KubeProxyConfig",
+            "KubeCoreDNSConfig",
+            "KubeFlannelCNIConfig",
+            "KubeExternalManifestConfig[metrics-server]",
         ]
     );
     assert_eq!(config.control_plane_endpoint(), None);
+    let host_dns = config.resolver_config().unwrap().host_dns.as_ref().unwrap();
+    assert_eq!(host_dns.forward_kube_dns_to_host, Some(true));
     // Without the split-out documents the shrunk v1alpha1 document is incomplete.
     let bare = Config::new(config.v1alpha1().clone());
     let paths: Vec<String> = bare
@@ -593,9 +796,19 @@ fn golden_v1_14_layout_keeps_kube_documents() {
             "cluster.ca.crt",
             "cluster.serviceAccount.key",
             "cluster.secretboxEncryptionSecret",
-            "machine.install.disk",
         ]
     );
+}
+
+#[test]
+fn golden_v1_14_worker_needs_no_install_settings() {
+    let config = Config::from_bytes(GOLDEN[3].1.as_bytes()).unwrap();
+    assert!(config.install().is_none());
+    assert!(!config.has_kind("UnattendedInstallConfig"));
+    assert!(config.v1alpha1().cluster.as_ref().unwrap().ca.is_none());
+    let host_dns = config.resolver_config().unwrap().host_dns.as_ref().unwrap();
+    assert_eq!(host_dns.resolve_member_names, Some(true));
+    assert_eq!(config.nameservers(), ["10.5.0.1"]);
 }
 
 #[test]

@@ -8,8 +8,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
 use super::raw::RawValue;
-use super::v1alpha1::{Interface, PemPair};
-use super::{Config, ConfigError, Document, EndpointUrl, MachineType};
+use super::v1alpha1::{HostDns, Interface, PemPair};
+use super::{AutoHostname, Config, ConfigError, Document, EndpointUrl, MachineType};
 use crate::pki;
 
 /// The runtime mode a config is checked for.
@@ -195,7 +195,7 @@ fn check_cluster(config: &Config, control_plane: bool, report: &mut ValidationRe
             report,
         );
     }
-    check_secret32(cluster.id.as_deref(), "cluster.id", report);
+    // cluster.id is an opaque identifier: generators before Talos 1.14 wrote URL-safe base64.
     check_secret32(cluster.secret.as_deref(), "cluster.secret", report);
     check_secret32(
         cluster.secretbox_encryption_secret.as_deref(),
@@ -452,13 +452,14 @@ fn check_interface(
     }
 }
 
+/// `machine.install` is optional (Talos 1.14 deprecates it for `UnattendedInstallConfig`); when
+/// present in metal mode it must name a disk.
 fn check_install(config: &Config, mode: ValidationMode, report: &mut ValidationReport) {
     let install = config.install();
-    let has_disk = install.is_some_and(|i| {
-        i.disk.as_deref().is_some_and(|d| !d.is_empty()) || i.disk_selector.is_some()
-    }) || config.has_kind("UnattendedInstallConfig");
+    let lacks_disk = install
+        .is_some_and(|i| i.disk.as_deref().is_none_or(str::is_empty) && i.disk_selector.is_none());
     match mode {
-        ValidationMode::Metal if !has_disk => report.error(
+        ValidationMode::Metal if lacks_disk => report.error(
             "machine.install.disk",
             "an install disk or disk selector is required in metal mode",
         ),
@@ -531,8 +532,9 @@ fn check_documents(config: &Config, report: &mut ValidationReport) {
         match document {
             Document::Hostname(h) => {
                 match (&h.hostname, &h.auto) {
-                    (Some(_), Some(_)) => {
-                        report.error(&label, "hostname and auto are mutually exclusive")
+                    // `auto: off` only says no name is generated, so it may go with a hostname.
+                    (Some(_), Some(AutoHostname::Stable)) => {
+                        report.error(&label, "hostname and auto: stable are mutually exclusive")
                     }
                     (None, None) => report.error(&label, "one of hostname or auto is required"),
                     _ => {}
@@ -562,7 +564,7 @@ fn check_documents(config: &Config, report: &mut ValidationReport) {
                     .machine
                     .features
                     .as_ref()
-                    .is_some_and(|f| f.stable_hostname.is_some())
+                    .is_some_and(|f| f.stable_hostname == Some(true))
                 {
                     report.error(
                         "machine.features.stableHostname",
@@ -582,11 +584,19 @@ fn check_documents(config: &Config, report: &mut ValidationReport) {
                         format!("{timeout:?} is not a duration (e.g. 2m30s)"),
                     );
                 }
-                if config.v1alpha1.machine.time.is_some() {
-                    report.error(
-                        "machine.time",
-                        "conflicts with the TimeSyncConfig document; configure time sync in one place",
-                    );
+                if let Some(time) = config.v1alpha1.machine.time.as_ref() {
+                    for (field, set) in [
+                        ("disabled", time.disabled == Some(true)),
+                        ("servers", !time.servers.is_empty()),
+                        ("bootTimeout", time.boot_timeout.is_some()),
+                    ] {
+                        if set {
+                            report.error(
+                                format!("machine.time.{field}"),
+                                "conflicts with the TimeSyncConfig document; configure time sync in one place",
+                            );
+                        }
+                    }
                 }
             }
             Document::Resolver(r) => {
@@ -598,17 +608,36 @@ fn check_documents(config: &Config, report: &mut ValidationReport) {
                         );
                     }
                 }
-                if config
-                    .v1alpha1
-                    .machine
-                    .network
+                if let Some(network) = config.v1alpha1.machine.network.as_ref() {
+                    for (field, set) in [
+                        ("nameservers", !network.nameservers.is_empty()),
+                        ("searchDomains", network.search_domains.is_some()),
+                        (
+                            "disableSearchDomain",
+                            network.disable_search_domain == Some(true),
+                        ),
+                    ] {
+                        if set {
+                            report.error(
+                                format!("machine.network.{field}"),
+                                "conflicts with the ResolverConfig document; configure DNS in one place",
+                            );
+                        }
+                    }
+                }
+                if r.host_dns
                     .as_ref()
-                    .is_some_and(|n| !n.nameservers.is_empty())
-                    && !r.nameservers.is_empty()
+                    .is_some_and(|h| *h != HostDns::default())
+                    && config
+                        .v1alpha1
+                        .machine
+                        .features
+                        .as_ref()
+                        .is_some_and(|f| f.host_dns.is_some())
                 {
                     report.error(
-                        "machine.network.nameservers",
-                        "conflicts with the ResolverConfig document; list nameservers in one place",
+                        "machine.features.hostDNS",
+                        "conflicts with ResolverConfig.hostDNS; configure host DNS in one place",
                     );
                 }
             }

@@ -2,7 +2,8 @@
 //! roles, server certificates for apid, and the PEM formats upstream Talos reads and writes.
 //!
 //! Keys are written with upstream's PEM labels: `ED25519 PRIVATE KEY` (PKCS#8 content) for
-//! Ed25519 and `EC PRIVATE KEY` (SEC1 content, curve named) for ECDSA. [`pem_to_der_key`] reads
+//! Ed25519, `EC PRIVATE KEY` (SEC1 content, curve named) for ECDSA and `RSA PRIVATE KEY`
+//! (PKCS#1) for the Kubernetes service-account key. [`pem_to_der_key`] reads
 //! any `* PRIVATE KEY` block and always returns PKCS#8, converting SEC1 and PKCS#1 content.
 
 mod der;
@@ -32,6 +33,10 @@ pub const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(5 * 60);
 const CERTIFICATE_LABEL: &str = "CERTIFICATE";
 const ED25519_KEY_LABEL: &str = "ED25519 PRIVATE KEY";
 const EC_KEY_LABEL: &str = "EC PRIVATE KEY";
+const RSA_KEY_LABEL: &str = "RSA PRIVATE KEY";
+
+/// Size of the Kubernetes service-account signing key, as in upstream's config contracts after 1.6.
+pub const SERVICE_ACCOUNT_KEY_BITS: usize = 4096;
 
 /// A PKI operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +59,8 @@ pub enum PkiError {
     InvalidTime(String),
     #[error("Cannot build certificate")]
     Rcgen(#[from] rcgen::Error),
+    #[error("Cannot generate an RSA key: {0}")]
+    RsaKey(String),
     #[error("System random number generator failed")]
     Random,
 }
@@ -400,6 +407,17 @@ fn random_bytes<const N: usize>() -> Result<[u8; N], PkiError> {
         .fill(&mut out)
         .map_err(|_| PkiError::Random)?;
     Ok(out)
+}
+
+/// A new RSA private key of `bits` bits, as PKCS#1 PEM under `RSA PRIVATE KEY`.
+pub fn new_rsa_key(bits: usize) -> Result<String, PkiError> {
+    use rsa::pkcs1::EncodeRsaPrivateKey;
+    let key = rsa::PrivateKey::new(&mut getrandom::SysRng, bits)
+        .map_err(|e| PkiError::RsaKey(e.to_string()))?;
+    let der = key
+        .to_pkcs1_der()
+        .map_err(|e| PkiError::RsaKey(e.to_string()))?;
+    Ok(der_to_pem(RSA_KEY_LABEL, der.as_bytes()))
 }
 
 /// Random bytes from the system generator, for secrets.

@@ -1,12 +1,16 @@
 //! The tasks of the sequences the API starts (reboot, shutdown, reset, upgrade, rollback).
 
+use std::path::Path;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use talos_node_sys::power::RebootAction;
 use tonic::Status;
 
+use crate::etcd_member::{self, EtcdClient};
 use crate::node::Node;
 use crate::sequencer::{Sequence, SequenceError, Task, Tasks};
+use crate::supervisor::stack;
 use crate::{system_disk, upgrade};
 
 /// What one API request asked for.
@@ -52,6 +56,7 @@ impl Tasks for NodeTasks {
                 tracing::warn!("forced: services are not stopped first");
             }
             Task::StopServices => self.node.supervisor.stop_all().await,
+            Task::LeaveEtcd => self.leave_etcd().await?,
             Task::Reboot => self.node.schedule_power(RebootAction::Restart),
             Task::PowerOff => self.node.schedule_power(RebootAction::PowerOff),
             Task::ResetPower => self
@@ -95,6 +100,42 @@ impl Tasks for NodeTasks {
     }
 }
 
+impl NodeTasks {
+    /// Removes this node's etcd member through the local etcd, then stops etcd and empties its
+    /// data directory, as upstream does: a removed member cannot start on that data again.
+    async fn leave_etcd(&self) -> Result<(), String> {
+        let config = self
+            .node
+            .config()
+            .ok_or("the node has no machine config, so no etcd CA")?;
+        let ca = stack::etcd_ca(&config)?;
+        let tls = etcd_member::client_tls(&ca, SystemTime::now()).map_err(|e| e.to_string())?;
+        let mut client = EtcdClient::connect(etcd_member::LOCAL_ENDPOINT, tls)
+            .await
+            .map_err(|e| e.to_string())?;
+        let peer_urls: Vec<String> = self
+            .node
+            .addresses()
+            .into_iter()
+            .map(|a| stack::etcd_url(a, stack::ETCD_PEER_PORT))
+            .collect();
+        let member = etcd_member::leave(&mut client, &self.node.hostname(), &peer_urls)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(
+            "left etcd: member {:?} ({:016x}) removed",
+            member.name,
+            member.id
+        );
+        self.node
+            .supervisor
+            .stop("etcd")
+            .await
+            .map_err(|e| e.to_string())?;
+        etcd_member::clear_data(Path::new(stack::ETCD_DATA)).map_err(|e| e.to_string())
+    }
+}
+
 /// Runs `sequence` for one request; errors become API statuses.
 pub async fn run(
     node: &Arc<Node>,
@@ -113,7 +154,7 @@ pub async fn run(
                 ..
             } => Status::unavailable(e.to_string()),
             SequenceError::Task {
-                task: Task::SwitchSlot,
+                task: Task::SwitchSlot | Task::LeaveEtcd,
                 ..
             } => Status::failed_precondition(e.to_string()),
             SequenceError::Task { .. } => Status::internal(e.to_string()),

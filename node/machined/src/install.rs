@@ -1,5 +1,6 @@
 //! Installing onto `machine.install.disk`: the layout of the disk the node booted from,
-//! its EFI partition (bootloaders and slots) and its STATE (the config), copied over.
+//! its EFI partition (bootloaders and slots) and its STATE (the config), copied over; the
+//! installed node adds EPHEMERAL on its first boot.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -7,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use talos_disk::adv::Meta;
 use talos_disk::gpt::{GptError, Partition, SECTOR, Table};
-use talos_disk::layout::{self, SystemDisk};
+use talos_disk::layout::{self, LayoutError, SystemDisk};
 use talos_node_sys::fs::Freezer;
 
 use crate::boot;
@@ -30,6 +31,12 @@ pub enum InstallError {
         path: PathBuf,
         size: u64,
         needed: u64,
+    },
+    #[error("laying out machine.install.disk {path}: {source}")]
+    Layout {
+        path: PathBuf,
+        #[source]
+        source: LayoutError,
     },
     #[error("writing the partition table of {path}: {source}")]
     Table {
@@ -140,21 +147,38 @@ pub fn install(
     };
     let efi = part(layout::EFI)?;
     let size = out.seek(SeekFrom::End(0)).map_err(io("sizing", target))?;
-    let disk = SystemDisk::on_disk(seed, efi.offset(), efi.len(), size)
-        .map(|d| d.with_gpt_entries(boot_table.entry_count))
-        .ok_or_else(|| InstallError::TooSmall {
+    let image =
+        SystemDisk::new(seed, efi.offset(), efi.len()).with_gpt_entries(boot_table.entry_count);
+    let needed = image.size() + layout::STATE_SIZE;
+    if size < needed {
+        return Err(InstallError::TooSmall {
             path: target.to_owned(),
             size,
-            needed: SystemDisk::new(seed, efi.offset(), efi.len()).size(),
+            needed,
+        });
+    }
+    let table =
+        layout::with_state(&image.table, size / SECTOR).map_err(|source| InstallError::Layout {
+            path: target.to_owned(),
+            source,
         })?;
+    let find = |name: &str| {
+        table
+            .find(name)
+            .cloned()
+            .ok_or_else(|| InstallError::Table {
+                path: target.to_owned(),
+                source: GptError::Malformed("the new table lacks a system partition"),
+            })
+    };
     let table_error = |source| InstallError::Table {
         path: target.to_owned(),
         source,
     };
     if has_hybrid_mbr(&system.disk).map_err(io("reading", &system.disk))? {
-        disk.table.write_hybrid_to(&mut out, layout::EFI)
+        table.write_hybrid_to(&mut out, layout::EFI)
     } else {
-        disk.table.write_to(&mut out)
+        table.write_to(&mut out)
     }
     .map_err(table_error)?;
     // Raw bootloaders (Rockchip, Allwinner) live between the GPT and the first partition.
@@ -167,7 +191,7 @@ pub fn install(
         raw_start,
         efi.offset() - raw_start,
     )?;
-    let new_efi = disk.partition(layout::EFI);
+    let new_efi = find(layout::EFI)?;
     copy_into(
         &system.efi,
         0,
@@ -176,12 +200,12 @@ pub fn install(
         new_efi.offset(),
         new_efi.len(),
     )?;
-    let meta = disk.partition(layout::META);
+    let meta = find(layout::META)?;
     out.seek(SeekFrom::Start(meta.offset()))
         .and_then(|_| out.write_all(&Meta::default().encode().unwrap_or_default()))
         .map_err(io("writing META on", target))?;
     if let Some(state) = state {
-        let new_state = disk.partition(layout::STATE).clone();
+        let new_state = find(layout::STATE)?;
         let source_len = File::open(&state.device)
             .and_then(|mut f| f.seek(SeekFrom::End(0)))
             .map_err(io("sizing", &state.device))?;

@@ -14,6 +14,7 @@ mod dhcp;
 mod diff;
 mod dns;
 mod early;
+mod etcd_member;
 mod events;
 mod files;
 mod install;

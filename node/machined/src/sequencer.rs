@@ -16,7 +16,11 @@ pub enum Sequence {
     Boot,
     Reboot,
     Shutdown,
-    Reset,
+    /// `leave_etcd`: remove this node's etcd member first (graceful, on a control plane with
+    /// etcd running).
+    Reset {
+        leave_etcd: bool,
+    },
     Upgrade,
     /// An upgrade written to the other slot and armed, without a reboot: the new version boots
     /// at the next reboot, whatever causes it.
@@ -46,6 +50,8 @@ pub enum Task {
     StartServices,
     /// Stops them, dependants first, so etcd and containerd shut down cleanly.
     StopServices,
+    /// Removes this node's member from the etcd cluster, stops etcd and empties its data.
+    LeaveEtcd,
     WipeState,
     PullInstaller,
     SwitchSlot,
@@ -66,13 +72,32 @@ const STOP_SERVICES: Phase = Phase {
     tasks: &[Task::StopServices],
 };
 
+const RESET_SYSTEM_DISK: Phase = Phase {
+    name: "resetSystemDisk",
+    tasks: &[Task::WipeState],
+};
+
+const RESET_POWER: Phase = Phase {
+    name: "power",
+    tasks: &[Task::ResetPower],
+};
+
 impl Sequence {
+    /// The reset a request asks for: a graceful one leaves etcd first when this node is a
+    /// control plane whose etcd runs (upstream drains Kubernetes first too; no kubelet runs
+    /// here, so there is nothing to drain).
+    pub fn reset(graceful: bool, control_plane: bool, etcd_running: bool) -> Sequence {
+        Sequence::Reset {
+            leave_etcd: graceful && control_plane && etcd_running,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Sequence::Boot => "boot",
             Sequence::Reboot => "reboot",
             Sequence::Shutdown => "shutdown",
-            Sequence::Reset => "reset",
+            Sequence::Reset { .. } => "reset",
             Sequence::Upgrade => "upgrade",
             Sequence::StageUpgrade => "stageUpgrade",
             Sequence::Rollback => "rollback",
@@ -139,17 +164,18 @@ impl Sequence {
                     tasks: &[PowerOff],
                 },
             ],
-            Sequence::Reset => &[
+            Sequence::Reset { leave_etcd: true } => &[
+                Phase {
+                    name: "leave",
+                    tasks: &[LeaveEtcd],
+                },
                 STOP_SERVICES,
-                Phase {
-                    name: "resetSystemDisk",
-                    tasks: &[WipeState],
-                },
-                Phase {
-                    name: "power",
-                    tasks: &[ResetPower],
-                },
+                RESET_SYSTEM_DISK,
+                RESET_POWER,
             ],
+            Sequence::Reset { leave_etcd: false } => {
+                &[STOP_SERVICES, RESET_SYSTEM_DISK, RESET_POWER]
+            }
             Sequence::Upgrade => &[
                 Phase {
                     name: "upgrade",

@@ -193,6 +193,12 @@ impl ServiceRegistry {
         })
     }
 
+    /// `id`'s state; None for a service never reported.
+    pub fn state(&self, id: &str) -> Option<ServiceState> {
+        let services = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        services.get(id).map(|r| r.state)
+    }
+
     /// The message of `id`'s latest event; None for a service never reported.
     pub fn last_message(&self, id: &str) -> Option<String> {
         let services = self.inner.lock().unwrap_or_else(|p| p.into_inner());

@@ -15,8 +15,8 @@ use talos_machinery::{Config, SecretsBundle};
 use crate::cmd::machineconfig::load_patches;
 use talos_machinery::codec::MAX_CONFIG_BYTES;
 use talos_machinery::config::{
-    self, DEFAULT_INSTALL_DISK, DEFAULT_INSTALL_IMAGE, DEFAULT_KUBERNETES_VERSION, EndpointUrl,
-    GenerateInput,
+    self, DEFAULT_INSTALL_DISK, DEFAULT_INSTALL_IMAGE, DEFAULT_KUBERNETES_VERSION,
+    DEFAULT_TALOS_VERSION, EndpointUrl, GenerateInput, VersionContract,
 };
 
 /// Generate machine configs, client configs and secrets, without contacting any node.
@@ -102,6 +102,17 @@ pub struct ConfigArgs {
     #[arg(long, value_name = "VERSION", default_value = DEFAULT_KUBERNETES_VERSION)]
     pub kubernetes_version: String,
 
+    /// Talos version whose config layout to write: v1.13 keeps everything in the v1alpha1
+    /// document; v1.14 moves Kubernetes, install, discovery and host DNS settings into their own
+    /// documents (talos-rs nodes do not read the Kube* and UnattendedInstallConfig ones yet).
+    #[arg(
+        long,
+        value_name = "VERSION",
+        default_value = DEFAULT_TALOS_VERSION,
+        value_parser = parse_talos_version
+    )]
+    pub talos_version: VersionContract,
+
     /// Disk the installer writes Talos to (machine.install.disk).
     #[arg(long, value_name = "DEVICE", default_value = DEFAULT_INSTALL_DISK)]
     pub install_disk: String,
@@ -163,6 +174,10 @@ fn parse_endpoint(value: &str) -> Result<String, String> {
     EndpointUrl::parse(value).map(|_| value.to_owned())
 }
 
+fn parse_talos_version(value: &str) -> Result<VersionContract, String> {
+    VersionContract::parse(value).map_err(|e| e.to_string())
+}
+
 pub fn run(args: GenArgs) -> anyhow::Result<()> {
     match args.command {
         GenCommand::Config(args) => gen_config(*args),
@@ -205,6 +220,7 @@ fn gen_config(args: ConfigArgs) -> anyhow::Result<()> {
         install_disk: args.install_disk.clone(),
         install_image: args.install_image.clone(),
         additional_sans: args.additional_sans.clone(),
+        contract: args.talos_version,
         secrets,
         now,
     };
@@ -428,6 +444,43 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn talos_version_picks_the_layout() {
+        let dir = TempDir::new("layout");
+        let out = dir.0.join("out");
+        let err = parse(&[
+            "config",
+            "lab",
+            "https://a:6443",
+            "--talos-version",
+            "v1.12",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("v1.13 and v1.14"), "{err}");
+        run(parse(&[
+            "config",
+            "lab",
+            "https://10.0.0.2:6443",
+            "-o",
+            out.to_str().unwrap(),
+            "--talos-version",
+            "v1.14.0",
+            "--config-patch-worker",
+            "apiVersion: v1alpha1\nkind: KubeletConfig\nclusterDNS: [10.96.0.10]\n",
+        ])
+        .unwrap())
+        .unwrap();
+        for name in ["controlplane.yaml", "worker.yaml"] {
+            let config = Config::from_bytes(&fs::read(out.join(name)).unwrap()).unwrap();
+            assert!(config.has_kind("KubeClusterConfig"), "{name}");
+            assert!(config.install().is_none(), "{name}");
+            assert!(config.validate(ValidationMode::Metal).is_ok(), "{name}");
+        }
+        let worker = fs::read_to_string(out.join("worker.yaml")).unwrap();
+        assert!(worker.contains("clusterDNS:"), "{worker}");
     }
 
     #[test]

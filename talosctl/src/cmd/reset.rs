@@ -30,7 +30,10 @@ Examples:
   talosctl -n 10.5.0.2 reset --graceful=false --reboot
 
 talos-rs nodes wipe STATE (the default when no label is named) and accept the labels STATE,
-EPHEMERAL and META; they refuse --user-disks-to-wipe. Upstream talosctl waits by default by
+EPHEMERAL and META; they refuse --user-disks-to-wipe. A graceful reset of a control plane
+removes its etcd member first, which etcd refuses for the only member of a cluster: reset a
+single control plane with --graceful=false. talos-rs nodes run no kubelet, so there is nothing
+to drain. Upstream talosctl waits by default by
 following the node's events; talos-rs nodes have no Events API yet, so here --wait is off by
 default and watches the node go down and answer again instead.";
 
@@ -58,7 +61,8 @@ impl From<WipeMode> for reset_request::WipeMode {
 
 #[derive(Debug, Args)]
 pub struct ResetArgs {
-    /// Leave the cluster first (cordon and drain, leave etcd); `--graceful=false` skips that.
+    /// Leave the cluster first (leave etcd on a control plane; upstream also drains the node);
+    /// `--graceful=false` skips that, as a node that is the only etcd member needs.
     #[arg(
         long,
         action = ArgAction::Set,

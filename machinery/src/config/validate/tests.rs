@@ -222,12 +222,8 @@ fn secret_errors() {
             "cluster.secretboxEncryptionSecret: must be 32 bytes, base64-encoded; it decodes to 5 bytes"
         ]
     );
-    let err = cp_errors("cluster:\n  id: '***'\n");
-    assert_eq!(err.len(), 1);
-    assert!(
-        err[0].starts_with("cluster.id: is not valid base64: "),
-        "{err:?}"
-    );
+    // cluster.id is only an identifier; Talos before 1.14 generated it in URL-safe base64.
+    assert!(cp_errors("cluster:\n  id: Zm9v-YmFy_YmF6\n").is_empty());
     assert_eq!(
         cp_errors("cluster:\n  secret: c2hvcnQ=\n"),
         ["cluster.secret: must be 32 bytes, base64-encoded; it decodes to 5 bytes"]
@@ -406,6 +402,8 @@ fn install_checks_depend_on_mode() {
     let (errors, warnings) = check_with(&base().worker, no_disk, ValidationMode::Container);
     assert!(errors.is_empty());
     assert_eq!(warnings, ["machine.install: ignored in container mode"]);
+    // Without machine.install nothing is installed (UnattendedInstallConfig may do it instead).
+    assert!(worker_errors("machine:\n  install:\n    $patch: delete\n").is_empty());
     let selector = "machine:\n  install:\n    disk:\n      $patch: delete\n    diskSelector:\n      size: '> 10GB'\n";
     assert!(worker_errors(selector).is_empty());
     let (_, warnings) = check_with(
@@ -469,9 +467,16 @@ fn multi_document_checks() {
     assert_eq!(
         worker_errors("apiVersion: v1alpha1\nkind: HostnameConfig\nhostname: -h\n"),
         [
-            "HostnameConfig: hostname and auto are mutually exclusive",
+            "HostnameConfig: hostname and auto: stable are mutually exclusive",
             "HostnameConfig.hostname: \"-h\" is not a valid host name",
         ]
+    );
+    // `auto: off` goes with a static name, and `stableHostname: false` asks for nothing.
+    assert!(
+        worker_errors(
+            "machine:\n  features:\n    stableHostname: false\n---\napiVersion: v1alpha1\nkind: HostnameConfig\nhostname: node-7\nauto: 'off'\n"
+        )
+        .is_empty()
     );
     assert_eq!(
         worker_errors("apiVersion: v1alpha1\nkind: HostnameConfig\nauto:\n  $patch: delete\n"),
@@ -493,8 +498,14 @@ fn multi_document_checks() {
         [
             "TimeSyncConfig: ntp and ptp are mutually exclusive",
             "TimeSyncConfig.bootTimeout: \"2 minutes\" is not a duration (e.g. 2m30s)",
-            "machine.time: conflicts with the TimeSyncConfig document; configure time sync in one place",
+            "machine.time.servers: conflicts with the TimeSyncConfig document; configure time sync in one place",
         ]
+    );
+    assert!(
+        worker_errors(
+            "machine:\n  time:\n    disabled: false\n---\napiVersion: v1alpha1\nkind: TimeSyncConfig\nenabled: true\n"
+        )
+        .is_empty()
     );
     assert_eq!(
         worker_errors(
@@ -502,7 +513,18 @@ fn multi_document_checks() {
         ),
         [
             "ResolverConfig.nameservers[1].address: \"dns.quad9.net\" is not an IP address",
-            "machine.network.nameservers: conflicts with the ResolverConfig document; list nameservers in one place",
+            "machine.network.nameservers: conflicts with the ResolverConfig document; configure DNS in one place",
+        ]
+    );
+    // The generated worker has machine.features.hostDNS.
+    assert_eq!(
+        worker_errors(
+            "machine:\n  network:\n    searchDomains: [lab.example]\n    disableSearchDomain: true\n---\napiVersion: v1alpha1\nkind: ResolverConfig\nhostDNS:\n  resolveMemberNames: true\n"
+        ),
+        [
+            "machine.network.searchDomains: conflicts with the ResolverConfig document; configure DNS in one place",
+            "machine.network.disableSearchDomain: conflicts with the ResolverConfig document; configure DNS in one place",
+            "machine.features.hostDNS: conflicts with ResolverConfig.hostDNS; configure host DNS in one place",
         ]
     );
     // Duplicates cannot be decoded; a config assembled in code is still checked.

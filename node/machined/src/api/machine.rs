@@ -30,6 +30,7 @@ use crate::files;
 use crate::kmsg;
 use crate::node::{ApplyError, Node};
 use crate::sequencer::Sequence;
+use crate::services::ServiceState;
 use crate::supervisor::{ControlError, stack};
 use crate::sysinfo;
 use crate::{actions, upgrade};
@@ -529,6 +530,22 @@ impl MachineService for MachineApi {
             ?labels,
             "reset requested"
         );
+        let control_plane = self
+            .node
+            .config()
+            .is_some_and(|c| c.machine_type() == MachineType::ControlPlane);
+        let etcd_running = self.node.services.state("etcd") == Some(ServiceState::Running);
+        if req.graceful {
+            tracing::warn!(
+                "graceful reset: draining Kubernetes is skipped: no kubelet runs on this node"
+            );
+            if control_plane && !etcd_running {
+                tracing::info!(
+                    "graceful reset: etcd is not running, so there is no member to remove"
+                );
+            }
+        }
+        let sequence = Sequence::reset(req.graceful, control_plane, etcd_running);
         let actor_id = actor_id();
         let request = actions::Request {
             wipe_state: wipes("STATE"),
@@ -538,7 +555,7 @@ impl MachineService for MachineApi {
             reboot_after_reset: req.reboot,
             ..Default::default()
         };
-        actions::run(&self.node, Sequence::Reset, &actor_id, request).await?;
+        actions::run(&self.node, sequence, &actor_id, request).await?;
         Ok(Response::new(ResetResponse {
             messages: vec![Reset {
                 metadata: None,

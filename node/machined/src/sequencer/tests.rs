@@ -173,14 +173,98 @@ async fn after_a_reboot_only_a_shutdown_may_start() {
 #[test]
 fn the_interruption_table() {
     use Sequence::*;
-    let all = [Boot, Reboot, Shutdown, Reset, Upgrade, Rollback];
+    let reset = Reset { leave_etcd: false };
+    let all = [Boot, Reboot, Shutdown, reset, Upgrade, Rollback];
     let allowed: Vec<(Sequence, Sequence)> = all
         .iter()
         .flat_map(|r| all.iter().map(move |i| (*r, *i)))
         .filter(|(r, i)| may_interrupt(*r, *i))
         .collect();
     assert_eq!(allowed, [(Reboot, Shutdown)]);
-    for s in all {
+    for s in all.into_iter().chain([Reset { leave_etcd: true }]) {
         assert!(!s.phases().is_empty() && s.phases().iter().all(|p| !p.tasks.is_empty()));
     }
+}
+
+#[test]
+fn only_a_graceful_reset_of_a_control_plane_running_etcd_leaves_etcd() {
+    let leaves = |graceful, control_plane, etcd_running| {
+        Sequence::reset(graceful, control_plane, etcd_running)
+            == Sequence::Reset { leave_etcd: true }
+    };
+    assert!(leaves(true, true, true));
+    assert!(!leaves(false, true, true), "--graceful=false");
+    assert!(!leaves(true, false, true), "a worker");
+    assert!(!leaves(true, true, false), "etcd not running");
+}
+
+#[tokio::test]
+async fn a_graceful_reset_leaves_etcd_before_services_stop() {
+    let bus = Arc::new(EventBus::default());
+    let sequencer = Sequencer::new(bus.clone());
+    let mut tasks = Recorder::default();
+    sequencer
+        .run(Sequence::Reset { leave_etcd: true }, "", &mut tasks)
+        .await
+        .unwrap();
+    assert_eq!(
+        tasks.ran,
+        [
+            Task::LeaveEtcd,
+            Task::StopServices,
+            Task::WipeState,
+            Task::ResetPower
+        ]
+    );
+    let phases: Vec<String> = log(&bus)
+        .into_iter()
+        .filter(|e| e.starts_with("phase:") && e.ends_with(":0"))
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            "phase:leave:0",
+            "phase:stopEverything:0",
+            "phase:resetSystemDisk:0",
+            "phase:power:0"
+        ]
+    );
+    assert!(log(&bus).contains(&"task:LeaveEtcd:1".to_owned()));
+
+    let sequencer = Sequencer::new(Arc::new(EventBus::default()));
+    let mut tasks = Recorder::default();
+    sequencer
+        .run(Sequence::Reset { leave_etcd: false }, "", &mut tasks)
+        .await
+        .unwrap();
+    assert_eq!(
+        tasks.ran,
+        [Task::StopServices, Task::WipeState, Task::ResetPower]
+    );
+}
+
+#[tokio::test]
+async fn a_refused_leave_stops_the_reset_before_anything_is_stopped_or_wiped() {
+    let bus = Arc::new(EventBus::default());
+    let sequencer = Sequencer::new(bus.clone());
+    let mut tasks = Recorder {
+        fail_at: Some(Task::LeaveEtcd),
+        ..Default::default()
+    };
+    let err = sequencer
+        .run(Sequence::Reset { leave_etcd: true }, "", &mut tasks)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "reset: task LeaveEtcd failed: disk on fire"
+    );
+    assert_eq!(tasks.ran, [Task::LeaveEtcd]);
+    // The node stays up, so a reset with --graceful=false may follow.
+    let mut tasks = Recorder::default();
+    sequencer
+        .run(Sequence::Reset { leave_etcd: false }, "", &mut tasks)
+        .await
+        .unwrap();
+    assert_eq!(tasks.ran[0], Task::StopServices);
 }

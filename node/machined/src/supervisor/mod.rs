@@ -1,13 +1,14 @@
 //! The service supervisor: runs the node's programs (containerd, etcd, ...) as child processes,
 //! each in its own cgroup with memory limits and an OOM score, after its dependencies are up;
 //! restarts them with backoff, checks their health, keeps ~1 MiB of output per service, and
-//! starts, stops and restarts them on request.
+//! starts, stops and restarts them on request. Each config's plan is reconciled with what runs:
+//! new services start, changed ones restart with their new settings, dropped ones stop.
 
 pub mod cgroups;
 pub mod health;
 pub mod stack;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -29,6 +30,13 @@ pub struct Gate {
     /// What the service waits for, as shown while it waits.
     pub waiting_for: String,
     pub open: watch::Receiver<bool>,
+}
+
+/// Gates are the same when they wait for the same thing on the same channel.
+impl PartialEq for Gate {
+    fn eq(&self, other: &Gate) -> bool {
+        self.waiting_for == other.waiting_for && self.open.same_channel(&other.open)
+    }
 }
 
 /// Restart delays: doubled after each failure up to `max`, back to `first` once a run lasted
@@ -59,7 +67,7 @@ pub struct GeneratedFile {
 }
 
 /// Everything the supervisor needs to run one service.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServiceSpec {
     pub id: String,
     pub program: PathBuf,
@@ -94,12 +102,17 @@ enum Control {
     Start(oneshot::Sender<()>),
     Stop(oneshot::Sender<()>),
     Restart(oneshot::Sender<()>),
+    /// New settings: a running service restarts with them, a waiting one waits anew with them,
+    /// a stopped one keeps them for its next start.
+    Update(Box<ServiceSpec>, oneshot::Sender<()>),
 }
 
 #[derive(Debug)]
 struct Supervised {
     control: mpsc::UnboundedSender<Control>,
     logs: LogRing,
+    /// The settings last given.
+    spec: ServiceSpec,
 }
 
 /// What every service task shares.
@@ -147,9 +160,52 @@ impl Supervisor {
             Supervised {
                 control,
                 logs: logs.clone(),
+                spec: spec.clone(),
             },
         );
         tokio::spawn(supervise(spec, self.context.clone(), logs, rx));
+    }
+
+    /// Makes the supervised services those of `planned`: starts the new ones, restarts each one
+    /// whose settings changed, and stops and forgets those no longer planned. Returns once the
+    /// restarted and dropped services have stopped.
+    pub async fn reconcile(&self, planned: Vec<ServiceSpec>) {
+        let mut stopped = Vec::new();
+        let mut new = Vec::new();
+        {
+            let mut services = self.services.lock().unwrap_or_else(|p| p.into_inner());
+            let planned_ids: BTreeSet<&str> = planned.iter().map(|s| s.id.as_str()).collect();
+            let dropped: Vec<String> = services
+                .keys()
+                .filter(|id| !planned_ids.contains(id.as_str()))
+                .cloned()
+                .collect();
+            for id in dropped {
+                if let Some(service) = services.remove(&id) {
+                    tracing::info!(service = id, "no longer in the plan: stopping it");
+                    let (done, finished) = oneshot::channel();
+                    let _ = service.control.send(Control::Stop(done));
+                    stopped.push(finished);
+                }
+            }
+            for spec in planned {
+                match services.get_mut(&spec.id) {
+                    None => new.push(spec),
+                    Some(service) if service.spec != spec => {
+                        tracing::info!(service = spec.id, "settings changed: applying them");
+                        service.spec = spec.clone();
+                        let (done, finished) = oneshot::channel();
+                        let _ = service.control.send(Control::Update(Box::new(spec), done));
+                        stopped.push(finished);
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        for spec in new {
+            self.add(spec);
+        }
+        futures_util::future::join_all(stopped).await;
     }
 
     /// Reports a service this node does not run, and why (once per reason).
@@ -211,8 +267,8 @@ impl Supervisor {
     }
 }
 
-/// Puts machined in its own cgroup, then runs the services each config asks for. A service is
-/// started once; a later config does not change a running service's settings.
+/// Puts machined in its own cgroup, then runs the services each config asks for, applying each
+/// new config's plan to them.
 pub async fn run(node: Arc<crate::node::Node>) {
     let memory = match std::fs::read_to_string(stack::MEMORY_FILE) {
         Ok(text) => stack::MemoryTable::parse(&text).unwrap_or_else(|e| {
@@ -236,6 +292,7 @@ pub async fn run(node: Arc<crate::node::Node>) {
         tracing::warn!("machined stays in the root cgroup: {e}");
     }
     let mut changes = node.config_changes();
+    let mut etcd_certs = stack::EtcdCerts::default();
     loop {
         if let Some(config) = node.config() {
             let facts = stack::NodeFacts {
@@ -248,13 +305,12 @@ pub async fn run(node: Arc<crate::node::Node>) {
                 &facts,
                 &memory,
                 node.etcd_bootstrap.subscribe(),
+                &mut etcd_certs,
                 std::time::SystemTime::now(),
             );
+            node.supervisor.reconcile(run).await;
             for (id, reason) in skipped {
                 node.supervisor.skip(id, &reason);
-            }
-            for spec in run {
-                node.supervisor.add(spec);
             }
         }
         if changes.changed().await.is_err() {
@@ -282,13 +338,13 @@ enum Next {
     Quit,
 }
 
-/// Answers the control message that ended a wait, if any.
-fn settle(woken: Woken, id: &str, registry: &ServiceRegistry) -> Next {
+/// Answers the control message that ended a wait, if any; new settings replace `spec`.
+fn settle(woken: Woken, spec: &mut ServiceSpec, registry: &ServiceRegistry) -> Next {
     match woken {
         Woken::Ready => Next::Proceed,
         Woken::Closed => Next::Quit,
         Woken::Control(Control::Stop(done)) => {
-            registry.set(id, ServiceState::Finished, "Service stopped");
+            registry.set(&spec.id, ServiceState::Finished, "Service stopped");
             let _ = done.send(());
             Next::Stopped
         }
@@ -296,17 +352,23 @@ fn settle(woken: Woken, id: &str, registry: &ServiceRegistry) -> Next {
             let _ = done.send(());
             Next::StartNow
         }
+        Woken::Control(Control::Update(new, done)) => {
+            *spec = *new;
+            let _ = done.send(());
+            Next::StartNow
+        }
     }
 }
 
 async fn supervise(
-    spec: ServiceSpec,
+    mut spec: ServiceSpec,
     context: Context,
     logs: LogRing,
     mut control: mpsc::UnboundedReceiver<Control>,
 ) {
     let registry = &context.registry;
-    let id = spec.id.as_str();
+    let id = spec.id.clone();
+    let id = id.as_str();
     let mut wanted = true;
     let mut backoff = spec.backoff.first;
     loop {
@@ -314,6 +376,11 @@ async fn supervise(
             match control.recv().await {
                 None => return,
                 Some(Control::Stop(done)) => {
+                    let _ = done.send(());
+                    continue;
+                }
+                Some(Control::Update(new, done)) => {
+                    spec = *new;
                     let _ = done.send(());
                     continue;
                 }
@@ -326,7 +393,7 @@ async fn supervise(
         }
         match settle(
             wait_until_ready(&spec, registry, &mut control).await,
-            id,
+            &mut spec,
             registry,
         ) {
             Next::Proceed => {}
@@ -346,7 +413,7 @@ async fn supervise(
             Ok(running) => running,
             Err(e) => {
                 registry.set(id, ServiceState::Failed, &e);
-                let Some(next) = retry(&spec, backoff, registry, &mut control).await else {
+                let Some(next) = retry(&mut spec, backoff, registry, &mut control).await else {
                     return;
                 };
                 (wanted, backoff) = next;
@@ -375,6 +442,7 @@ async fn supervise(
                     Some(Control::Start(done)) => { let _ = done.send(()); }
                     Some(Control::Stop(done)) => break Exit::Stop(done),
                     Some(Control::Restart(done)) => break Exit::Restart(done),
+                    Some(Control::Update(new, done)) => break Exit::Update(new, done),
                 },
             }
         };
@@ -392,7 +460,7 @@ async fn supervise(
                     backoff = spec.backoff.first;
                 }
                 tracing::warn!(service = id, "{message}; restarting in {backoff:?}");
-                let Some(next) = retry(&spec, backoff, registry, &mut control).await else {
+                let Some(next) = retry(&mut spec, backoff, registry, &mut control).await else {
                     return;
                 };
                 (wanted, backoff) = next;
@@ -410,6 +478,17 @@ async fn supervise(
                 backoff = spec.backoff.first;
                 let _ = done.send(());
             }
+            Exit::Update(new, done) => {
+                registry.set(
+                    id,
+                    ServiceState::Stopping,
+                    "Restarting service with changed settings",
+                );
+                terminate(&spec, &context, pid, exited).await;
+                spec = *new;
+                backoff = spec.backoff.first;
+                let _ = done.send(());
+            }
         }
     }
 }
@@ -417,14 +496,14 @@ async fn supervise(
 /// Waits `backoff` after a failure; whether the service is still wanted and the next backoff,
 /// or None when the supervisor is gone.
 async fn retry(
-    spec: &ServiceSpec,
+    spec: &mut ServiceSpec,
     backoff: Duration,
     registry: &ServiceRegistry,
     control: &mut mpsc::UnboundedReceiver<Control>,
 ) -> Option<(bool, Duration)> {
     match settle(
         pause(backoff, &spec.id, registry, control).await,
-        &spec.id,
+        spec,
         registry,
     ) {
         Next::Proceed => Some((true, (backoff * 2).min(spec.backoff.max))),
@@ -438,6 +517,7 @@ enum Exit {
     Exited(Option<ExitStatus>),
     Stop(oneshot::Sender<()>),
     Restart(oneshot::Sender<()>),
+    Update(Box<ServiceSpec>, oneshot::Sender<()>),
 }
 
 fn describe_exit(status: Option<ExitStatus>) -> (ServiceState, String) {

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use talos_machinery::config::Config;
+use talos_machinery::config::raw::RawValue;
 use talos_machinery::config::v1alpha1::MachineType;
 use talos_machinery::pki::{self, CertAndKey, SubjectAltName};
 use tokio::sync::watch;
@@ -29,6 +30,8 @@ const UNUSABLE_SNAPSHOTTERS: &str = "\"io.containerd.snapshotter.v1.aufs\", \
     \"io.containerd.snapshotter.v1.btrfs\", \"io.containerd.snapshotter.v1.devmapper\", \
     \"io.containerd.snapshotter.v1.zfs\"";
 pub const ETCD_DATA: &str = "/var/lib/etcd";
+pub const ETCD_CLIENT_PORT: u16 = 2379;
+pub const ETCD_PEER_PORT: u16 = 2380;
 const ETCD_SECRETS: &str = "/system/secrets/etcd";
 const ETCD_CERT_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
 /// etcd serves `/health` without TLS here, on loopback only.
@@ -150,15 +153,8 @@ pub fn etcd_has_data(data_dir: &Path) -> bool {
     data_dir.join("member").is_dir()
 }
 
-/// etcd as a single-member cluster of this node, with mutual TLS on its client and peer ports
-/// from certificates issued by the cluster's etcd CA; it waits behind `bootstrapped`.
-pub fn etcd(
-    config: &Config,
-    facts: &NodeFacts,
-    memory: &MemoryTable,
-    bootstrapped: watch::Receiver<bool>,
-    now: SystemTime,
-) -> Result<ServiceSpec, String> {
+/// The cluster's etcd CA with its key, from `cluster.etcd.ca`.
+pub fn etcd_ca(config: &Config) -> Result<CertAndKey, String> {
     let ca = config
         .v1alpha1()
         .cluster
@@ -167,13 +163,154 @@ pub fn etcd(
         .and_then(|e| e.ca.as_ref())
         .filter(|ca| !ca.crt.is_empty())
         .ok_or("cluster.etcd.ca is missing from the machine config")?;
-    let ca = CertAndKey {
+    Ok(CertAndKey {
         cert_pem: ca.crt.as_str().to_owned(),
         key_pem: ca
             .key()
             .ok_or("cluster.etcd.ca.key is missing: etcd cannot get certificates")?
             .to_owned(),
+    })
+}
+
+/// etcd's URL for `port` on `address`.
+pub fn etcd_url(address: IpAddr, port: u16) -> String {
+    match address {
+        IpAddr::V4(a) => format!("https://{a}:{port}"),
+        IpAddr::V6(a) => format!("https://[{a}]:{port}"),
+    }
+}
+
+/// Flags `cluster.etcd.extraArgs` may not override: upstream's deny list, and the metrics
+/// listener the health check uses.
+const ETCD_FIXED_FLAGS: &[&str] = &[
+    "name",
+    "auto-tls",
+    "peer-auto-tls",
+    "data-dir",
+    "listen-peer-urls",
+    "listen-client-urls",
+    "listen-client-http-urls",
+    "listen-metrics-urls",
+    "client-cert-auth",
+    "cert-file",
+    "key-file",
+    "trusted-ca-file",
+    "peer-client-cert-auth",
+    "peer-cert-file",
+    "peer-key-file",
+    "peer-trusted-ca-file",
+    "feature-gates",
+    "watch-progress-notify-interval",
+    "tls-min-version",
+];
+
+/// `cluster.etcd.extraArgs`: flag names with one value or a list (one flag each).
+fn etcd_extra_args(config: &Config) -> Result<Vec<(String, Vec<String>)>, String> {
+    let Some(raw) = config
+        .v1alpha1()
+        .cluster
+        .as_ref()
+        .and_then(|c| c.etcd.as_ref())
+        .and_then(|e| e.extra_args.as_ref())
+    else {
+        return Ok(Vec::new());
     };
+    let RawValue::Map(entries) = raw else {
+        return Err("cluster.etcd.extraArgs must map flag names to values".into());
+    };
+    let scalar = |flag: &str, value: &RawValue| match value {
+        RawValue::String(_)
+        | RawValue::Bool(_)
+        | RawValue::Int(_)
+        | RawValue::UInt(_)
+        | RawValue::Float(_) => Ok(value.key_text()),
+        _ => Err(format!(
+            "cluster.etcd.extraArgs.{flag}: expected a string or a list of strings"
+        )),
+    };
+    entries
+        .iter()
+        .map(|(key, value)| {
+            let flag = key.key_text();
+            if ETCD_FIXED_FLAGS.contains(&flag.as_str()) {
+                return Err(format!(
+                    "cluster.etcd.extraArgs.{flag}: talos-rs sets --{flag} itself; it cannot be overridden"
+                ));
+            }
+            let values = match value {
+                RawValue::Seq(items) => items
+                    .iter()
+                    .map(|v| scalar(&flag, v))
+                    .collect::<Result<_, _>>()?,
+                other => vec![scalar(&flag, other)?],
+            };
+            Ok((flag, values))
+        })
+        .collect()
+}
+
+/// etcd's server and peer certificates, kept while the CA, name and addresses they were issued
+/// for stay the same, so a config change that touches none of them does not restart etcd.
+#[derive(Debug, Default)]
+pub struct EtcdCerts {
+    issued: Option<IssuedEtcdCerts>,
+}
+
+#[derive(Debug)]
+struct IssuedEtcdCerts {
+    ca_pem: String,
+    name: String,
+    sans: Vec<SubjectAltName>,
+    server: CertAndKey,
+    peer: CertAndKey,
+}
+
+impl EtcdCerts {
+    /// The server and peer certificates for `name` and `sans`, issued anew only when these or
+    /// the CA changed.
+    fn get(
+        &mut self,
+        ca: &CertAndKey,
+        name: &str,
+        sans: &[SubjectAltName],
+        now: SystemTime,
+    ) -> Result<(CertAndKey, CertAndKey), String> {
+        if let Some(issued) = &self.issued
+            && issued.ca_pem == ca.cert_pem
+            && issued.name == name
+            && issued.sans == sans
+        {
+            return Ok((issued.server.clone(), issued.peer.clone()));
+        }
+        let issue = |what: &str| {
+            pki::issue_peer_cert(ca, name, sans, ETCD_CERT_VALIDITY, now)
+                .map_err(|e| format!("issuing the etcd {what} certificate: {e}"))
+        };
+        let (server, peer) = (issue("server")?, issue("peer")?);
+        self.issued = Some(IssuedEtcdCerts {
+            ca_pem: ca.cert_pem.clone(),
+            name: name.to_owned(),
+            sans: sans.to_vec(),
+            server: server.clone(),
+            peer: peer.clone(),
+        });
+        Ok((server, peer))
+    }
+}
+
+/// etcd as a single-member cluster of this node, with mutual TLS on its client and peer ports
+/// from certificates issued by the cluster's etcd CA, plus `cluster.etcd.extraArgs`; it waits
+/// behind `bootstrapped`.
+pub fn etcd(
+    config: &Config,
+    facts: &NodeFacts,
+    memory: &MemoryTable,
+    bootstrapped: watch::Receiver<bool>,
+    certs: &mut EtcdCerts,
+    now: SystemTime,
+) -> Result<ServiceSpec, String> {
+    let ca = etcd_ca(config)?;
+    let extra_args = etcd_extra_args(config)?;
     let address = facts
         .addresses
         .iter()
@@ -188,36 +325,48 @@ pub fn etcd(
     ];
     sans.extend(facts.addresses.iter().map(|a| SubjectAltName::Ip(*a)));
     sans.dedup();
-    let issue = |what: &str| {
-        pki::issue_peer_cert(&ca, &facts.hostname, &sans, ETCD_CERT_VALIDITY, now)
-            .map_err(|e| format!("issuing the etcd {what} certificate: {e}"))
-    };
-    let (server, peer) = (issue("server")?, issue("peer")?);
+    let (server, peer) = certs.get(&ca, &facts.hostname, &sans, now)?;
     let secret = |name: &str| format!("{ETCD_SECRETS}/{name}");
-    let url = |port: u16| match address {
-        IpAddr::V4(a) => format!("https://{a}:{port}"),
-        IpAddr::V6(a) => format!("https://[{a}]:{port}"),
-    };
+    let url = |port: u16| etcd_url(address, port);
     let name = &facts.hostname;
-    let args = [
-        format!("--name={name}"),
-        format!("--data-dir={ETCD_DATA}"),
-        "--listen-client-urls=https://0.0.0.0:2379".into(),
-        format!("--advertise-client-urls={}", url(2379)),
-        "--listen-peer-urls=https://0.0.0.0:2380".into(),
-        format!("--initial-advertise-peer-urls={}", url(2380)),
-        format!("--initial-cluster={name}={}", url(2380)),
-        "--initial-cluster-state=new".into(),
-        format!("--listen-metrics-urls=http://{ETCD_METRICS}"),
-        format!("--trusted-ca-file={}", secret("ca.crt")),
-        format!("--cert-file={}", secret("server.crt")),
-        format!("--key-file={}", secret("server.key")),
-        "--client-cert-auth=true".into(),
-        format!("--peer-trusted-ca-file={}", secret("ca.crt")),
-        format!("--peer-cert-file={}", secret("peer.crt")),
-        format!("--peer-key-file={}", secret("peer.key")),
-        "--peer-client-cert-auth=true".into(),
-    ];
+    let mut flags: Vec<(String, Vec<String>)> = [
+        ("name", name.clone()),
+        ("data-dir", ETCD_DATA.into()),
+        (
+            "listen-client-urls",
+            format!("https://0.0.0.0:{ETCD_CLIENT_PORT}"),
+        ),
+        ("advertise-client-urls", url(ETCD_CLIENT_PORT)),
+        (
+            "listen-peer-urls",
+            format!("https://0.0.0.0:{ETCD_PEER_PORT}"),
+        ),
+        ("initial-advertise-peer-urls", url(ETCD_PEER_PORT)),
+        ("initial-cluster", format!("{name}={}", url(ETCD_PEER_PORT))),
+        ("initial-cluster-state", "new".into()),
+        ("listen-metrics-urls", format!("http://{ETCD_METRICS}")),
+        ("trusted-ca-file", secret("ca.crt")),
+        ("cert-file", secret("server.crt")),
+        ("key-file", secret("server.key")),
+        ("client-cert-auth", "true".into()),
+        ("peer-trusted-ca-file", secret("ca.crt")),
+        ("peer-cert-file", secret("peer.crt")),
+        ("peer-key-file", secret("peer.key")),
+        ("peer-client-cert-auth", "true".into()),
+    ]
+    .into_iter()
+    .map(|(flag, value)| (flag.to_owned(), vec![value]))
+    .collect();
+    for (flag, values) in extra_args {
+        match flags.iter_mut().find(|(f, _)| *f == flag) {
+            Some((_, current)) => *current = values,
+            None => flags.push((flag, values)),
+        }
+    }
+    let args: Vec<String> = flags
+        .iter()
+        .flat_map(|(flag, values)| values.iter().map(move |v| format!("--{flag}={v}")))
+        .collect();
     let file = |name: &str, contents: &str, mode: u32| GeneratedFile {
         path: PathBuf::from(secret(name)),
         contents: contents.as_bytes().to_vec(),
@@ -231,7 +380,7 @@ pub fn etcd(
     Ok(ServiceSpec {
         id: "etcd".into(),
         program: "/usr/bin/etcd".into(),
-        args: args.into(),
+        args,
         env,
         depends_on: vec!["network".into()],
         gate: Some(Gate {
@@ -266,12 +415,13 @@ pub fn plan(
     facts: &NodeFacts,
     memory: &MemoryTable,
     bootstrapped: watch::Receiver<bool>,
+    etcd_certs: &mut EtcdCerts,
     now: SystemTime,
 ) -> (Vec<ServiceSpec>, Vec<(&'static str, String)>) {
     let mut run = vec![containerd(memory), cri(memory)];
     let mut skipped = Vec::new();
     if config.machine_type() == MachineType::ControlPlane {
-        match etcd(config, facts, memory, bootstrapped, now) {
+        match etcd(config, facts, memory, bootstrapped, etcd_certs, now) {
             Ok(spec) => run.push(spec),
             Err(reason) => skipped.push(("etcd", reason)),
         }
@@ -337,7 +487,8 @@ mod tests {
         let memory = MemoryTable::parse("etcd 256\ncontainerd 48\n").unwrap();
         let gate = watch::channel(false).1;
         let now = SystemTime::now();
-        let (run, skipped) = plan(&cp, &facts(), &memory, gate.clone(), now);
+        let mut certs = EtcdCerts::default();
+        let (run, skipped) = plan(&cp, &facts(), &memory, gate.clone(), &mut certs, now);
         let ids: Vec<_> = run.iter().map(|s| s.id.as_str()).collect();
         assert_eq!(ids, ["containerd", "cri", "etcd"]);
         assert_eq!(skipped[0].0, "kubelet");
@@ -383,9 +534,148 @@ mod tests {
             .unwrap();
         assert_eq!(key.mode, 0o600);
 
-        let (run, _) = plan(&worker, &facts(), &memory, gate, now);
+        let (run, _) = plan(&worker, &facts(), &memory, gate, &mut certs, now);
         let ids: Vec<_> = run.iter().map(|s| s.id.as_str()).collect();
         assert_eq!(ids, ["containerd", "cri"]);
         assert_eq!(run[0].memory.min, 48 << 20);
+    }
+
+    fn with_etcd_extra_args(config: &Config, args: RawValue) -> Config {
+        let mut v1alpha1 = config.v1alpha1().clone();
+        let etcd = v1alpha1
+            .cluster
+            .as_mut()
+            .and_then(|c| c.etcd.as_mut())
+            .unwrap();
+        etcd.extra_args = Some(args);
+        Config::new(v1alpha1)
+    }
+
+    fn map(entries: &[(&str, RawValue)]) -> RawValue {
+        RawValue::Map(
+            entries
+                .iter()
+                .map(|(k, v)| (RawValue::string(*k), v.clone()))
+                .collect(),
+        )
+    }
+
+    fn etcd_spec(config: &Config, facts: &NodeFacts, certs: &mut EtcdCerts) -> ServiceSpec {
+        let gate = watch::channel(false).1;
+        etcd(
+            config,
+            facts,
+            &MemoryTable::default(),
+            gate,
+            certs,
+            SystemTime::now(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn etcd_extra_args_override_defaults_and_add_flags_but_not_fixed_ones() {
+        let (cp, _) = configs();
+        let config = with_etcd_extra_args(
+            &cp,
+            map(&[
+                ("initial-cluster-state", RawValue::string("existing")),
+                ("quota-backend-bytes", RawValue::UInt(8 << 30)),
+                (
+                    "experimental-peer-skip-client-san-verification",
+                    RawValue::Bool(true),
+                ),
+                (
+                    "cipher-suites",
+                    RawValue::Seq(vec![
+                        RawValue::string("TLS_AES_128_GCM_SHA256"),
+                        RawValue::string("TLS_AES_256_GCM_SHA384"),
+                    ]),
+                ),
+            ]),
+        );
+        let spec = etcd_spec(&config, &facts(), &mut EtcdCerts::default());
+        let flag = |f: &str| spec.args.iter().filter(|a| a.starts_with(f)).count();
+        assert!(
+            spec.args
+                .contains(&"--initial-cluster-state=existing".to_owned())
+        );
+        assert_eq!(flag("--initial-cluster-state="), 1);
+        assert!(
+            spec.args
+                .contains(&"--quota-backend-bytes=8589934592".to_owned())
+        );
+        assert!(
+            spec.args
+                .contains(&"--experimental-peer-skip-client-san-verification=true".to_owned())
+        );
+        assert_eq!(flag("--cipher-suites="), 2);
+
+        let fixed = with_etcd_extra_args(&cp, map(&[("data-dir", RawValue::string("/tmp"))]));
+        let gate = watch::channel(false).1;
+        let (run, skipped) = plan(
+            &fixed,
+            &facts(),
+            &MemoryTable::default(),
+            gate,
+            &mut EtcdCerts::default(),
+            SystemTime::now(),
+        );
+        assert!(run.iter().all(|s| s.id != "etcd"));
+        assert_eq!(
+            skipped[0],
+            (
+                "etcd",
+                "cluster.etcd.extraArgs.data-dir: talos-rs sets --data-dir itself; it cannot be overridden"
+                    .to_owned()
+            )
+        );
+        let nested = with_etcd_extra_args(&cp, map(&[("log-level", map(&[]))]));
+        let gate = watch::channel(false).1;
+        assert_eq!(
+            etcd(
+                &nested,
+                &facts(),
+                &MemoryTable::default(),
+                gate,
+                &mut EtcdCerts::default(),
+                SystemTime::now()
+            )
+            .unwrap_err(),
+            "cluster.etcd.extraArgs.log-level: expected a string or a list of strings"
+        );
+    }
+
+    #[test]
+    fn replanning_keeps_etcd_certificates_until_the_name_or_addresses_change() {
+        let (cp, _) = configs();
+        let gate = watch::channel(false).1;
+        let mut certs = EtcdCerts::default();
+        let plan_etcd = |config: &Config, facts: &NodeFacts, certs: &mut EtcdCerts| {
+            etcd(
+                config,
+                facts,
+                &MemoryTable::default(),
+                gate.clone(),
+                certs,
+                SystemTime::now(),
+            )
+            .unwrap()
+        };
+        let first = plan_etcd(&cp, &facts(), &mut certs);
+        assert_eq!(plan_etcd(&cp, &facts(), &mut certs), first);
+
+        let tuned = with_etcd_extra_args(&cp, map(&[("log-level", RawValue::string("debug"))]));
+        let retuned = plan_etcd(&tuned, &facts(), &mut certs);
+        assert_ne!(retuned, first);
+        assert_eq!(retuned.files, first.files, "same certificates");
+        assert!(retuned.args.contains(&"--log-level=debug".to_owned()));
+
+        let moved = NodeFacts {
+            addresses: vec!["10.0.2.16".parse().unwrap()],
+            ..facts()
+        };
+        let readdressed = plan_etcd(&cp, &moved, &mut certs);
+        assert_ne!(readdressed.files, first.files, "new certificates");
     }
 }

@@ -283,3 +283,96 @@ async fn reports_missing_programs_and_unknown_services() {
     rig.supervisor.stop("kubelet").await.unwrap();
     assert_eq!(rig.state("kubelet"), "Finished");
 }
+
+#[tokio::test]
+async fn a_new_plan_restarts_changed_services_starts_new_ones_and_stops_dropped_ones() {
+    let rig = rig();
+    let steady = spec("steady", "echo steady; exec sleep 1000");
+    let tuned = spec("tuned", "echo v1; exec sleep 1000");
+    let dropped = spec("dropped", "exec sleep 1000");
+    rig.supervisor
+        .reconcile(vec![steady.clone(), tuned, dropped])
+        .await;
+    rig.until("all running", |r| {
+        ["steady", "tuned", "dropped"]
+            .iter()
+            .all(|id| r.state(id) == "Running")
+    })
+    .await;
+    rig.until("first output", |r| output(r, "tuned") == "v1\n")
+        .await;
+    let (steady_pid, tuned_pid, dropped_pid) =
+        (rig.pid("steady"), rig.pid("tuned"), rig.pid("dropped"));
+
+    let mut retuned = spec("tuned", "echo v2; exec sleep 1000");
+    retuned.env.push(("LEVEL".into(), "debug".into()));
+    let added = spec("added", "exec sleep 1000");
+    rig.supervisor
+        .reconcile(vec![steady.clone(), retuned.clone(), added])
+        .await;
+    assert!(!alive(tuned_pid), "the old process stopped first");
+    assert!(!alive(dropped_pid));
+    assert_eq!(rig.state("dropped"), "Finished");
+    assert!(rig.supervisor.logs("dropped").is_none(), "forgotten");
+    rig.until("tuned restarted with v2", |r| {
+        output(r, "tuned") == "v1\nv2\n" && r.state("tuned") == "Running"
+    })
+    .await;
+    assert!(
+        rig.messages("tuned")
+            .contains(&"Restarting service with changed settings".to_owned())
+    );
+    rig.until("added running", |r| r.state("added") == "Running")
+        .await;
+    assert_eq!(
+        rig.pid("steady"),
+        steady_pid,
+        "unchanged settings: no restart"
+    );
+    assert_eq!(output(&rig, "steady"), "steady\n");
+
+    // The same plan again changes nothing.
+    let tuned_pid = rig.pid("tuned");
+    rig.supervisor
+        .reconcile(vec![steady, retuned, spec("added", "exec sleep 1000")])
+        .await;
+    assert_eq!(rig.pid("tuned"), tuned_pid);
+    rig.supervisor.stop_all().await;
+}
+
+#[tokio::test]
+async fn new_settings_for_a_stopped_or_waiting_service_apply_when_it_starts() {
+    let rig = rig();
+    rig.supervisor
+        .reconcile(vec![spec("svc", "echo v1; exec sleep 1000")])
+        .await;
+    rig.until("v1", |r| output(r, "svc") == "v1\n").await;
+    rig.supervisor.stop("svc").await.unwrap();
+    rig.supervisor
+        .reconcile(vec![spec("svc", "echo v2; exec sleep 1000")])
+        .await;
+    assert_eq!(
+        rig.state("svc"),
+        "Finished",
+        "a stopped service stays stopped"
+    );
+    rig.supervisor.start("svc").await.unwrap();
+    rig.until("v2", |r| output(r, "svc") == "v1\nv2\n").await;
+
+    let mut waiting = spec("waiting", "echo ran; exec sleep 1000");
+    waiting.depends_on = vec!["never".into()];
+    rig.supervisor
+        .reconcile(vec![spec("svc", "echo v2; exec sleep 1000"), waiting])
+        .await;
+    rig.until("waiting", |r| r.state("waiting") == "Waiting")
+        .await;
+    rig.supervisor
+        .reconcile(vec![
+            spec("svc", "echo v2; exec sleep 1000"),
+            spec("waiting", "echo ran; exec sleep 1000"),
+        ])
+        .await;
+    rig.until("no longer waiting", |r| output(r, "waiting") == "ran\n")
+        .await;
+    rig.supervisor.stop_all().await;
+}

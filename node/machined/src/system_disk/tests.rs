@@ -85,8 +85,7 @@ impl Partitions for Kernel {
 /// A 300 MiB disk holding an image with EFI and META only, as flashed; booted.
 fn flashed(dir: &Path) -> Kernel {
     let kernel = Kernel::new(dir);
-    let mut image = SystemDisk::new("talos-image-disk", MIB, 8 * MIB);
-    image.table.partitions.retain(|p| p.name != layout::STATE);
+    let image = SystemDisk::new("talos-image-disk", MIB, 8 * MIB);
     let mut f = File::create(&kernel.disk).unwrap();
     f.set_len(image.size()).unwrap();
     image.table.write_to(&mut f).unwrap();
@@ -238,9 +237,8 @@ async fn a_partition_with_another_filesystem_label_is_formatted() {
 }
 
 #[tokio::test]
-async fn an_image_on_a_disk_of_its_own_size_is_left_alone() {
+async fn an_image_on_a_disk_without_room_for_state_is_left_alone() {
     let reaper = reaper();
-    require_mkfs();
     let dir = tempfile::tempdir().unwrap();
     let kernel = Kernel::new(dir.path());
     let image = SystemDisk::new("talos-image-disk", MIB, 8 * MIB);
@@ -248,18 +246,16 @@ async fn an_image_on_a_disk_of_its_own_size_is_left_alone() {
     f.set_len(image.size()).unwrap();
     image.table.write_to(&mut f).unwrap();
     kernel.boot();
-    kernel
-        .host
-        .format(&reaper, "STATE", &kernel.device(3))
-        .await
-        .unwrap();
     let bytes = std::fs::read(&kernel.disk).unwrap();
-    let host = kernel.with_mkfs("false");
+    let err = prepare(&kernel.with_mkfs("false"), &kernel, &reaper, &kernel.disk)
+        .await
+        .unwrap_err();
     assert_eq!(
-        prepare(&host, &kernel, &reaper, &kernel.disk)
-            .await
-            .unwrap(),
-        None
+        err.to_string(),
+        format!(
+            "the system disk {}: no room for the 104857600-byte STATE partition after the last partition",
+            kernel.disk.display()
+        )
     );
     assert_eq!(std::fs::read(&kernel.disk).unwrap(), bytes);
     assert_eq!(kernel.calls.calls(), []);
