@@ -6,6 +6,10 @@
 //! applies its `dtoverlay=` overlays to the Pi 3 B device tree with fdtoverlay, and starts its
 //! `kernel=` file (U-Boot) with that tree. U-Boot runs our boot.scr from the card from there.
 //!
+//! The boot test then changes the overlays through the machine config (a `BoardConfig`
+//! document): the node rewrites config.txt on the card, and the next boot's device tree has
+//! the new overlay, with no new image.
+//!
 //! Input: `$TALOS_RS_OUT/images/rpi_generic-u-boot/metal-arm64.raw`. Needs mtools and
 //! fdtoverlay (`cargo xtask deps`).
 
@@ -15,16 +19,23 @@ use common::Node;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use talos_boards::Board;
 use talos_client::{Client, Endpoint, TlsMode};
 use talos_hil::BootSource;
+use talos_machinery::config::{GenerateInput, generate};
+use talos_machinery::secrets::SecretsBundle;
+use talos_proto::machine::apply_configuration_request::Mode as ApplyMode;
 
 const BOARD: &str = "rpi_generic";
 const SECTOR: u64 = 512;
 /// U-Boot reads the 33 MB kernel from the emulated SD card at about 2 MiB/s.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+/// Not among the board's defaults; it adds a GPIO hog node with this `line-name`.
+const EXTRA_OVERLAY: &str = "gpio-line-enable";
+const HOG_LINE_NAME: &str =
+    "/sys/firmware/devicetree/base/soc/gpio@7e200000/talos-enable-hog/line-name";
 
 struct Card {
     board: Board,
@@ -255,7 +266,7 @@ async fn rpi3b_boots_the_sd_image_through_u_boot_to_the_api() {
     let node = Node::launch(
         card.board.clone(),
         BootSource::Firmware { bios: u_boot },
-        sd,
+        sd.clone(),
         dir.path().join("console.log"),
     );
 
@@ -306,5 +317,94 @@ async fn rpi3b_boots_the_sd_image_through_u_boot_to_the_api() {
         .find(|l| l.text.contains("booted from slot A"))
         .expect("machined names the slot it booted");
     assert!(booted.text.contains("disk=/dev/mmcblk0"), "{}", booted.text);
-    // No PSCI on raspi3b: dropping the node kills QEMU.
+
+    let tls = apply_overlays(&client, &card.board).await;
+    // No PSCI on raspi3b: dropping the node kills QEMU. config.txt was synced when written.
+    drop(client);
+    drop(node);
+
+    let fat = dir.path().join("fat-after");
+    extract_fat(&sd, offset, &fat);
+    let config = config_txt(&fat);
+    let mut wanted: Vec<&str> = card.board.overlays.iter().map(String::as_str).collect();
+    wanted.push(EXTRA_OVERLAY);
+    assert_eq!(
+        values(&config, "dtoverlay"),
+        wanted,
+        "config.txt after the apply"
+    );
+    let u_boot = firmware_stage(&card.board, &fat, &dir.path().join("firmware-after"));
+    let node = Node::launch(
+        card.board.clone(),
+        BootSource::Firmware { bios: u_boot },
+        sd,
+        dir.path().join("console-after.log"),
+    );
+    node.qemu
+        .wait_for_line("API listening on :50000", BOOT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let client = Client::connect_with_retry(
+        &Endpoint::new("127.0.0.1", node.qemu.api_port()),
+        tls,
+        Instant::now() + Duration::from_secs(120),
+    )
+    .await
+    .expect("the configured node answers with mutual TLS");
+    let mut stream = client
+        .read(HOG_LINE_NAME)
+        .await
+        .expect("Read of the overlay's node");
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next_chunk().await.expect("a chunk") {
+        bytes.extend(chunk);
+    }
+    assert_eq!(
+        bytes, b"talos-enable\0",
+        "the device tree has {EXTRA_OVERLAY}'s node"
+    );
+}
+
+/// Configures the node with the board's overlays plus [`EXTRA_OVERLAY`] in a `BoardConfig`,
+/// after checking that an overlay the card lacks is refused; returns the admin's TLS.
+async fn apply_overlays(client: &Client, board: &Board) -> TlsMode {
+    let secrets = SecretsBundle::generate(SystemTime::now()).unwrap();
+    let mut input = GenerateInput::new("pi", "https://10.0.2.15:6443", secrets, SystemTime::now());
+    input.install_disk = "/dev/mmcblk0".into();
+    let generated = generate(&input).unwrap();
+    let with_overlays = |names: &[&str]| {
+        format!(
+            "{}---\napiVersion: v1alpha1\nkind: BoardConfig\noverlays: [{}]\n",
+            generated.controlplane,
+            names.join(", ")
+        )
+        .into_bytes()
+    };
+    let err = client
+        .apply_configuration(with_overlays(&["spi9"]), ApplyMode::Auto, false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("\"spi9\" is not on the boot partition") && err.contains(EXTRA_OVERLAY),
+        "{err}"
+    );
+    let mut wanted: Vec<&str> = board.overlays.iter().map(String::as_str).collect();
+    wanted.push(EXTRA_OVERLAY);
+    let applied = client
+        .apply_configuration(with_overlays(&wanted), ApplyMode::Auto, false)
+        .await
+        .expect("apply-config with a BoardConfig");
+    assert!(
+        applied
+            .mode_details
+            .contains("device-tree overlays are now"),
+        "{}",
+        applied.mode_details
+    );
+    let (_, ctx) = generated.talosconfig.current(None).unwrap();
+    TlsMode::Mutual {
+        ca_pem: ctx.ca_pem().unwrap(),
+        cert_pem: ctx.crt_pem().unwrap(),
+        key_pem: ctx.key_pem().unwrap(),
+    }
 }

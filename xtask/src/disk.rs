@@ -116,14 +116,20 @@ pub fn build(
             boot_files.push((dtbs.destination(file), bytes));
         }
     }
-    if !board.overlays.is_empty() {
+    if board.config_txt.is_some() {
+        // Every overlay ships, so a BoardConfig can pick any without a new image; config.txt
+        // lists the board's defaults.
         let built = dtb::build()?;
-        for name in &board.overlays {
-            let path = built
+        if let Some(name) = board.overlays.iter().find(|name| {
+            !built
                 .iter()
-                .find(|p| p.file_stem().is_some_and(|s| s == name.as_str()))
-                .with_context(|| format!("overlay {name} was not built"))?;
-            boot_files.push((format!("overlays/{name}.dtbo"), std::fs::read(path)?));
+                .any(|p| p.file_stem().is_some_and(|s| s == name.as_str()))
+        }) {
+            anyhow::bail!("overlay {name} of board {} was not built", board.name);
+        }
+        for path in &built {
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            boot_files.push((format!("overlays/{name}"), std::fs::read(path)?));
         }
     }
     if let Some(config) = board.config_txt() {

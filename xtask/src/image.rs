@@ -60,6 +60,9 @@ const OS_RELEASE_PATH: &str = "/etc/os-release";
 const MEMORY_PATH: &str = "/etc/talos/memory";
 /// The board's kernel parameters for the node (`name = value`).
 const SYSCTL_PATH: &str = "/etc/talos/sysctl.conf";
+/// The board's default device-tree overlays, for boards whose firmware applies them (the node's
+/// `BoardConfig` replaces them in config.txt).
+const OVERLAYS_PATH: &str = "/etc/talos/overlays";
 
 fn os_release(version: &str) -> Vec<u8> {
     format!("NAME=\"talos-rs\"\nID=talos\nVERSION={version}\nVERSION_ID={version}\n").into_bytes()
@@ -180,6 +183,10 @@ fn pack_with(
                     0o644,
                 ),
             ]
+        }))
+        .chain(board.config_txt.is_some().then(|| {
+            let overlays: String = board.overlays.iter().map(|o| format!("{o}\n")).collect();
+            (OVERLAYS_PATH.to_owned(), overlays.into_bytes(), 0o644)
         }))
         .collect(),
         mtime: source_date_epoch(),

@@ -1,5 +1,6 @@
-//! Typed multi-document kinds: `HostnameConfig`, `TimeSyncConfig` and `ResolverConfig`. Decoded
-//! strictly like the v1alpha1 document; other known kinds stay [`RawDocument`]s.
+//! Typed multi-document kinds: `HostnameConfig`, `TimeSyncConfig`, `ResolverConfig` and our own
+//! `BoardConfig`. Decoded strictly like the v1alpha1 document; other known kinds stay
+//! [`RawDocument`]s.
 
 use serde::{Deserialize, Serialize};
 
@@ -11,6 +12,7 @@ pub enum Document {
     Hostname(HostnameConfig),
     TimeSync(TimeSyncConfig),
     Resolver(ResolverConfig),
+    Board(BoardConfig),
     /// A known kind not modelled yet, kept as its source text.
     Other(RawDocument),
 }
@@ -30,6 +32,7 @@ impl Document {
             Document::Hostname(_) => HostnameConfig::KIND,
             Document::TimeSync(_) => TimeSyncConfig::KIND,
             Document::Resolver(_) => ResolverConfig::KIND,
+            Document::Board(_) => BoardConfig::KIND,
             Document::Other(raw) => &raw.kind,
         }
     }
@@ -85,6 +88,22 @@ impl HostnameConfig {
             auto: Some(AutoHostname::Stable),
         }
     }
+}
+
+/// `kind: BoardConfig` (talos-rs; upstream bakes these into the image): the board's firmware
+/// settings, changed without re-imaging. They take effect at the next boot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BoardConfig {
+    pub api_version: String,
+    pub kind: String,
+    /// Device-tree overlays the firmware applies, by name (`overlays/<name>.dtbo` on the boot
+    /// partition), in order. Replaces the board's default list; `[]` applies none.
+    pub overlays: Vec<String>,
+}
+
+impl BoardConfig {
+    pub const KIND: &'static str = "BoardConfig";
 }
 
 /// `kind: TimeSyncConfig`: NTP or PTP time synchronisation.

@@ -1,4 +1,5 @@
-//! Multi-document kinds upstream Talos registers (all `apiVersion: v1alpha1`).
+//! Multi-document kinds upstream Talos registers (all `apiVersion: v1alpha1`), plus our
+//! `BoardConfig`.
 
 pub(super) const KNOWN_KINDS: &[&str] = &[
     // network
@@ -101,6 +102,8 @@ pub(super) const KNOWN_KINDS: &[&str] = &[
     "KubeExternalManifestConfig",
     "KubeCredentialProviderConfig",
     "KubeTalosAPIAccessConfig",
+    // talos-rs only: firmware settings of single-board computers
+    "BoardConfig",
 ];
 
 pub(super) fn is_known(kind: &str) -> bool {

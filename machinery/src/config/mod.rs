@@ -2,8 +2,8 @@
 //! `version: v1alpha1` document plus any number of `apiVersion`/`kind` documents.
 //!
 //! Decoding is strict: unknown keys, unknown kinds and duplicate documents are errors that name
-//! the YAML path (and line and column). `HostnameConfig`, `TimeSyncConfig` and `ResolverConfig`
-//! are typed ([`Document`]); documents of other known kinds are kept as their source text
+//! the YAML path (and line and column). `HostnameConfig`, `TimeSyncConfig`, `ResolverConfig`
+//! and `BoardConfig` are typed ([`Document`]); documents of other known kinds are kept as their source text
 //! ([`RawDocument`]) until they are modelled.
 
 mod documents;
@@ -22,8 +22,8 @@ use crate::codec::{self, CodecError, MAX_CONFIG_BYTES};
 use crate::pki::{self, PkiError};
 
 pub use documents::{
-    AutoHostname, Document, HostnameConfig, Nameserver, NtpConfig, PtpConfig, RawDocument,
-    ResolverConfig, SearchDomains, TimeSyncConfig,
+    AutoHostname, BoardConfig, Document, HostnameConfig, Nameserver, NtpConfig, PtpConfig,
+    RawDocument, ResolverConfig, SearchDomains, TimeSyncConfig,
 };
 pub use generate::{
     DEFAULT_INSTALL_DISK, DEFAULT_INSTALL_IMAGE, DEFAULT_KUBERNETES_VERSION, DEFAULT_TALOS_VERSION,
@@ -184,6 +184,7 @@ impl Config {
                         HostnameConfig::KIND => Document::Hostname(document.decode()?),
                         TimeSyncConfig::KIND => Document::TimeSync(document.decode()?),
                         ResolverConfig::KIND => Document::Resolver(document.decode()?),
+                        BoardConfig::KIND => Document::Board(document.decode()?),
                         _ => Document::Other(RawDocument {
                             kind,
                             name: header.name,
@@ -212,6 +213,7 @@ impl Config {
                 Document::Hostname(d) => codec::to_yaml(d)?,
                 Document::TimeSync(d) => codec::to_yaml(d)?,
                 Document::Resolver(d) => codec::to_yaml(d)?,
+                Document::Board(d) => codec::to_yaml(d)?,
                 Document::Other(raw) => raw.text.clone(),
             };
             out.push_str(text.trim_end());
@@ -246,6 +248,14 @@ impl Config {
     pub fn time_sync_config(&self) -> Option<&TimeSyncConfig> {
         self.documents.iter().find_map(|d| match d {
             Document::TimeSync(t) => Some(t),
+            _ => None,
+        })
+    }
+
+    /// The `BoardConfig` document, if any.
+    pub fn board_config(&self) -> Option<&BoardConfig> {
+        self.documents.iter().find_map(|d| match d {
+            Document::Board(b) => Some(b),
             _ => None,
         })
     }

@@ -821,6 +821,7 @@ fn typed_documents_are_strict() {
             "kind: ResolverConfig\nnameservers:\n  - adress: 1.1.1.1\n",
             "nameservers[0].adress",
         ),
+        ("kind: BoardConfig\noverlays: []\noverlay: [x]\n", "overlay"),
     ];
     for (doc, path) in cases {
         let text = format!("{MINIMAL}---\napiVersion: v1alpha1\n{doc}");
@@ -830,6 +831,21 @@ fn typed_documents_are_strict() {
         };
         assert_eq!(codec_error.path(), Some(path), "{doc}: {err}");
     }
+}
+
+#[test]
+fn board_config_is_typed_and_round_trips() {
+    let text = format!(
+        "{MINIMAL}---\napiVersion: v1alpha1\nkind: BoardConfig\noverlays:\n  - disable-bt\n  - i2c1-enable\n"
+    );
+    let config = Config::from_bytes(text.as_bytes()).unwrap();
+    let board = config.board_config().expect("typed");
+    assert_eq!(board.overlays, ["disable-bt", "i2c1-enable"]);
+    let again = Config::from_bytes(config.to_yaml().unwrap().as_bytes()).unwrap();
+    assert_eq!(again, config);
+    let missing = format!("{MINIMAL}---\napiVersion: v1alpha1\nkind: BoardConfig\n");
+    let err = Config::from_bytes(missing.as_bytes()).unwrap_err();
+    assert!(err.to_string().contains("overlays"), "{err}");
 }
 
 #[test]

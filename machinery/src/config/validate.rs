@@ -520,6 +520,14 @@ fn check_logging(config: &Config, report: &mut ValidationReport) {
     }
 }
 
+/// A file name under `overlays/` without its `.dtbo`: no paths, no dots.
+fn is_overlay_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 fn check_documents(config: &Config, report: &mut ValidationReport) {
     for (i, document) in config.documents.iter().enumerate() {
         let label = document.label();
@@ -596,6 +604,19 @@ fn check_documents(config: &Config, report: &mut ValidationReport) {
                                 "conflicts with the TimeSyncConfig document; configure time sync in one place",
                             );
                         }
+                    }
+                }
+            }
+            Document::Board(b) => {
+                for (j, name) in b.overlays.iter().enumerate() {
+                    let path = format!("{label}.overlays[{j}]");
+                    if !is_overlay_name(name) {
+                        report.error(
+                            path,
+                            format!("{name:?} is not an overlay name (letters, digits, - and _)"),
+                        );
+                    } else if b.overlays[..j].contains(name) {
+                        report.error(path, format!("{name:?} is listed twice"));
                     }
                 }
             }

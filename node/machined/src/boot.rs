@@ -132,6 +132,11 @@ impl BootSlots {
         }
     }
 
+    /// Where the EFI partition is mounted.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     fn guard(&self) -> std::sync::MutexGuard<'_, ()> {
         self.lock.lock().unwrap_or_else(|p| p.into_inner())
     }

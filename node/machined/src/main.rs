@@ -17,6 +17,7 @@ mod early;
 mod etcd_member;
 mod events;
 mod files;
+mod firmware;
 mod install;
 mod io_error;
 mod kmsg;

@@ -20,6 +20,7 @@ use crate::api::tls;
 use crate::boot::BootSlots;
 use crate::cmdline::Cmdline;
 use crate::diff;
+use crate::firmware::{DEFAULT_OVERLAYS, Firmware, FirmwareError};
 use crate::logging::LogRing;
 use crate::network::NetworkStatus;
 use crate::sequencer::Sequencer;
@@ -322,6 +323,20 @@ impl Node {
         let tls = self
             .tls_for(Some(&config))
             .map_err(|e| ApplyError::Invalid(error_chain(&e)))?;
+        let firmware = self.firmware();
+        let overlays = match &firmware {
+            None if config.board_config().is_some() => {
+                return Err(ApplyError::Invalid(FirmwareError::Unsupported.to_string()));
+            }
+            None => None,
+            Some(firmware) => {
+                let wanted = firmware.wanted(&config);
+                firmware
+                    .check(&wanted)
+                    .map_err(|e| ApplyError::Invalid(e.to_string()))?;
+                Some(wanted)
+            }
+        };
         let configured = self.is_configured();
         let mode = match (configured, requested) {
             (false, ApplyMode::Try) => {
@@ -352,6 +367,10 @@ impl Node {
         }
         let confirmed_try = self.cancel_pending_revert();
         if mode == ApplyMode::Try {
+            let mut warnings = warnings;
+            if config.board_config().is_some() {
+                warnings.push("BoardConfig is not tried: config.txt changes only when a config is applied without --mode try".into());
+            }
             let previous = self.mode().config.clone();
             self.switch_to(Arc::new(config), data.to_vec(), tls);
             self.apply_network();
@@ -375,6 +394,20 @@ impl Node {
             })?,
             None => warnings.push("this node has no STATE partition: the config is kept in memory only and is lost on reboot".into()),
         }
+        let firmware_note = match (&firmware, &overlays) {
+            (Some(firmware), Some(overlays)) => match firmware.apply(overlays) {
+                Ok(true) => format!(
+                    "; device-tree overlays are now [{}], from the next boot",
+                    overlays.join(", ")
+                ),
+                Ok(false) => String::new(),
+                Err(e) => {
+                    warnings.push(format!("config.txt was not changed: {e}"));
+                    String::new()
+                }
+            },
+            _ => String::new(),
+        };
         let details = match mode {
             ApplyMode::Staged => {
                 "Staged configuration to be applied after the next reboot".to_owned()
@@ -391,9 +424,15 @@ impl Node {
         };
         Ok(Applied {
             mode,
-            details,
+            details: details + &firmware_note,
             warnings,
         })
+    }
+
+    /// The boot partition's firmware settings, on boards whose firmware applies overlays.
+    fn firmware(&self) -> Option<Firmware> {
+        let slots = self.slots.as_ref()?;
+        Firmware::open(slots.root(), Path::new(DEFAULT_OVERLAYS))
     }
 
     fn cancel_pending_revert(&self) -> bool {
@@ -460,6 +499,17 @@ impl Node {
         let tls = self
             .tls_for(Some(&config))
             .map_err(|e| ApplyError::Invalid(error_chain(&e)))?;
+        if let Some(firmware) = self.firmware() {
+            let overlays = firmware.wanted(&config);
+            match firmware.apply(&overlays) {
+                Ok(true) => tracing::warn!(
+                    "config.txt now lists overlays [{}]: they take effect at the next boot",
+                    overlays.join(", ")
+                ),
+                Ok(false) => {}
+                Err(e) => tracing::error!("config.txt: {e}"),
+            }
+        }
         self.switch_to(Arc::new(config), data.to_vec(), tls);
         tracing::info!(source, "configured");
         Ok(())
@@ -607,6 +657,25 @@ mod tests {
         assert_eq!(applied.mode, ApplyMode::NoReboot);
         assert_eq!(current(&n), Some(first.clone()));
         assert_eq!(ConfigStore::new(dir.path()).load().unwrap(), Some(first));
+    }
+
+    #[tokio::test]
+    async fn board_config_needs_firmware_that_applies_overlays() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = node(dir.path());
+        let mut data = config("pi");
+        data.extend_from_slice(
+            b"---\napiVersion: v1alpha1\nkind: BoardConfig\noverlays: [i2c1-enable]\n",
+        );
+        let err = n
+            .apply(&data, ApplyMode::Auto, false, TRY)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "BoardConfig: this board's firmware applies no device-tree overlays"
+        );
+        assert_eq!(ConfigStore::new(dir.path()).load().unwrap(), None);
     }
 
     #[tokio::test]

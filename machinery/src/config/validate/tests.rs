@@ -74,6 +74,23 @@ fn generated_configs_are_clean_in_every_mode() {
 }
 
 #[test]
+fn board_config_overlay_names_are_plain_and_unique() {
+    let patch =
+        "apiVersion: v1alpha1\nkind: BoardConfig\noverlays: [disable-bt, ../x, disable-bt, \"\"]\n";
+    assert_eq!(
+        cp_errors(patch),
+        [
+            r#"BoardConfig.overlays[1]: "../x" is not an overlay name (letters, digits, - and _)"#,
+            r#"BoardConfig.overlays[2]: "disable-bt" is listed twice"#,
+            r#"BoardConfig.overlays[3]: "" is not an overlay name (letters, digits, - and _)"#,
+        ]
+    );
+    assert!(
+        cp_errors("apiVersion: v1alpha1\nkind: BoardConfig\noverlays: [i2c1-enable]\n").is_empty()
+    );
+}
+
+#[test]
 fn os_ca_errors() {
     assert_eq!(
         cp_errors("machine:\n  ca:\n    $patch: delete\n"),
