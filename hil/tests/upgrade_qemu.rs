@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 use talos_boards::Board;
 use talos_client::{Client, Endpoint, TlsMode};
 use talos_hil::BootSource;
-use talos_machinery::config::{GenerateInput, generate};
+use talos_machinery::config::{GenerateInput, VersionContract, generate};
 use talos_machinery::secrets::SecretsBundle;
 use talos_oci::LocalRegistry;
 use talos_proto::machine::UpgradeRequest;
@@ -110,6 +110,11 @@ async fn upgrade(client: &Client, image: &str, stage: bool) {
 
 /// Applies a generated control-plane config in maintenance mode; returns the admin TLS.
 async fn configure(node: &Node, install_disk: &str) -> TlsMode {
+    configure_with(node, install_disk, VersionContract::V1_13).await
+}
+
+/// [`configure`] with a config in the layout of `contract`.
+async fn configure_with(node: &Node, install_disk: &str, contract: VersionContract) -> TlsMode {
     let insecure = node.wait_for_version(&TlsMode::Insecure, V1).await;
     eprintln!(
         "{V1} up {:.1?} after QEMU start",
@@ -123,6 +128,7 @@ async fn configure(node: &Node, install_disk: &str) -> TlsMode {
         SystemTime::now(),
     );
     input.install_disk = install_disk.to_owned();
+    input.contract = contract;
     let generated = generate(&input).unwrap();
     insecure
         .apply_configuration(generated.controlplane.into_bytes(), ApplyMode::Auto, false)
@@ -314,9 +320,10 @@ fn booted_disk(node: &Node) -> String {
     disk.trim_matches('"').to_owned()
 }
 
-/// Boots the image with a blank second disk, installs onto it through
-/// `machine.install.disk`, then boots the installed disk alone: same version, same config.
-async fn install_to_second_disk(board: &str, chain: &str) {
+/// Boots the image with a blank second disk, installs onto it through the config's install
+/// disk (`machine.install.disk`, or in the v1.14 layout an `UnattendedInstallConfig`), then
+/// boots the installed disk alone: same version, same config.
+async fn install_to_second_disk(board: &str, chain: &str, contract: VersionContract) {
     let Some(fixture) = fixtures::disk_image(board, chain, &[]) else {
         return;
     };
@@ -350,7 +357,7 @@ async fn install_to_second_disk(board: &str, chain: &str) {
     } else {
         "/dev/vda"
     };
-    let tls = configure(&node, install_disk).await;
+    let tls = configure_with(&node, install_disk, contract).await;
     let started = Instant::now();
     node.qemu
         .wait_for_line(&format!("installed to {install_disk}"), STEP_TIMEOUT)
@@ -370,17 +377,17 @@ async fn install_to_second_disk(board: &str, chain: &str) {
 
 #[tokio::test]
 async fn arm64_uefi_install_to_second_disk() {
-    install_to_second_disk("qemu-virt-arm64", "uefi").await;
+    install_to_second_disk("qemu-virt-arm64", "uefi", VersionContract::V1_13).await;
 }
 
 #[tokio::test]
 async fn arm64_uboot_install_to_second_disk() {
-    install_to_second_disk("qemu-virt-arm64", "u-boot").await;
+    install_to_second_disk("qemu-virt-arm64", "u-boot", VersionContract::V1_13).await;
 }
 
 #[tokio::test]
-async fn amd64_ovmf_install_to_second_disk() {
-    install_to_second_disk("qemu-amd64", "uefi").await;
+async fn amd64_ovmf_install_to_second_disk_from_a_v1_14_layout_config() {
+    install_to_second_disk("qemu-amd64", "uefi", VersionContract::V1_14).await;
 }
 
 #[tokio::test]

@@ -64,6 +64,25 @@ pub enum ConfigError {
         #[source]
         source: PkiError,
     },
+    #[error(
+        "UnattendedInstallConfig.provisioning.diskSelector.match: talos-rs installs only onto a disk named as disk.dev_path == \"/dev/...\", not {0:?}"
+    )]
+    UnsupportedDiskSelector(String),
+}
+
+const UNATTENDED_INSTALL: &str = "UnattendedInstallConfig";
+
+/// The device path of a disk selector `disk.dev_path == "/dev/sda"` (single quotes too).
+fn dev_path_selector(expression: &str) -> Option<&str> {
+    let quoted = expression
+        .trim()
+        .strip_prefix("disk.dev_path")?
+        .trim_start()
+        .strip_prefix("==")?
+        .trim();
+    let quote = quoted.chars().next().filter(|c| matches!(c, '"' | '\''))?;
+    let path = quoted.strip_prefix(quote)?.strip_suffix(quote)?;
+    (path.starts_with('/') && !path.contains(['"', '\'', '\\'])).then_some(path)
 }
 
 /// The small header every document has, read before choosing the type of the rest.
@@ -351,6 +370,32 @@ impl Config {
     /// `machine.install`.
     pub fn install(&self) -> Option<&v1alpha1::Install> {
         self.v1alpha1.machine.install.as_ref()
+    }
+
+    /// The disk to install onto: `machine.install.disk`, else the `UnattendedInstallConfig`
+    /// disk selector when it names one device by path (what `gen config` writes).
+    pub fn install_disk(&self) -> Result<Option<String>, ConfigError> {
+        if let Some(disk) = self.install().and_then(|i| i.disk.clone()) {
+            return Ok(Some(disk));
+        }
+        let Some(text) = self.documents.iter().find_map(|d| match d {
+            Document::Other(raw) if raw.kind == UNATTENDED_INSTALL => Some(&raw.text),
+            _ => None,
+        }) else {
+            return Ok(None);
+        };
+        let document: raw::RawValue = codec::from_yaml(text)?;
+        let Some(expression) = document
+            .get("provisioning")
+            .and_then(|p| p.get("diskSelector"))
+            .and_then(|s| s.get("match"))
+            .and_then(raw::RawValue::as_str)
+        else {
+            return Ok(None);
+        };
+        dev_path_selector(expression)
+            .map(|path| Some(path.to_owned()))
+            .ok_or_else(|| ConfigError::UnsupportedDiskSelector(expression.to_owned()))
     }
 
     /// `machine.features.rbac`. Absent means on: configs generated since Talos 1.12 omit the

@@ -834,6 +834,51 @@ fn typed_documents_are_strict() {
 }
 
 #[test]
+fn install_disk_comes_from_v1alpha1_or_a_dev_path_selector() {
+    let v1_13 = Config::from_bytes(generated().controlplane.as_bytes()).unwrap();
+    assert_eq!(v1_13.install_disk().unwrap().as_deref(), Some("/dev/sda"));
+    let mut input = GenerateInput::new(
+        "lab",
+        "https://10.0.0.2:6443",
+        generated_secrets(),
+        SystemTime::now(),
+    );
+    input.contract = VersionContract::V1_14;
+    let v1_14 = Config::from_bytes(generate(&input).unwrap().worker.as_bytes()).unwrap();
+    assert!(v1_14.install().is_none());
+    assert_eq!(v1_14.install_disk().unwrap().as_deref(), Some("/dev/sda"));
+    let selector = |expression: &str| {
+        let text = format!(
+            "{MINIMAL}---\napiVersion: v1alpha1\nkind: UnattendedInstallConfig\nprovisioning:\n  diskSelector:\n    match: {expression}\n"
+        );
+        Config::from_bytes(text.as_bytes()).unwrap().install_disk()
+    };
+    assert_eq!(
+        selector(r#"'disk.dev_path == "/dev/nvme0n1"'"#)
+            .unwrap()
+            .as_deref(),
+        Some("/dev/nvme0n1")
+    );
+    assert_eq!(
+        selector(r#""disk.dev_path=='/dev/vdb'""#)
+            .unwrap()
+            .as_deref(),
+        Some("/dev/vdb")
+    );
+    for unsupported in [
+        r#"'disk.size > 10u * GB'"#,
+        r#"'disk.dev_path == "/dev/sda" || true'"#,
+        r#"'disk.dev_path == "sda"'"#,
+    ] {
+        let err = selector(unsupported).unwrap_err().to_string();
+        assert!(
+            err.starts_with("UnattendedInstallConfig.provisioning.diskSelector.match: talos-rs installs only onto a disk named as"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
 fn board_config_is_typed_and_round_trips() {
     let text = format!(
         "{MINIMAL}---\napiVersion: v1alpha1\nkind: BoardConfig\noverlays:\n  - disable-bt\n  - i2c1-enable\n"

@@ -468,6 +468,16 @@ fn check_install(config: &Config, mode: ValidationMode, report: &mut ValidationR
         }
         _ => {}
     }
+    if mode == ValidationMode::Metal
+        && let Err(ConfigError::UnsupportedDiskSelector(expression)) = config.install_disk()
+    {
+        report.warning(
+            "UnattendedInstallConfig.provisioning.diskSelector.match",
+            format!(
+                "{expression:?} is not disk.dev_path == \"/dev/...\", the only selector talos-rs follows: the node will not install itself"
+            ),
+        );
+    }
     if install.is_some_and(|i| i.extensions.is_some()) {
         report.warning(
             "machine.install.extensions",

@@ -483,7 +483,8 @@ impl BootTasks {
     }
 }
 
-/// Once the node has a config naming `machine.install.disk`, installs the running system
+/// Once the node has a config naming an install disk (`machine.install.disk`, or a
+/// `UnattendedInstallConfig` selecting one by path), installs the running system
 /// there (when the node booted from another disk) and reboots into it.
 async fn install_when_configured(node: Arc<Node>) {
     let Some(system) = node.slots.as_ref().map(|s| s.disk.clone()) else {
@@ -491,9 +492,13 @@ async fn install_when_configured(node: Arc<Node>) {
     };
     let target = loop {
         if let Some(config) = node.config() {
-            match config.install().and_then(|i| i.disk.clone()) {
-                Some(disk) => break disk,
-                None => return,
+            match config.install_disk() {
+                Ok(Some(disk)) => break disk,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::error!("{e}; not installing");
+                    return;
+                }
             }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;

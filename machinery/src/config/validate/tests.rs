@@ -74,6 +74,19 @@ fn generated_configs_are_clean_in_every_mode() {
 }
 
 #[test]
+fn an_install_selector_the_node_cannot_follow_is_a_warning() {
+    let patch = "machine:\n  install:\n    $patch: delete\n---\napiVersion: v1alpha1\nkind: UnattendedInstallConfig\nprovisioning:\n  diskSelector:\n    match: disk.size > 10u * GB\n";
+    let (errors, warnings) = check_with(&base().worker, patch, ValidationMode::Metal);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(
+        warnings,
+        [
+            r#"UnattendedInstallConfig.provisioning.diskSelector.match: "disk.size > 10u * GB" is not disk.dev_path == "/dev/...", the only selector talos-rs follows: the node will not install itself"#
+        ]
+    );
+}
+
+#[test]
 fn board_config_overlay_names_are_plain_and_unique() {
     let patch =
         "apiVersion: v1alpha1\nkind: BoardConfig\noverlays: [disable-bt, ../x, disable-bt, \"\"]\n";
