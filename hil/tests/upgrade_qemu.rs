@@ -1,8 +1,9 @@
 //! A/B upgrades on QEMU (TCG), booted from the disk images `cargo xtask test` builds: the
 //! firmware (U-Boot, QEMU_EFI or OVMF) starts the slot, the node upgrades from an installer
-//! image served by a real registry on 127.0.0.1 (the guest reaches it as 10.0.2.2), commits
-//! the new slot once it runs, and comes back to the old one by itself when the new one
-//! cannot boot.
+//! image served by a real registry on 127.0.0.1 (the guest reaches it as 10.0.2.2; one test
+//! serves HTTPS under a name the guest maps with `machine.network.extraHostEntries`, trusting
+//! its CA through `machine.registries.config`), commits the new slot once it runs, and comes
+//! back to the old one by itself when the new one cannot boot.
 //!
 //! Inputs: `$TALOS_RS_OUT/images/<board>-<boot chain>/metal-<arch>.raw` (v1.0.0) and
 //! `$TALOS_RS_OUT/installers/<arch>/<version>/` (OCI layouts; v3.0.0 is deliberately broken).
@@ -19,9 +20,11 @@ use std::time::{Duration, Instant, SystemTime};
 use talos_boards::Board;
 use talos_client::{Client, Endpoint, TlsMode};
 use talos_hil::BootSource;
-use talos_machinery::config::{GenerateInput, VersionContract, generate};
+use talos_machinery::Base64Text;
+use talos_machinery::config::{Config, GenerateInput, Patch, VersionContract, generate};
+use talos_machinery::pki::{self, CaSubject, SubjectAltName};
 use talos_machinery::secrets::SecretsBundle;
-use talos_oci::LocalRegistry;
+use talos_oci::{LocalRegistry, RegistryTlsFiles};
 use talos_proto::machine::UpgradeRequest;
 use talos_proto::machine::apply_configuration_request::Mode as ApplyMode;
 
@@ -29,6 +32,8 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(300);
 const V1: &str = "v1.0.0";
 const V2: &str = "v2.0.0";
 const BROKEN_V3: &str = "v3.0.0";
+/// The HTTPS registry's name in the guest.
+const REGISTRY_NAME: &str = "registry.talos-rs.test";
 
 impl Node {
     /// Boots the fixture's disk image written onto a fresh disk.
@@ -109,12 +114,17 @@ async fn upgrade(client: &Client, image: &str, stage: bool) {
 }
 
 /// Applies a generated control-plane config in maintenance mode; returns the admin TLS.
-async fn configure(node: &Node, install_disk: &str) -> TlsMode {
-    configure_with(node, install_disk, VersionContract::V1_13).await
+async fn configure(node: &Node, install_disk: &str, patch: Option<Patch>) -> TlsMode {
+    configure_with(node, install_disk, VersionContract::V1_13, patch).await
 }
 
-/// [`configure`] with a config in the layout of `contract`.
-async fn configure_with(node: &Node, install_disk: &str, contract: VersionContract) -> TlsMode {
+/// [`configure`] with a config in the layout of `contract`, patched with `patch`.
+async fn configure_with(
+    node: &Node,
+    install_disk: &str,
+    contract: VersionContract,
+    patch: Option<Patch>,
+) -> TlsMode {
     let insecure = node.wait_for_version(&TlsMode::Insecure, V1).await;
     eprintln!(
         "{V1} up {:.1?} after QEMU start",
@@ -130,8 +140,17 @@ async fn configure_with(node: &Node, install_disk: &str, contract: VersionContra
     input.install_disk = install_disk.to_owned();
     input.contract = contract;
     let generated = generate(&input).unwrap();
+    let config = match patch {
+        Some(patch) => Config::from_bytes(generated.controlplane.as_bytes())
+            .unwrap()
+            .patch(&[patch])
+            .expect("patch the config")
+            .to_yaml()
+            .unwrap(),
+        None => generated.controlplane,
+    };
     insecure
-        .apply_configuration(generated.controlplane.into_bytes(), ApplyMode::Auto, false)
+        .apply_configuration(config.into_bytes(), ApplyMode::Auto, false)
         .await
         .expect("apply-config --insecure");
     let (_, ctx) = generated.talosconfig.current(None).unwrap();
@@ -148,8 +167,40 @@ async fn configure_with(node: &Node, install_disk: &str, contract: VersionContra
 enum Source {
     /// The local registry (Debian's docker-registry).
     Registry,
+    /// The local registry over HTTPS, named [`REGISTRY_NAME`] in the guest.
+    HttpsRegistry,
     /// The OCI layout served as `talosctl upgrade --image DIR --serve-address` serves it.
     LocalLayout,
+}
+
+/// A CA and a certificate it issued for 127.0.0.1 (the push) and [`REGISTRY_NAME`] (the guest).
+fn registry_tls() -> RegistryTlsFiles {
+    let now = SystemTime::now();
+    let ca = pki::new_ecdsa_ca(CaSubject::CommonName("registry CA".into()), now).unwrap();
+    let sans = [
+        SubjectAltName::Dns(REGISTRY_NAME.into()),
+        SubjectAltName::Ip([127, 0, 0, 1].into()),
+    ];
+    let cert =
+        pki::issue_peer_cert(&ca, REGISTRY_NAME, &sans, Duration::from_secs(86400), now).unwrap();
+    RegistryTlsFiles {
+        cert_pem: cert.cert_pem,
+        key_pem: cert.key_pem,
+        ca_pem: ca.cert_pem,
+        guest_host: REGISTRY_NAME.into(),
+    }
+}
+
+/// Maps [`REGISTRY_NAME`] to the host and trusts `registry`'s CA for it.
+fn registry_patch(registry: &LocalRegistry, tls: &RegistryTlsFiles) -> Patch {
+    let ca = talos_machinery::codec::to_yaml(&Base64Text(tls.ca_pem.clone())).unwrap();
+    let ca = ca.trim();
+    let host = format!("{REGISTRY_NAME}:{}", registry.addr().port());
+    Patch::parse(&format!(
+        "machine:\n  network:\n    extraHostEntries:\n      - ip: 10.0.2.2\n        aliases: [{REGISTRY_NAME}]\n  \
+         registries:\n    config:\n      \"{host}\":\n        tls:\n          ca: {ca}\n"
+    ))
+    .unwrap()
 }
 
 /// Serves the layout of `version` from this machine; returns the reference the guest pulls.
@@ -176,15 +227,18 @@ async fn configure_and_upgrade(
     source: Source,
     stage: bool,
 ) -> (Node, TlsMode, LocalRegistry) {
-    let registry = LocalRegistry::start(&dir.join("registry")).expect("docker-registry starts");
+    let registry_tls = (source == Source::HttpsRegistry).then(registry_tls);
+    let registry = LocalRegistry::start_with(&dir.join("registry"), registry_tls.clone())
+        .expect("docker-registry starts");
     let node = Node::boot(fixture, dir);
     // The system disk itself: nothing to install.
     let system_disk = booted_disk(&node);
-    let tls = configure(&node, &system_disk).await;
+    let patch = registry_tls.map(|tls| registry_patch(&registry, &tls));
+    let tls = configure(&node, &system_disk, patch).await;
     let admin = node.wait_for_version(&tls, V1).await;
 
     let (v2, server) = match source {
-        Source::Registry => (publish(&registry, fixture, V2).await, None),
+        Source::Registry | Source::HttpsRegistry => (publish(&registry, fixture, V2).await, None),
         Source::LocalLayout => {
             let (reference, server) = serve_layout(fixture, V2).await;
             (reference, Some(server))
@@ -215,14 +269,13 @@ async fn configure_and_upgrade(
     (node, tls, registry)
 }
 
-/// v1 → v2, then a v3 that cannot boot: the firmware falls back to v2 by itself.
-async fn upgrade_then_automatic_rollback(board: &str, chain: &str) {
+/// v1 → v2 from `source`, then a v3 that cannot boot: the firmware falls back to v2 by itself.
+async fn upgrade_then_automatic_rollback(board: &str, chain: &str, source: Source) {
     let Some(fixture) = fixtures::disk_image(board, chain, &[]) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (node, tls, registry) =
-        configure_and_upgrade(&fixture, dir.path(), Source::Registry, false).await;
+    let (node, tls, registry) = configure_and_upgrade(&fixture, dir.path(), source, false).await;
 
     let admin = node.wait_for_version(&tls, V2).await;
     let v3 = publish(&registry, &fixture, BROKEN_V3).await;
@@ -357,7 +410,7 @@ async fn install_to_second_disk(board: &str, chain: &str, contract: VersionContr
     } else {
         "/dev/vda"
     };
-    let tls = configure_with(&node, install_disk, contract).await;
+    let tls = configure_with(&node, install_disk, contract, None).await;
     let started = Instant::now();
     node.qemu
         .wait_for_line(&format!("installed to {install_disk}"), STEP_TIMEOUT)
@@ -392,12 +445,12 @@ async fn amd64_ovmf_install_to_second_disk_from_a_v1_14_layout_config() {
 
 #[tokio::test]
 async fn arm64_uboot_upgrade_and_automatic_rollback() {
-    upgrade_then_automatic_rollback("qemu-virt-arm64", "u-boot").await;
+    upgrade_then_automatic_rollback("qemu-virt-arm64", "u-boot", Source::HttpsRegistry).await;
 }
 
 #[tokio::test]
 async fn arm64_uefi_upgrade_and_automatic_rollback() {
-    upgrade_then_automatic_rollback("qemu-virt-arm64", "uefi").await;
+    upgrade_then_automatic_rollback("qemu-virt-arm64", "uefi", Source::Registry).await;
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@
 //! `usr/install/<arch>/initramfs.zst`, as upstream Talos's does; `talosctl upgrade --image REF`
 //! names one. Invariants: building is a pure function of its inputs (same files, same bytes,
 //! same digest); every pulled manifest and blob is checked against its digest; the registry
-//! client speaks plain HTTP only (the node has no CA bundle yet). No async runtime is started
+//! client speaks HTTPS (plain HTTP only for IP-literal registries without TLS settings). No async runtime is started
 //! here: [`Registry`] runs on the caller's tokio runtime.
 
 pub mod digest;
@@ -19,6 +19,7 @@ pub mod reference;
 pub mod registry;
 #[cfg(feature = "serve")]
 pub mod serve;
+mod transport;
 
 pub use digest::{Digest, DigestError};
 pub use image::{
@@ -29,6 +30,7 @@ pub use layer::LayerError;
 pub use layout::{
     LayoutError, read_layout_dir, read_layout_tar, write_layout_dir, write_layout_tar,
 };
-pub use local_registry::{LocalRegistry, PushLayoutError};
+pub use local_registry::{LocalRegistry, PushLayoutError, RegistryTlsFiles};
 pub use reference::{Reference, ReferenceError};
-pub use registry::{MAX_MANIFEST_BYTES, Pushed, Registry, RegistryError};
+pub use registry::{MAX_MANIFEST_BYTES, Pushed, Registry, RegistryError, RegistryOptions};
+pub use transport::{BoxFuture, RegistryTls, Resolve, SystemResolver, TlsConfigError};

@@ -1,6 +1,7 @@
 //! A real registry on loopback for tests and xtask: Debian's `docker-registry` (the CNCF
 //! distribution registry, 2.8), run with filesystem storage in a directory of the caller's,
-//! no auth and deletes enabled. It is killed when the [`LocalRegistry`] is dropped.
+//! no auth and deletes enabled, over plain HTTP or (with [`RegistryTlsFiles`]) HTTPS. It is
+//! killed when the [`LocalRegistry`] is dropped.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -27,12 +28,24 @@ pub enum PushLayoutError {
     Registry(#[from] crate::RegistryError),
 }
 
+/// HTTPS for a [`LocalRegistry`]: a server certificate for 127.0.0.1 and `guest_host`, its
+/// key, and the CA that issued it.
+#[derive(Debug, Clone)]
+pub struct RegistryTlsFiles {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub ca_pem: String,
+    /// The name guests use for the host (they map it to 10.0.2.2 themselves).
+    pub guest_host: String,
+}
+
 /// A running `docker-registry serve`, answering on [`addr`](Self::addr).
 #[derive(Debug)]
 pub struct LocalRegistry {
     child: Child,
     addr: SocketAddr,
     log: PathBuf,
+    tls: Option<RegistryTlsFiles>,
 }
 
 impl LocalRegistry {
@@ -43,10 +56,15 @@ impl LocalRegistry {
     /// Starts a registry storing into `dir/storage`, configured by `dir/registry.yml` and
     /// logging to `dir/registry.log`, and waits until `GET /v2/` answers 200.
     pub fn start(dir: &Path) -> io::Result<Self> {
+        Self::start_with(dir, None)
+    }
+
+    /// [`start`](Self::start), serving HTTPS with `tls` when given.
+    pub fn start_with(dir: &Path, tls: Option<RegistryTlsFiles>) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let mut attempt = 1;
         loop {
-            let mut registry = Self::spawn(dir)?;
+            let mut registry = Self::spawn(dir, tls.clone())?;
             match registry.wait_until_ready() {
                 // Dropping this one kills it before the next try.
                 Err(_) if attempt < START_ATTEMPTS && registry.lost_the_port() => attempt += 1,
@@ -55,17 +73,30 @@ impl LocalRegistry {
         }
     }
 
-    fn spawn(dir: &Path) -> io::Result<Self> {
-        let storage = dir.join("storage");
-        let storage = storage.to_str().ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("registry directory {} is not UTF-8", dir.display()),
-            )
-        })?;
+    fn spawn(dir: &Path, tls: Option<RegistryTlsFiles>) -> io::Result<Self> {
         // A JSON string is a valid YAML scalar, whatever the path holds.
-        let storage = serde_json::to_string(storage).map_err(io::Error::other)?;
+        let yaml_path = |path: &Path| {
+            let text = path.to_str().ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("registry directory {} is not UTF-8", dir.display()),
+                )
+            })?;
+            serde_json::to_string(text).map_err(io::Error::other)
+        };
+        let storage = yaml_path(&dir.join("storage"))?;
         let addr = free_loopback_port()?;
+        let mut http = format!("http:\n  addr: {addr}\n");
+        if let Some(tls) = &tls {
+            let (cert, key) = (dir.join("registry.crt"), dir.join("registry.key"));
+            std::fs::write(&cert, &tls.cert_pem)?;
+            std::fs::write(&key, &tls.key_pem)?;
+            http.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                yaml_path(&cert)?,
+                yaml_path(&key)?
+            ));
+        }
         let config = dir.join("registry.yml");
         std::fs::write(
             &config,
@@ -73,7 +104,7 @@ impl LocalRegistry {
                 "version: 0.1\n\
                  log:\n  level: info\n\
                  storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n\
-                 http:\n  addr: {addr}\n"
+                 {http}"
             ),
         )?;
         let log = dir.join("registry.log");
@@ -93,10 +124,15 @@ impl LocalRegistry {
                     ),
                 )
             })?;
-        Ok(Self { child, addr, log })
+        Ok(Self {
+            child,
+            addr,
+            log,
+            tls,
+        })
     }
 
-    /// Where the registry listens (plain HTTP).
+    /// Where the registry listens.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -105,15 +141,24 @@ impl LocalRegistry {
     pub async fn push_layout(&self, dir: &Path, name: &str) -> Result<(), PushLayoutError> {
         let image = crate::read_layout_dir(dir)?;
         let reference = crate::Reference::parse(&format!("{}/{name}", self.addr))?;
-        crate::Registry::new(self.addr, self.addr.to_string())
+        let options = crate::RegistryOptions {
+            tls: self.tls.as_ref().map(|tls| crate::RegistryTls {
+                ca_pem: Some(tls.ca_pem.clone()),
+                insecure_skip_verify: false,
+            }),
+            resolver: None,
+        };
+        crate::Registry::with_options(&reference, &options)?
             .push(&reference, &image)
             .await?;
         Ok(())
     }
 
-    /// How a QEMU guest on user networking names `name` here: the host is 10.0.2.2 to it.
+    /// How a QEMU guest on user networking names `name` here: the host is 10.0.2.2 to it,
+    /// or the TLS settings' `guest_host`.
     pub fn guest_reference(&self, name: &str) -> String {
-        format!("10.0.2.2:{}/{name}", self.addr.port())
+        let host = self.tls.as_ref().map_or("10.0.2.2", |t| &t.guest_host);
+        format!("{host}:{}/{name}", self.addr.port())
     }
 
     /// The registry's own log (stdout and stderr).
@@ -127,13 +172,13 @@ impl LocalRegistry {
             if let Some(status) = self.child.try_wait()? {
                 return Err(self.failure(&format!("exited with {status} before it was ready")));
             }
-            if answers_200(self.addr) {
+            if answers(self.addr, self.tls.is_some()) {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                return Err(self.failure(&format!(
-                    "did not answer GET /v2/ with 200 within {READY_TIMEOUT:?}"
-                )));
+                return Err(
+                    self.failure(&format!("did not answer GET /v2/ within {READY_TIMEOUT:?}"))
+                );
             }
             std::thread::sleep(POLL_INTERVAL);
         }
@@ -167,15 +212,16 @@ fn free_loopback_port() -> io::Result<SocketAddr> {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()
 }
 
-/// Whether `GET /v2/` on `addr` answers 200 (the API version check, unauthenticated here).
-fn answers_200(addr: SocketAddr) -> bool {
+/// Whether `GET /v2/` on `addr` answers 200 (the API version check, unauthenticated here);
+/// with `tls`, any HTTP answer will do (Go answers 400 to plain HTTP on a TLS port).
+fn answers(addr: SocketAddr, tls: bool) -> bool {
     let exchange = || -> io::Result<bool> {
         let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
         stream.set_read_timeout(Some(Duration::from_secs(2)))?;
         write!(stream, "GET /v2/ HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
         let mut head = [0u8; 12];
         stream.read_exact(&mut head)?;
-        Ok(head.starts_with(b"HTTP/1.") && &head[8..12] == b" 200")
+        Ok(head.starts_with(b"HTTP/1.") && (tls || &head[8..12] == b" 200"))
     };
     exchange().unwrap_or(false)
 }

@@ -1,21 +1,27 @@
-//! A registry client for the OCI distribution API over plain HTTP/1.1 (hyper, one TCP
-//! connection per request): push an [`Image`], pull chosen files out of an image.
+//! A registry client for the OCI distribution API over HTTP/1.1, with or without TLS (hyper,
+//! one connection per request): push an [`Image`], pull chosen files out of an image.
 //!
-//! Plain `http://` only, because the node has no CA bundle yet. No authentication yet: a 401
-//! is reported as such. Every blob is checked against its digest while it streams in, and a
-//! manifest against the digest the reference pins (or the registry announces).
+//! Scheme: plain HTTP only for an IP address or `localhost` with a port other than 443 and no
+//! TLS settings; HTTPS otherwise (see [`Registry::with_options`]). Anonymous bearer tokens
+//! (the Docker token flow) are fetched on a 401; other authentication is not supported.
+//! GET redirects are followed. Every blob is checked against its digest while it streams in,
+//! and a manifest against the digest the reference pins (or the registry announces).
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::header::{
-    ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION, USER_AGENT, WWW_AUTHENTICATE,
+    ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION, USER_AGENT,
+    WWW_AUTHENTICATE,
 };
 use http::{HeaderMap, Method, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
 use sha2::{Digest as _, Sha256};
 
 use crate::digest::Digest;
@@ -24,6 +30,9 @@ use crate::layer::{LayerError, LayerFormat, Overlay};
 use crate::manifest::{Descriptor, ImageConfig, Index, Manifest, ManifestOrIndex};
 use crate::media_type;
 use crate::reference::Reference;
+use crate::transport::{
+    self, RegistryTls, Resolve, SystemResolver, Target, TlsConfigError, literal_ip,
+};
 
 /// Manifests, indexes and image configs larger than this are refused.
 pub const MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
@@ -40,21 +49,49 @@ const ACCEPTED_MANIFESTS: &str = "application/vnd.oci.image.manifest.v1+json, \
      application/vnd.oci.image.index.v1+json, \
      application/vnd.docker.distribution.manifest.v2+json, \
      application/vnd.docker.distribution.manifest.list.v2+json";
-const NO_TLS: &str = "only plain HTTP is supported: the node has no CA bundle yet";
+/// Redirects followed for one GET or HEAD.
+const MAX_REDIRECTS: usize = 5;
+const MAX_TOKEN_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("{reference}: {reason}")]
-    Endpoint {
+    #[error("{reference}: machine.registries.config.\"{authority}\".tls: {source}")]
+    TlsConfig {
         reference: String,
-        reason: &'static str,
+        authority: String,
+        #[source]
+        source: TlsConfigError,
     },
-    #[error("{reference}: connecting to {addr}")]
+    #[error(
+        "{reference}: cannot resolve the registry host {host}: {reason} (map it with machine.network.extraHostEntries or give the node a nameserver)"
+    )]
+    Resolve {
+        reference: String,
+        host: String,
+        reason: String,
+    },
+    #[error("{reference}: connecting to {authority} ({addrs})")]
     Connect {
         reference: String,
-        addr: SocketAddr,
+        authority: String,
+        addrs: String,
         #[source]
         source: std::io::Error,
+    },
+    #[error(
+        "{reference}: TLS with {authority} failed: {source} (for a registry with its own CA, put the CA as base64 PEM in machine.registries.config.\"{authority}\".tls.ca)"
+    )]
+    Tls {
+        reference: String,
+        authority: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{reference}: getting a bearer token from {url}: {reason}")]
+    Token {
+        reference: String,
+        url: String,
+        reason: String,
     },
     #[error("{reference}: {method} {url}: HTTP exchange failed")]
     Http {
@@ -88,7 +125,7 @@ pub enum RegistryError {
         detail: String,
     },
     #[error(
-        "{reference}: {method} {url}: the registry asks for authentication ({challenge}), which is not supported yet"
+        "{reference}: {method} {url}: the registry refuses access ({challenge}); only anonymous bearer tokens are supported"
     )]
     Unauthorized {
         reference: String,
@@ -174,47 +211,90 @@ pub struct Pushed {
     pub blobs_skipped: usize,
 }
 
-/// A registry reached over plain HTTP at `endpoint`, addressed as `authority` in `Host`.
+/// How to reach a registry beyond what its reference says.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryOptions {
+    /// `machine.registries.config.<host:port>.tls` for the reference's registry, if any.
+    pub tls: Option<RegistryTls>,
+    /// Resolves registry host names; the system resolver if `None`.
+    pub resolver: Option<Arc<dyn Resolve>>,
+}
+
+/// A registry: where it is, which scheme it speaks, and whom it trusts.
 #[derive(Debug, Clone)]
 pub struct Registry {
-    endpoint: SocketAddr,
-    authority: String,
+    /// Scheme, host and port; its path is unused.
+    target: Target,
+    tls: Arc<ClientConfig>,
+    resolver: Arc<dyn Resolve>,
 }
 
 impl Registry {
-    pub fn new(endpoint: SocketAddr, authority: String) -> Self {
+    /// A registry over plain HTTP at `endpoint`.
+    pub fn plain_http(endpoint: SocketAddr) -> Self {
         Self {
-            endpoint,
-            authority,
+            target: Target {
+                https: false,
+                host: endpoint.ip().to_string(),
+                port: endpoint.port(),
+                authority: endpoint.to_string(),
+                path: "/".into(),
+            },
+            tls: Self::public_roots(),
+            resolver: Arc::new(SystemResolver),
         }
     }
 
-    /// The registry a reference names, if its host is an IP address or `localhost` (no DNS
-    /// here) and it gives a port: without one, registries mean HTTPS on 443.
+    /// [`with_options`](Self::with_options) without TLS settings, using the system resolver.
     pub fn for_reference(reference: &Reference) -> Result<Self, RegistryError> {
-        let err = |reason| RegistryError::Endpoint {
-            reference: reference.to_string(),
-            reason,
-        };
-        let ip = match reference.host() {
-            "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            host => host.parse().map_err(|_| {
-                err("the registry host must be an IP address or localhost: no DNS resolver here")
-            })?,
-        };
-        let port = match reference.port() {
-            None | Some(443) => {
-                return Err(err(
-                    "no plain-HTTP port: a registry without a port (or on 443) speaks HTTPS, and \
-                     the node has no CA bundle yet; give the HTTP port, e.g. 10.0.2.2:5000/talos/installer",
-                ));
+        Self::with_options(reference, &RegistryOptions::default())
+    }
+
+    /// The registry a reference names. It speaks plain HTTP when its host is an IP address or
+    /// `localhost` with a port other than 443 and `options.tls` is `None`, as before HTTPS was
+    /// supported; else HTTPS (port 443 by default), trusting `options.tls`'s CA if it gives
+    /// one, else Mozilla's public roots.
+    pub fn with_options(
+        reference: &Reference,
+        options: &RegistryOptions,
+    ) -> Result<Self, RegistryError> {
+        let plain = options.tls.is_none()
+            && literal_ip(reference.host()).is_some()
+            && reference.port().is_some_and(|p| p != 443);
+        let tls = match &options.tls {
+            Some(tls) => {
+                transport::client_config(tls).map_err(|source| RegistryError::TlsConfig {
+                    reference: reference.to_string(),
+                    authority: reference.registry().to_owned(),
+                    source,
+                })?
             }
-            Some(port) => port,
+            None => Self::public_roots(),
         };
-        Ok(Self::new(
-            SocketAddr::new(ip, port),
-            reference.registry().to_owned(),
-        ))
+        Ok(Self {
+            target: Target {
+                https: !plain,
+                host: reference.host().to_owned(),
+                port: reference.port().unwrap_or(if plain { 80 } else { 443 }),
+                authority: reference.registry().to_owned(),
+                path: "/".into(),
+            },
+            tls,
+            resolver: options
+                .resolver
+                .clone()
+                .unwrap_or_else(|| Arc::new(SystemResolver)),
+        })
+    }
+
+    /// Whether requests go over HTTPS.
+    pub fn is_https(&self) -> bool {
+        self.target.https
+    }
+
+    fn public_roots() -> Arc<ClientConfig> {
+        transport::client_config(&RegistryTls::default())
+            .unwrap_or_else(|e| panic!("Mozilla's roots make a TLS config: {e}"))
     }
 
     /// Pushes `image` under the reference's tag (else its digest, else `latest`): blobs first,
@@ -336,13 +416,23 @@ impl Registry {
     }
 }
 
-/// One push or pull: the registry, and the reference every error names.
+/// One push or pull: the registry, the reference every error names, and what it learnt on the
+/// way (a bearer token, resolved addresses).
 struct Op<'a> {
     registry: &'a Registry,
     repository: &'a str,
     pinned: Option<&'a Digest>,
     pull_target: &'a str,
     reference: String,
+    token: Mutex<Option<String>>,
+    resolved: Mutex<BTreeMap<String, Vec<SocketAddr>>>,
+}
+
+/// One request's method, headers and body, sent again after a token or a redirect.
+struct Exchange<'h> {
+    method: Method,
+    headers: &'h [(http::HeaderName, &'h str)],
+    body: Bytes,
 }
 
 impl<'a> Op<'a> {
@@ -353,11 +443,20 @@ impl<'a> Op<'a> {
             pinned: reference.digest(),
             pull_target: reference.pull_target(),
             reference: reference.to_string(),
+            token: Mutex::new(None),
+            resolved: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn target(&self, path: &str) -> Target {
+        Target {
+            path: path.to_owned(),
+            ..self.registry.target.clone()
         }
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.registry.authority)
+        self.target(path).url()
     }
 
     fn manifest_path(&self, target: &str) -> String {
@@ -376,8 +475,16 @@ impl<'a> Op<'a> {
         }
     }
 
-    /// Sends one request on a fresh connection and returns the response once its head is in.
-    /// 401 and redirects are errors here; other statuses are the caller's to judge.
+    fn is_registry(&self, target: &Target) -> bool {
+        target.https == self.registry.target.https
+            && target
+                .authority
+                .eq_ignore_ascii_case(&self.registry.target.authority)
+    }
+
+    /// Sends a request to the registry and returns the response once its head is in. A 401
+    /// with a bearer challenge fetches a token and sends again; GET and HEAD follow
+    /// redirects. A remaining 401 or redirect is an error; other statuses are the caller's.
     async fn send(
         &self,
         method: Method,
@@ -385,7 +492,87 @@ impl<'a> Op<'a> {
         headers: &[(http::HeaderName, &str)],
         body: Bytes,
     ) -> Result<http::Response<Incoming>, RegistryError> {
-        let url = self.url(path);
+        let exchange = Exchange {
+            method,
+            headers,
+            body,
+        };
+        let mut target = self.target(path);
+        let mut response = self.exchange(&target, &exchange).await?;
+        if response.status() == StatusCode::UNAUTHORIZED
+            && let Some(challenge) = header(response.headers(), WWW_AUTHENTICATE)
+            && let Some(bearer) = BearerChallenge::parse(challenge)
+        {
+            let token = self.fetch_token(&bearer).await?;
+            *self.token.lock().unwrap_or_else(|e| e.into_inner()) = Some(token);
+            response = self.exchange(&target, &exchange).await?;
+        }
+        let method = &exchange.method;
+        for _ in 0..=MAX_REDIRECTS {
+            let status = response.status();
+            if status == StatusCode::UNAUTHORIZED {
+                return Err(RegistryError::Unauthorized {
+                    reference: self.reference.clone(),
+                    method: method.clone(),
+                    url: target.url(),
+                    challenge: header(response.headers(), WWW_AUTHENTICATE)
+                        .unwrap_or("no WWW-Authenticate header")
+                        .to_owned(),
+                });
+            }
+            if !status.is_redirection() || status == StatusCode::NOT_MODIFIED {
+                return Ok(response);
+            }
+            let location = header(response.headers(), LOCATION).unwrap_or_default();
+            let redirect = |reason: &'static str| RegistryError::Redirect {
+                reference: self.reference.clone(),
+                method: method.clone(),
+                url: target.url(),
+                location: location.to_owned(),
+                reason,
+            };
+            if *method != Method::GET && *method != Method::HEAD {
+                return Err(redirect("only GET and HEAD redirects are followed"));
+            }
+            let next = if location.starts_with('/') {
+                Target {
+                    path: location.to_owned(),
+                    ..target.clone()
+                }
+            } else {
+                Target::parse(location).ok_or_else(|| redirect("not a path or an http(s) URL"))?
+            };
+            if target.https && !next.https {
+                return Err(redirect("a redirect from HTTPS to plain HTTP is refused"));
+            }
+            target = next;
+            response = self.exchange(&target, &exchange).await?;
+        }
+        Err(RegistryError::Redirect {
+            reference: self.reference.clone(),
+            method: method.clone(),
+            url: target.url(),
+            location: header(response.headers(), LOCATION)
+                .unwrap_or_default()
+                .to_owned(),
+            reason: "too many redirects",
+        })
+    }
+
+    /// One request on a fresh connection. The registry gets its own trust and the bearer
+    /// token; any other host gets the public roots and no token.
+    async fn exchange(
+        &self,
+        target: &Target,
+        exchange: &Exchange<'_>,
+    ) -> Result<http::Response<Incoming>, RegistryError> {
+        let Exchange {
+            method,
+            headers,
+            body,
+        } = exchange;
+        let url = target.url();
+        // Uploads may take longer: one more second per MIN_UPLOAD_BYTES_PER_SECOND.
         let timeout =
             RESPONSE_TIMEOUT + Duration::from_secs(body.len() as u64 / MIN_UPLOAD_BYTES_PER_SECOND);
         let timed_out = |timeout| RegistryError::Timeout {
@@ -400,66 +587,158 @@ impl<'a> Op<'a> {
             url: url.clone(),
             source,
         };
-        let addr = self.registry.endpoint;
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
+        let own = self.is_registry(target);
+        let mut sender = tokio::time::timeout(CONNECT_TIMEOUT, self.connect(target, own))
             .await
-            .map_err(|_| timed_out(CONNECT_TIMEOUT))?
-            .map_err(|source| RegistryError::Connect {
-                reference: self.reference.clone(),
-                addr,
-                source,
-            })?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| http_err(e.into()))?;
-        tokio::spawn(async move {
-            // The connection ends with the exchange; its errors surface through the response.
-            let _ = conn.await;
-        });
+            .map_err(|_| timed_out(CONNECT_TIMEOUT))??;
         let mut request = http::Request::builder()
             .method(method.clone())
-            .uri(path)
-            .header(HOST, &self.registry.authority)
+            .uri(&target.path)
+            .header(HOST, &target.authority)
             .header(USER_AGENT, concat!("talos-rs/", env!("CARGO_PKG_VERSION")));
-        if method == Method::POST || method == Method::PUT {
+        if *method == Method::POST || *method == Method::PUT {
             request = request.header(CONTENT_LENGTH, body.len());
         }
-        for (name, value) in headers {
+        if own && let Some(token) = &*self.token.lock().unwrap_or_else(|e| e.into_inner()) {
+            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        for (name, value) in *headers {
             request = request.header(name, *value);
         }
         let request = request
-            .body(Full::new(body))
+            .body(Full::new(body.clone()))
             .map_err(|e| http_err(e.into()))?;
-        let response = tokio::time::timeout(timeout, sender.send_request(request))
+        tokio::time::timeout(timeout, sender.send_request(request))
             .await
             .map_err(|_| timed_out(timeout))?
-            .map_err(|e| http_err(e.into()))?;
+            .map_err(|e| http_err(e.into()))
+    }
+
+    /// Opens a connection to `target` (with TLS for https) and hands it to hyper.
+    async fn connect(
+        &self,
+        target: &Target,
+        own: bool,
+    ) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, RegistryError> {
+        let addrs = self.addresses(target).await?;
+        let stream = tokio::net::TcpStream::connect(addrs.as_slice())
+            .await
+            .map_err(|source| RegistryError::Connect {
+                reference: self.reference.clone(),
+                authority: target.authority.clone(),
+                addrs: addrs
+                    .iter()
+                    .map(SocketAddr::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                source,
+            })?;
+        let http_err = |e: hyper::Error| RegistryError::Http {
+            reference: self.reference.clone(),
+            method: Method::CONNECT,
+            url: target.url(),
+            source: e.into(),
+        };
+        if !target.https {
+            return handshake(stream).await.map_err(http_err);
+        }
+        let tls_err = |source| RegistryError::Tls {
+            reference: self.reference.clone(),
+            authority: target.authority.clone(),
+            source,
+        };
+        let name = ServerName::try_from(target.host.clone())
+            .map_err(|e| tls_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
+        let config = if own {
+            self.registry.tls.clone()
+        } else {
+            Registry::public_roots()
+        };
+        let stream = tokio_rustls::TlsConnector::from(config)
+            .connect(name, stream)
+            .await
+            .map_err(tls_err)?;
+        handshake(stream).await.map_err(http_err)
+    }
+
+    /// The socket addresses of `target`, resolved once per host and operation.
+    async fn addresses(&self, target: &Target) -> Result<Vec<SocketAddr>, RegistryError> {
+        let key = format!("{}:{}", target.host, target.port);
+        if let Some(addrs) = self
+            .resolved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Ok(addrs.clone());
+        }
+        let addrs = transport::addresses(target, self.registry.resolver.as_ref())
+            .await
+            .map_err(|reason| RegistryError::Resolve {
+                reference: self.reference.clone(),
+                host: target.host.clone(),
+                reason,
+            })?;
+        self.resolved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, addrs.clone());
+        Ok(addrs)
+    }
+
+    /// The Docker token flow, anonymously: GET the realm with service and scope, and take
+    /// `token` (or `access_token`) from its JSON.
+    async fn fetch_token(&self, challenge: &BearerChallenge) -> Result<String, RegistryError> {
+        let token_err = |url: &str, reason: String| RegistryError::Token {
+            reference: self.reference.clone(),
+            url: url.to_owned(),
+            reason,
+        };
+        let mut url = challenge.realm.clone();
+        let mut separator = if url.contains('?') { '&' } else { '?' };
+        for (key, value) in [("service", &challenge.service), ("scope", &challenge.scope)] {
+            if let Some(value) = value {
+                url.push_str(&format!("{separator}{key}={}", query_escape(value)));
+                separator = '&';
+            }
+        }
+        let target = Target::parse(&url)
+            .ok_or_else(|| token_err(&url, "the realm is not an http(s) URL".into()))?;
+        if self.registry.target.https && !target.https {
+            return Err(token_err(
+                &url,
+                "the registry speaks HTTPS but its realm is plain HTTP".into(),
+            ));
+        }
+        let exchange = Exchange {
+            method: Method::GET,
+            headers: &[],
+            body: Bytes::new(),
+        };
+        let response = self.exchange(&target, &exchange).await?;
         let status = response.status();
-        if status == StatusCode::UNAUTHORIZED {
-            return Err(RegistryError::Unauthorized {
-                reference: self.reference.clone(),
-                method,
-                url,
-                challenge: header(response.headers(), WWW_AUTHENTICATE)
-                    .unwrap_or("no WWW-Authenticate header")
-                    .to_owned(),
-            });
+        if status != StatusCode::OK {
+            let detail = error_detail(response.into_body()).await;
+            return Err(token_err(&url, format!("answered {status}{detail}")));
         }
-        if status.is_redirection() {
-            let location = header(response.headers(), LOCATION).unwrap_or_default();
-            return Err(RegistryError::Redirect {
-                reference: self.reference.clone(),
-                method,
-                url,
-                location: location.to_owned(),
-                reason: if location.starts_with("https:") {
-                    NO_TLS
-                } else {
-                    "following redirects is not supported yet"
-                },
-            });
+        let read = http_body_util::Limited::new(response.into_body(), MAX_TOKEN_BYTES).collect();
+        let body = tokio::time::timeout(BODY_IDLE_TIMEOUT, read)
+            .await
+            .map_err(|_| token_err(&url, format!("no answer within {BODY_IDLE_TIMEOUT:?}")))?
+            .map_err(|e| token_err(&url, format!("reading the answer: {e}")))?
+            .to_bytes();
+        #[derive(serde::Deserialize)]
+        struct TokenResponse {
+            token: Option<String>,
+            access_token: Option<String>,
         }
-        Ok(response)
+        let parsed: TokenResponse = serde_json::from_slice(&body)
+            .map_err(|e| token_err(&url, format!("the answer is not token JSON: {e}")))?;
+        parsed
+            .token
+            .or(parsed.access_token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| token_err(&url, "the answer has no token or access_token".into()))
     }
 
     /// Turns any status but `expected` into an error carrying the registry's message.
@@ -537,31 +816,21 @@ impl<'a> Op<'a> {
 
     /// The path (and query) of an upload `Location`, which may be absolute or relative.
     fn upload_path(&self, uploads: &str, location: &str) -> Result<String, RegistryError> {
-        let invalid = |reason: String| self.invalid(&self.url(uploads), reason);
         if location.starts_with('/') {
             return Ok(location.to_owned());
         }
-        if location.starts_with("https://") {
-            return Err(invalid(format!(
-                "the upload location {location} is HTTPS; {NO_TLS}"
-            )));
-        }
-        let rest = location.strip_prefix("http://").ok_or_else(|| {
+        let invalid = |reason: String| self.invalid(&self.url(uploads), reason);
+        let target = Target::parse(location).ok_or_else(|| {
             invalid(format!(
-                "the upload location {location:?} is neither a path nor an http:// URL"
+                "the upload location {location:?} is neither a path nor an http(s) URL"
             ))
         })?;
-        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-        if !authority.eq_ignore_ascii_case(&self.registry.authority) {
+        if !self.is_registry(&target) {
             return Err(invalid(format!(
-                "the upload location {location} is on another host, which is not supported"
+                "the upload location {location} is on another host or scheme, which is not supported"
             )));
         }
-        Ok(if path.is_empty() {
-            "/".into()
-        } else {
-            path.to_owned()
-        })
+        Ok(target.path)
     }
 
     /// The image manifest for `linux/<arch>`, through an index if the reference names one,
@@ -748,6 +1017,95 @@ fn header(headers: &HeaderMap, name: impl http::header::AsHeaderName) -> Option<
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// Starts HTTP/1.1 on `io`; the connection task ends with the exchange, and its errors
+/// surface through the response.
+async fn handshake<T>(
+    io: T,
+) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, hyper::Error>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+/// `WWW-Authenticate: Bearer realm="…",service="…",scope="…"`.
+#[derive(Debug, PartialEq, Eq)]
+struct BearerChallenge {
+    realm: String,
+    service: Option<String>,
+    scope: Option<String>,
+}
+
+impl BearerChallenge {
+    fn parse(header: &str) -> Option<Self> {
+        let (scheme, params) = header.trim().split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return None;
+        }
+        let mut params = auth_params(params);
+        let mut take = |key: &str| {
+            params
+                .iter()
+                .position(|(k, _)| k.eq_ignore_ascii_case(key))
+                .map(|i| params.swap_remove(i).1)
+        };
+        Some(Self {
+            realm: take("realm")?,
+            service: take("service"),
+            scope: take("scope"),
+        })
+    }
+}
+
+/// `key=value` or `key="quoted, value"` pairs separated by commas.
+fn auth_params(mut rest: &str) -> Vec<(String, String)> {
+    let mut params = Vec::new();
+    loop {
+        rest = rest.trim_start_matches([' ', ',']);
+        let Some((key, after)) = rest.split_once('=') else {
+            return params;
+        };
+        let (value, after) = if let Some(quoted) = after.strip_prefix('"') {
+            let mut value = String::new();
+            let mut chars = quoted.char_indices();
+            let mut end = quoted.len();
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => value.extend(chars.next().map(|(_, c)| c)),
+                    '"' => {
+                        end = i + 1;
+                        break;
+                    }
+                    c => value.push(c),
+                }
+            }
+            (value, &quoted[end..])
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (after[..end].trim().to_owned(), &after[end..])
+        };
+        params.push((key.trim().to_owned(), value));
+        rest = after;
+    }
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn query_escape(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// `: CODE: message; …` from a registry's JSON error body, else its first line of text.
 async fn error_detail(body: Incoming) -> String {
     let read = http_body_util::Limited::new(body, MAX_ERROR_BODY_BYTES).collect();
@@ -796,29 +1154,78 @@ mod tests {
     }
 
     #[test]
-    fn a_reference_names_a_plain_http_endpoint_or_says_why_not() {
+    fn plain_http_only_for_ip_literals_with_a_port_and_no_tls_settings() {
         let r = registry_for("10.0.2.2:5000/talos/installer:v1").unwrap();
-        assert_eq!(r.endpoint, "10.0.2.2:5000".parse().unwrap());
-        assert_eq!(r.authority, "10.0.2.2:5000");
+        assert_eq!(r.target.url(), "http://10.0.2.2:5000/");
         let r = registry_for("localhost:5000/x").unwrap();
-        assert_eq!(r.endpoint, "127.0.0.1:5000".parse().unwrap());
+        assert_eq!(r.target.url(), "http://localhost:5000/");
         let r = registry_for("[fd00::1]:5000/x").unwrap();
-        assert_eq!(r.endpoint, "[fd00::1]:5000".parse().unwrap());
-        assert_eq!(r.authority, "[fd00::1]:5000");
+        assert_eq!((r.target.host.as_str(), r.target.port), ("fd00::1", 5000));
+        assert_eq!(r.target.url(), "http://[fd00::1]:5000/");
 
-        let e = registry_for("ghcr.io/siderolabs/installer:v1.9.0").unwrap_err();
+        for (reference, port) in [
+            ("ghcr.io/siderolabs/installer:v1.9.0", 443),
+            ("registry.test:5000/x", 5000),
+            ("10.0.2.2/x", 443),
+            ("10.0.2.2:443/x", 443),
+        ] {
+            let r = registry_for(reference).unwrap();
+            assert!(r.is_https(), "{reference}");
+            assert_eq!(r.target.port, port, "{reference}");
+        }
+        let reference = Reference::parse("10.0.2.2:5000/x").unwrap();
+        let options = RegistryOptions {
+            tls: Some(RegistryTls {
+                insecure_skip_verify: true,
+                ..Default::default()
+            }),
+            resolver: None,
+        };
         assert!(
-            e.starts_with("ghcr.io/siderolabs/installer:v1.9.0: "),
+            Registry::with_options(&reference, &options)
+                .unwrap()
+                .is_https()
+        );
+
+        let options = RegistryOptions {
+            tls: Some(RegistryTls {
+                ca_pem: Some("garbage".into()),
+                insecure_skip_verify: false,
+            }),
+            resolver: None,
+        };
+        let e = Registry::with_options(&reference, &options)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("machine.registries.config.\"10.0.2.2:5000\".tls: tls.ca holds no PEM"),
             "{e}"
         );
-        assert!(e.contains("must be an IP address"), "{e}");
-        for https in ["10.0.2.2/x", "10.0.2.2:443/x"] {
-            let e = registry_for(https).unwrap_err();
-            assert!(
-                e.contains("speaks HTTPS") && e.contains("no CA bundle"),
-                "{e}"
-            );
-        }
+    }
+
+    #[test]
+    fn bearer_challenges_parse() {
+        let c = BearerChallenge::parse(
+            r#"Bearer realm="https://ghcr.io/token",service="ghcr.io",scope="repository:siderolabs/installer:pull""#,
+        )
+        .unwrap();
+        assert_eq!(
+            c,
+            BearerChallenge {
+                realm: "https://ghcr.io/token".into(),
+                service: Some("ghcr.io".into()),
+                scope: Some("repository:siderolabs/installer:pull".into()),
+            }
+        );
+        let c = BearerChallenge::parse(r#"bearer realm=https://a/t, scope="a,\"b""#).unwrap();
+        assert_eq!(c.realm, "https://a/t");
+        assert_eq!(c.scope.as_deref(), Some(r#"a,"b"#));
+        assert_eq!(BearerChallenge::parse(r#"Basic realm="x""#), None);
+        assert_eq!(BearerChallenge::parse(r#"Bearer service="x""#), None);
+        assert_eq!(
+            query_escape("repository:a/b:pull push"),
+            "repository%3Aa%2Fb%3Apull%20push"
+        );
     }
 
     #[test]
@@ -838,9 +1245,9 @@ mod tests {
             "/v2/x/blobs/uploads/u"
         );
         for (location, reason) in [
-            ("https://127.0.0.1:5000/v2/x", "no CA bundle"),
-            ("http://10.0.0.9:5000/v2/x", "another host"),
-            ("v2/x/blobs/uploads/u", "neither a path nor an http:// URL"),
+            ("https://127.0.0.1:5000/v2/x", "another host or scheme"),
+            ("http://10.0.0.9:5000/v2/x", "another host or scheme"),
+            ("v2/x/blobs/uploads/u", "neither a path nor an http(s) URL"),
         ] {
             let e = op.upload_path(uploads, location).unwrap_err().to_string();
             assert!(e.contains(reason), "{location}: {e}");

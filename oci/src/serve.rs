@@ -91,7 +91,7 @@ mod tests {
         let server = tokio::spawn(serve(image.clone(), listener));
         let reference =
             Reference::parse(&format!("{addr}/{REPOSITORY}@{}", image.manifest_digest())).unwrap();
-        let files = Registry::new(addr, addr.to_string())
+        let files = Registry::plain_http(addr)
             .pull_files(
                 &reference,
                 "arm64",
@@ -105,7 +105,7 @@ mod tests {
             .unwrap();
         assert_eq!(files["usr/install/arm64/vmlinuz"], b"kernel");
         let missing = Reference::parse(&format!("{addr}/{REPOSITORY}:v9")).unwrap();
-        let err = Registry::new(addr, addr.to_string())
+        let err = Registry::plain_http(addr)
             .pull_files(&missing, "arm64", &[], 1 << 20)
             .await
             .unwrap_err();

@@ -349,7 +349,7 @@ async fn a_manifest_must_match_the_pinned_or_announced_digest() {
         .push(("Docker-Content-Digest", other.manifest_digest().to_string()));
     routes.insert("/v2/talos/installer/manifests/v2".into(), announced);
     let addr = fake_registry(routes).await;
-    let registry = Registry::new(addr, addr.to_string());
+    let registry = Registry::plain_http(addr);
 
     let pinned = reference(
         addr,
@@ -415,8 +415,8 @@ async fn an_index_resolves_to_the_linux_image_of_the_arch() {
 }
 
 #[tokio::test]
-async fn authentication_is_reported_as_not_supported_yet() {
-    let challenge = r#"Bearer realm="https://auth.example/token",service="registry""#;
+async fn authentication_other_than_anonymous_bearer_tokens_is_reported_as_unsupported() {
+    let challenge = r#"Basic realm="registry""#;
     let routes = BTreeMap::from([(
         "/v2/talos/installer/manifests/v1".to_owned(),
         Route {
@@ -432,7 +432,7 @@ async fn authentication_is_reported_as_not_supported_yet() {
     assert!(matches!(e, RegistryError::Unauthorized { .. }), "{e}");
     let message = e.to_string();
     assert!(
-        message.contains(challenge) && message.contains("not supported yet"),
+        message.contains(challenge) && message.contains("only anonymous bearer tokens"),
         "{message}"
     );
 }

@@ -11,6 +11,7 @@ mod generate;
 mod kinds;
 pub mod patch;
 pub mod raw;
+mod registries;
 pub mod v1alpha1;
 mod validate;
 
@@ -30,6 +31,7 @@ pub use generate::{
     GenerateError, GenerateInput, Generated, VersionContract, generate,
 };
 pub use patch::{Patch, PatchError};
+pub use registries::{HostEntry, RegistryTlsConfig};
 pub use v1alpha1::{MachineType, V1Alpha1};
 pub use validate::{Problem, ValidationMode, ValidationReport};
 

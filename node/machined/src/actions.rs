@@ -81,7 +81,8 @@ impl Tasks for NodeTasks {
                 }
             }
             Task::PullInstaller => {
-                let version = upgrade::stage(slots()?, &self.request.image)
+                let config = self.node.config();
+                let version = upgrade::stage(slots()?, &self.request.image, config.as_deref())
                     .await
                     .map_err(|e| e.to_string())?;
                 self.staged_version = Some(version);

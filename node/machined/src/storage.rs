@@ -81,7 +81,9 @@ pub fn mount_ext4(
 }
 
 /// Replaces `dir/name` with `data` so that a crash leaves either the old or the new file:
-/// write a temporary file, fsync it, rename it over, fsync the directory.
+/// write a temporary file, fsync it, rename it over, fsync it under its new name, fsync the
+/// directory. The second file fsync is for vfat (the EFI partition): its rename frees the old
+/// file's clusters at once but moves the directory entry only when the inode is written.
 pub fn write_atomically(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
     {
@@ -93,7 +95,9 @@ pub fn write_atomically(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<
         f.write_all(data)?;
         f.sync_all()?;
     }
-    std::fs::rename(&tmp, dir.join(name))?;
+    let target = dir.join(name);
+    std::fs::rename(&tmp, &target)?;
+    File::open(&target)?.sync_all()?;
     File::open(dir)?.sync_all()
 }
 

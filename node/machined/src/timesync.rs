@@ -4,6 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use talos_node_sys::clock::Clock;
@@ -202,6 +203,16 @@ pub fn save_floor(dir: &Path, now: SystemTime) {
     }
 }
 
+/// Set once an NTP server has corrected the clock since boot (the clock is process-wide, and so
+/// is this).
+static SYNCED: AtomicBool = AtomicBool::new(false);
+
+/// Whether the clock has been synchronized since boot; before that it is only a lower bound
+/// on the real time (the floor, or a clock without RTC counting from it).
+pub fn clock_synced() -> bool {
+    SYNCED.load(Ordering::Relaxed)
+}
+
 /// Keeps the clock in sync with the configured servers, forever.
 pub async fn run(
     clock: Arc<dyn Clock + Send + Sync>,
@@ -236,6 +247,7 @@ pub async fn run(
             Some((server, sample)) => {
                 match correct(clock.as_ref(), &sample) {
                     Ok(stepped) => {
+                        SYNCED.store(true, Ordering::Relaxed);
                         let how = if stepped { "stepped" } else { "slewed" };
                         tracing::info!(
                             server,

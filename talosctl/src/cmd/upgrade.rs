@@ -34,8 +34,11 @@ Examples:
   # to the node from this machine's address 10.5.0.1, with the result as JSON
   talosctl upgrade -n 10.5.0.2 -i out/installers/arm64/v2.0.0 --serve-address 10.5.0.1 -o json
 
-talos-rs nodes pull over plain HTTP from a registry named by IP address (they carry no CA
-bundle or DNS resolver yet).
+Registries speak HTTPS, trusting public roots or the CA in the node's
+machine.registries.config.<host:port>.tls.ca (tls.insecureSkipVerify: true skips the check);
+an IP address with a port other than 443 and no such tls entry means plain HTTP. Names
+resolve through machine.network.extraHostEntries, then the node's nameservers. Anonymous
+bearer tokens (as ghcr.io asks for public images) are fetched; other auth is not supported.
 
   # Write v2.0.0 to the other slot now; it boots at the next reboot
   talosctl upgrade -n 10.5.0.2 -i 10.5.0.1:5000/talos/installer:v2.0.0 --stage";

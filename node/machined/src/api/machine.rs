@@ -435,7 +435,8 @@ impl MachineService for MachineApi {
                 "this node did not boot from an A/B system disk (no talos.slot= on its kernel command line), so it cannot upgrade in place",
             ));
         }
-        upgrade::check(&request.image).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        upgrade::check(&request.image, self.node.config().as_deref())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let actor_id = actor_id();
         let (sequence, when) = if request.stage {
             (Sequence::StageUpgrade, "at the next reboot")

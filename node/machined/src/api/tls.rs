@@ -107,7 +107,10 @@ pub fn configured(
     }
     let webpki =
         WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider()).build()?;
-    let verifier = Arc::new(ClientAuthOnly { inner: webpki });
+    let verifier = Arc::new(ClientAuthOnly {
+        inner: webpki,
+        clock_synced: crate::timesync::clock_synced,
+    });
     let config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
@@ -117,9 +120,28 @@ pub fn configured(
 
 /// Like upstream, a client leaf whose extended key usage is anything but exactly ClientAuth is
 /// refused, so a server certificate from the same CA cannot act as a client.
+///
+/// Until the clock is synchronized it is only a lower bound on the real time (a board without
+/// RTC starts from the time floor), so a certificate is refused when it has expired by that
+/// bound but never as not yet valid: it is checked at its own notBefore when that is later.
 #[derive(Debug)]
 struct ClientAuthOnly {
     inner: Arc<dyn ClientCertVerifier>,
+    clock_synced: fn() -> bool,
+}
+
+/// The time to check `end_entity` at: `now`, or its notBefore if the clock is not synchronized
+/// and that is later.
+fn verification_time(end_entity: &[u8], now: UnixTime, clock_synced: bool) -> UnixTime {
+    if clock_synced {
+        return now;
+    }
+    pki::cert_validity(end_entity)
+        .ok()
+        .and_then(|(not_before, _)| not_before.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map(UnixTime::since_unix_epoch)
+        .filter(|not_before| not_before.as_secs() > now.as_secs())
+        .unwrap_or(now)
 }
 
 impl ClientCertVerifier for ClientAuthOnly {
@@ -133,9 +155,10 @@ impl ClientCertVerifier for ClientAuthOnly {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
+        let at = verification_time(end_entity, now, (self.clock_synced)());
         let verified = self
             .inner
-            .verify_client_cert(end_entity, intermediates, now)?;
+            .verify_client_cert(end_entity, intermediates, at)?;
         let usages = pki::extended_key_usages(end_entity)
             .map_err(|e| rustls::Error::General(e.to_string()))?;
         if usages != [ExtKeyUsage::ClientAuth] {
@@ -189,6 +212,52 @@ mod tests {
         assert!(sans.contains(&SubjectAltName::Ip("127.0.0.1".parse().unwrap())));
         assert!(sans.contains(&SubjectAltName::Dns("talos-123456".into())));
         assert!(sans.contains(&SubjectAltName::Dns("api.example".into())));
+    }
+
+    fn verifier(clock_synced: fn() -> bool) -> (CertAndKey, ClientAuthOnly) {
+        let ca = pki::new_os_ca(SystemTime::now()).unwrap();
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(ca.cert_der().unwrap()))
+            .unwrap();
+        let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .unwrap();
+        (
+            ca,
+            ClientAuthOnly {
+                inner,
+                clock_synced,
+            },
+        )
+    }
+
+    fn check(verifier: &ClientAuthOnly, cert: &CertAndKey, now: SystemTime) -> Result<(), String> {
+        let now = UnixTime::since_unix_epoch(now.duration_since(SystemTime::UNIX_EPOCH).unwrap());
+        verifier
+            .verify_client_cert(&CertificateDer::from(cert.cert_der().unwrap()), &[], now)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn an_unsynced_clock_refuses_expired_certificates_but_not_future_ones() {
+        let hour = Duration::from_secs(3600);
+        let now = SystemTime::now();
+        for synced in [false, true] {
+            let (ca, verifier) = verifier(if synced { || true } else { || false });
+            let issue = |at: SystemTime| pki::issue_client_cert(&ca, &[], hour, at).unwrap();
+            assert_eq!(check(&verifier, &issue(now), now), Ok(()));
+            // Issued by a client whose clock is a day ahead of this board's.
+            let future = check(&verifier, &issue(now + 24 * hour), now);
+            if synced {
+                assert!(future.unwrap_err().contains("not valid yet"));
+            } else {
+                assert_eq!(future, Ok(()));
+            }
+            let expired = check(&verifier, &issue(now - 24 * hour), now);
+            assert!(expired.unwrap_err().contains("expired"), "synced {synced}");
+        }
     }
 
     #[test]
