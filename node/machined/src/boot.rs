@@ -77,6 +77,22 @@ pub fn find_system_disk(sys_block: &Path, dev: &Path) -> Option<SystemDisk> {
     })
 }
 
+/// How long the disk a slot was booted from may take to show up (driver load, partition scan;
+/// slow on an emulated board under load).
+const SYSTEM_DISK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// The system disk of a node booted from a slot, which has one: waits for it to show up.
+pub fn wait_for_system_disk() -> Option<SystemDisk> {
+    let deadline = std::time::Instant::now() + SYSTEM_DISK_TIMEOUT;
+    loop {
+        let disk = find_system_disk(Path::new("/sys/block"), Path::new("/dev"));
+        if disk.is_some() || std::time::Instant::now() >= deadline {
+            return disk;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
 /// The slots of the running system, with the EFI partition mounted at `root`.
 #[derive(Debug)]
 pub struct BootSlots {
@@ -93,12 +109,10 @@ impl BootSlots {
         let Some(booted) = cmdline.get(SLOT_ARG).and_then(Slot::parse) else {
             return Ok(None);
         };
-        let disk = find_system_disk(Path::new("/sys/block"), Path::new("/dev")).or_else(|| {
-            std::thread::sleep(std::time::Duration::from_millis(500));
-            find_system_disk(Path::new("/sys/block"), Path::new("/dev"))
-        });
-        let Some(disk) = disk else {
-            tracing::warn!("booted from slot {booted}, but no disk has EFI and META partitions");
+        let Some(disk) = wait_for_system_disk() else {
+            tracing::warn!(
+                "slot {booted} was booted, but no disk with EFI and META partitions showed up within {SYSTEM_DISK_TIMEOUT:?}"
+            );
             return Ok(None);
         };
         std::fs::create_dir_all(BOOT_MOUNT).map_err(io("creating", Path::new(BOOT_MOUNT)))?;

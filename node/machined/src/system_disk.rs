@@ -241,11 +241,7 @@ pub async fn prepare(
 /// returns EPHEMERAL's device. Failures are logged: the node boots on, /var in memory.
 pub async fn on_boot(cmdline: &Cmdline, reaper: &Reaper) -> Option<PathBuf> {
     cmdline.get(SLOT_ARG).and_then(Slot::parse)?;
-    let find = || crate::boot::find_system_disk(Path::new("/sys/block"), Path::new("/dev"));
-    let disk = find().or_else(|| {
-        std::thread::sleep(Duration::from_millis(500));
-        find()
-    })?;
+    let disk = crate::boot::wait_for_system_disk()?;
     match prepare(&Host::linux(), &Linux, reaper, &disk.disk).await {
         Ok(Some(device)) => Some(device),
         Ok(None) => {
