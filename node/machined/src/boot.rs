@@ -81,13 +81,21 @@ pub fn find_system_disk(sys_block: &Path, dev: &Path) -> Option<SystemDisk> {
 /// slow on an emulated board under load).
 const SYSTEM_DISK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
-/// The system disk of a node booted from a slot, which has one: waits for it to show up.
-pub fn wait_for_system_disk() -> Option<SystemDisk> {
+/// The system disk of a node booted from a slot (`talos.slot=` on the command line), which has
+/// one: waits for it to show up. `None` for other boots, or when it never shows up (logged).
+pub fn wait_for_system_disk(cmdline: &Cmdline) -> Option<SystemDisk> {
+    let booted = cmdline.get(SLOT_ARG).and_then(Slot::parse)?;
     let deadline = std::time::Instant::now() + SYSTEM_DISK_TIMEOUT;
     loop {
         let disk = find_system_disk(Path::new("/sys/block"), Path::new("/dev"));
-        if disk.is_some() || std::time::Instant::now() >= deadline {
+        if disk.is_some() {
             return disk;
+        }
+        if std::time::Instant::now() >= deadline {
+            tracing::warn!(
+                "slot {booted} was booted, but no disk with EFI and META partitions showed up within {SYSTEM_DISK_TIMEOUT:?}"
+            );
+            return None;
         }
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
@@ -104,15 +112,13 @@ pub struct BootSlots {
 }
 
 impl BootSlots {
-    /// `None` when the kernel was not started from a slot (QEMU `-kernel`, PXE).
-    pub fn open(mounter: &dyn Mounter, cmdline: &Cmdline) -> Result<Option<BootSlots>, BootError> {
-        let Some(booted) = cmdline.get(SLOT_ARG).and_then(Slot::parse) else {
-            return Ok(None);
-        };
-        let Some(disk) = wait_for_system_disk() else {
-            tracing::warn!(
-                "slot {booted} was booted, but no disk with EFI and META partitions showed up within {SYSTEM_DISK_TIMEOUT:?}"
-            );
+    /// `None` when the kernel was not started from a slot of `disk` (QEMU `-kernel`, PXE).
+    pub fn open(
+        mounter: &dyn Mounter,
+        cmdline: &Cmdline,
+        disk: Option<SystemDisk>,
+    ) -> Result<Option<BootSlots>, BootError> {
+        let (Some(booted), Some(disk)) = (cmdline.get(SLOT_ARG).and_then(Slot::parse), disk) else {
             return Ok(None);
         };
         std::fs::create_dir_all(BOOT_MOUNT).map_err(io("creating", Path::new(BOOT_MOUNT)))?;

@@ -135,8 +135,11 @@ struct BootState {
     boot_kind: Option<BootKind>,
 }
 
-fn open_slots(cmdline: &Cmdline) -> (Option<Arc<boot::BootSlots>>, Option<BootKind>) {
-    let slots = match boot::BootSlots::open(&Linux, cmdline) {
+fn open_slots(
+    cmdline: &Cmdline,
+    disk: Option<boot::SystemDisk>,
+) -> (Option<Arc<boot::BootSlots>>, Option<BootKind>) {
+    let slots = match boot::BootSlots::open(&Linux, cmdline, disk) {
         Ok(Some(slots)) => Arc::new(slots),
         Ok(None) => return (None, None),
         Err(e) => {
@@ -255,6 +258,8 @@ struct BootTasks {
     reaper: Arc<Reaper>,
     store: Option<ConfigStore>,
     state_mounted: bool,
+    /// The disk the node booted a slot from, looked up once for the tasks that need it.
+    system_disk: std::cell::OnceCell<Option<boot::SystemDisk>>,
     /// EPHEMERAL's device, when the system disk has one.
     ephemeral: Option<std::path::PathBuf>,
     boot: BootState,
@@ -284,6 +289,7 @@ impl BootTasks {
             reaper,
             store: None,
             state_mounted: false,
+            system_disk: std::cell::OnceCell::new(),
             ephemeral: None,
             boot: BootState {
                 slots: None,
@@ -294,6 +300,12 @@ impl BootTasks {
             node: None,
             api: None,
         }
+    }
+
+    fn system_disk(&self) -> Option<&boot::SystemDisk> {
+        self.system_disk
+            .get_or_init(|| boot::wait_for_system_disk(&self.cmdline))
+            .as_ref()
     }
 
     fn node(&self) -> Result<Arc<Node>, String> {
@@ -320,7 +332,7 @@ impl Tasks for BootTasks {
                 apply_sysctls();
             }
             Task::CreateSystemPartitions => {
-                self.ephemeral = system_disk::on_boot(&self.cmdline, &self.reaper).await
+                self.ephemeral = system_disk::on_boot(self.system_disk(), &self.reaper).await
             }
             Task::MountEphemeral => system_disk::mount_on_boot(self.ephemeral.as_deref()),
             Task::MountRootfs => rootfs::mount_at_boot(&Linux, &Linux),
@@ -329,7 +341,7 @@ impl Tasks for BootTasks {
                 self.state_mounted = self.store.is_some();
             }
             Task::OpenBootSlots => {
-                let (slots, boot_kind) = open_slots(&self.cmdline);
+                let (slots, boot_kind) = open_slots(&self.cmdline, self.system_disk().cloned());
                 self.boot = BootState { slots, boot_kind };
             }
             Task::ApplyTimeFloor => {

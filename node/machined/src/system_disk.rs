@@ -15,14 +15,12 @@ use std::time::{Duration, Instant};
 
 use talos_disk::gpt::{GptError, SECTOR, Table};
 use talos_disk::layout::{self, LayoutError};
-use talos_disk::slots::{SLOT_ARG, Slot};
 use talos_node_sys::SysError;
 use talos_node_sys::block::Partitions;
 use talos_node_sys::fs::{Linux, Mounter};
 
 use tokio::io::AsyncReadExt;
 
-use crate::cmdline::Cmdline;
 use crate::io_error::{PathError, io};
 use crate::reaper::Reaper;
 
@@ -237,11 +235,10 @@ pub async fn prepare(
     Ok(ephemeral)
 }
 
-/// The boot task: on a node started from a slot of a system disk, completes that disk and
+/// The boot task: on a node started from a slot of system disk `disk`, completes that disk and
 /// returns EPHEMERAL's device. Failures are logged: the node boots on, /var in memory.
-pub async fn on_boot(cmdline: &Cmdline, reaper: &Reaper) -> Option<PathBuf> {
-    cmdline.get(SLOT_ARG).and_then(Slot::parse)?;
-    let disk = crate::boot::wait_for_system_disk()?;
+pub async fn on_boot(disk: Option<&crate::boot::SystemDisk>, reaper: &Reaper) -> Option<PathBuf> {
+    let disk = disk?;
     match prepare(&Host::linux(), &Linux, reaper, &disk.disk).await {
         Ok(Some(device)) => Some(device),
         Ok(None) => {
