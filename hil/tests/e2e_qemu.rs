@@ -435,20 +435,35 @@ async fn arm64_config_from_kernel_command_line_url() {
     node.qemu.power_off_hard().unwrap();
 }
 
-/// The v1alpha1 document of a generated config with `machine.network.hostname`, a static
-/// eth0 (QEMU user networking's address, MTU 1400) and `machine.time.servers` set.
-fn with_hostname(config: &str, hostname: &str, time_server: &str) -> Vec<u8> {
+/// Where [`with_hostname`] puts the node's network and time settings.
+#[derive(Clone, Copy)]
+enum Layout {
+    /// `machine.network` and `machine.time` in the v1alpha1 document.
+    V1Alpha1,
+    /// `HostnameConfig`, `LinkConfig` and `TimeSyncConfig` documents (Talos 1.14 style).
+    Documents,
+}
+
+/// The v1alpha1 document of a generated config plus the hostname, a static eth0 (QEMU user
+/// networking's address, MTU 1400) and a time server, in `layout`.
+fn with_hostname(config: &str, hostname: &str, time_server: &str, layout: Layout) -> Vec<u8> {
     let v1alpha1 = config.split("\n---\n").next().expect("a v1alpha1 document");
     assert!(
         v1alpha1.contains("\n  network: {}\n"),
         "generated config layout changed"
     );
-    let replacement = format!(
-        "\n  network:\n    hostname: {hostname}\n    interfaces:\n      - interface: eth0\n        addresses: [10.0.2.15/24]\n        mtu: 1400\n        routes:\n          - network: 0.0.0.0/0\n            gateway: 10.0.2.2\n  time:\n    servers:\n    - {time_server}\n"
-    );
-    v1alpha1
-        .replacen("\n  network: {}\n", &replacement, 1)
-        .into_bytes()
+    match layout {
+        Layout::V1Alpha1 => {
+            let replacement = format!(
+                "\n  network:\n    hostname: {hostname}\n    interfaces:\n      - interface: eth0\n        addresses: [10.0.2.15/24]\n        mtu: 1400\n        routes:\n          - network: 0.0.0.0/0\n            gateway: 10.0.2.2\n  time:\n    servers:\n    - {time_server}\n"
+            );
+            v1alpha1.replacen("\n  network: {}\n", &replacement, 1)
+        }
+        Layout::Documents => format!(
+            "{v1alpha1}\n---\napiVersion: v1alpha1\nkind: HostnameConfig\nhostname: {hostname}\n---\napiVersion: v1alpha1\nkind: LinkConfig\nname: eth0\nmtu: 1400\naddresses:\n  - address: 10.0.2.15/24\nroutes:\n  - gateway: 10.0.2.2\n---\napiVersion: v1alpha1\nkind: TimeSyncConfig\nntp:\n  servers: [\"{time_server}\"]\n"
+        ),
+    }
+    .into_bytes()
 }
 
 /// A file's contents through the Read RPC.
@@ -501,15 +516,16 @@ fn fake_ntp_server(ahead: Duration) -> u16 {
 /// node back to maintenance mode.
 #[tokio::test]
 async fn arm64_day2_apply_modes_logs_and_reset() {
-    day2_apply_modes_logs_and_reset(Arch::Arm64).await;
+    day2_apply_modes_logs_and_reset(Arch::Arm64, Layout::V1Alpha1).await;
 }
 
+/// The same with network, hostname and time from multi-document config.
 #[tokio::test]
 async fn amd64_day2_apply_modes_logs_and_reset() {
-    day2_apply_modes_logs_and_reset(Arch::Amd64).await;
+    day2_apply_modes_logs_and_reset(Arch::Amd64, Layout::Documents).await;
 }
 
-async fn day2_apply_modes_logs_and_reset(arch: Arch) {
+async fn day2_apply_modes_logs_and_reset(arch: Arch, layout: Layout) {
     let Some(art) = artifacts(arch) else {
         return;
     };
@@ -524,7 +540,11 @@ async fn day2_apply_modes_logs_and_reset(arch: Arch) {
         .await
         .expect("maintenance API");
     insecure
-        .apply_configuration(with_hostname(&base, "base", &ntp), ApplyMode::Auto, false)
+        .apply_configuration(
+            with_hostname(&base, "base", &ntp, layout),
+            ApplyMode::Auto,
+            false,
+        )
         .await
         .expect("apply");
     let admin_cert = client_cert(&os_ca, Role::Admin);
@@ -601,7 +621,7 @@ async fn day2_apply_modes_logs_and_reset(arch: Arch) {
 
     // Try mode: applied now, reverted after its timeout.
     let mut request = talos_proto::machine::ApplyConfigurationRequest {
-        data: with_hostname(&base, "trial", &ntp),
+        data: with_hostname(&base, "trial", &ntp, layout),
         mode: ApplyMode::Try as i32,
         dry_run: false,
         try_mode_timeout: Some(talos_proto::prost_types::Duration {
@@ -623,7 +643,7 @@ async fn day2_apply_modes_logs_and_reset(arch: Arch) {
     );
 
     // Staged: stored now, applied on the next boot.
-    request.data = with_hostname(&base, "staged", &ntp);
+    request.data = with_hostname(&base, "staged", &ntp, layout);
     request.mode = ApplyMode::Staged as i32;
     request.try_mode_timeout = None;
     admin

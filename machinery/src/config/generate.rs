@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use super::raw::RawValue;
 use super::v1alpha1::{
-    ApiServer, ClusterConfig, ClusterNetwork, Component, ControlPlane, Discovery,
+    AdmissionPlugin, ApiServer, ClusterConfig, ClusterNetwork, Component, ControlPlane, Discovery,
     DiscoveryRegistries, Etcd, Features, HostDns, Install, KubePrism, Kubelet, KubernetesRegistry,
     MachineConfig, MachineType, Network, PemKey, PemPair, Proxy, Scheduler, ServiceRegistry,
     V1Alpha1,
@@ -319,10 +319,10 @@ fn document(
             image: Some(format!("registry.k8s.io/kube-apiserver:v{version}")),
             cert_sans: api_sans,
             disable_pod_security_policy: Some(true),
-            admission_control: Some(RawValue::Seq(vec![map(vec![
-                ("name", RawValue::string("PodSecurity")),
-                ("configuration", raw(POD_SECURITY_CONFIGURATION)?),
-            ])])),
+            admission_control: Some(vec![AdmissionPlugin {
+                name: "PodSecurity".to_owned(),
+                configuration: Some(raw(POD_SECURITY_CONFIGURATION)?),
+            }]),
             audit_policy: Some(raw(AUDIT_POLICY)?),
             ..ApiServer::default()
         });

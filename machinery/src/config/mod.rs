@@ -3,12 +3,13 @@
 //!
 //! Decoding is strict: unknown keys, unknown kinds and duplicate documents are errors that name
 //! the YAML path (and line and column). `HostnameConfig`, `TimeSyncConfig`, `ResolverConfig`
-//! and `BoardConfig` are typed ([`Document`]); documents of other known kinds are kept as their source text
-//! ([`RawDocument`]) until they are modelled.
+//! and `BoardConfig` are typed ([`Document`]). Documents of other known kinds are kept as their
+//! source text ([`RawDocument`]); those with a schema in [`kinds`] are checked key by key first
+//! and can be read typed with [`Config::document`].
 
 mod documents;
 mod generate;
-mod kinds;
+pub mod kinds;
 pub mod patch;
 pub mod raw;
 mod registries;
@@ -71,8 +72,6 @@ pub enum ConfigError {
     )]
     UnsupportedDiskSelector(String),
 }
-
-const UNATTENDED_INSTALL: &str = "UnattendedInstallConfig";
 
 /// The device path of a disk selector `disk.dev_path == "/dev/sda"` (single quotes too).
 fn dev_path_selector(expression: &str) -> Option<&str> {
@@ -206,10 +205,13 @@ impl Config {
                         TimeSyncConfig::KIND => Document::TimeSync(document.decode()?),
                         ResolverConfig::KIND => Document::Resolver(document.decode()?),
                         BoardConfig::KIND => Document::Board(document.decode()?),
-                        _ => Document::Other(RawDocument {
-                            kind,
-                            name: header.name,
-                            text: normalize_document_text(document.text()),
+                        _ => Document::Other({
+                            kinds::check(&kind, &document)?;
+                            RawDocument {
+                                kind,
+                                name: header.name,
+                                text: normalize_document_text(document.text()),
+                            }
                         }),
                     });
                 }
@@ -255,6 +257,23 @@ impl Config {
     /// True when a document of `kind` is present.
     pub fn has_kind(&self, kind: &str) -> bool {
         self.documents.iter().any(|d| d.kind() == kind)
+    }
+
+    /// The first document of `T`'s kind, decoded.
+    pub fn document<T: kinds::KindDocument>(&self) -> Result<Option<T>, ConfigError> {
+        Ok(self.documents_of::<T>()?.into_iter().next())
+    }
+
+    /// Every document of `T`'s kind (named kinds may repeat), decoded, in input order.
+    pub fn documents_of<T: kinds::KindDocument>(&self) -> Result<Vec<T>, ConfigError> {
+        self.documents
+            .iter()
+            .filter_map(|d| match d {
+                Document::Other(raw) if raw.kind == T::KIND => Some(raw),
+                _ => None,
+            })
+            .map(|raw| codec::from_yaml(&raw.text).map_err(ConfigError::from))
+            .collect()
     }
 
     /// The `HostnameConfig` document, if any.
@@ -380,24 +399,19 @@ impl Config {
         if let Some(disk) = self.install().and_then(|i| i.disk.clone()) {
             return Ok(Some(disk));
         }
-        let Some(text) = self.documents.iter().find_map(|d| match d {
-            Document::Other(raw) if raw.kind == UNATTENDED_INSTALL => Some(&raw.text),
-            _ => None,
-        }) else {
+        let Some(install) = self.document::<kinds::UnattendedInstallConfig>()? else {
             return Ok(None);
         };
-        let document: raw::RawValue = codec::from_yaml(text)?;
-        let Some(expression) = document
-            .get("provisioning")
-            .and_then(|p| p.get("diskSelector"))
-            .and_then(|s| s.get("match"))
-            .and_then(raw::RawValue::as_str)
+        let Some(expression) = install
+            .provisioning
+            .and_then(|p| p.disk_selector)
+            .and_then(|s| s.expression)
         else {
             return Ok(None);
         };
-        dev_path_selector(expression)
+        dev_path_selector(&expression)
             .map(|path| Some(path.to_owned()))
-            .ok_or_else(|| ConfigError::UnsupportedDiskSelector(expression.to_owned()))
+            .ok_or_else(|| ConfigError::UnsupportedDiskSelector(expression.clone()))
     }
 
     /// `machine.features.rbac`. Absent means on: configs generated since Talos 1.12 omit the

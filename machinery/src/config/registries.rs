@@ -1,11 +1,9 @@
-//! Read-only views of keys kept as raw values that the node needs for pulling images:
-//! `machine.registries.config.<host>.tls` and `machine.network.extraHostEntries`.
+//! The views of `machine.registries.config.<host>.tls` and `machine.network.extraHostEntries`
+//! the node needs for pulling images.
 
 use std::net::IpAddr;
 
-use super::raw::RawValue;
 use super::v1alpha1::{MachineConfig, Network};
-use crate::b64;
 
 /// `machine.registries.config.<host>.tls`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -24,73 +22,34 @@ pub struct HostEntry {
 
 impl MachineConfig {
     /// The TLS settings for registry `host` (`name[:port]`, as the image reference writes
-    /// it), if the config has any. Errors name the malformed field.
-    pub fn registry_tls(&self, host: &str) -> Result<Option<RegistryTlsConfig>, String> {
-        let Some(tls) = self
-            .registries
-            .as_ref()
-            .and_then(|r| r.get("config"))
-            .and_then(|c| c.get(host))
-            .and_then(|h| h.get("tls"))
-            .filter(|t| !t.is_null())
-        else {
-            return Ok(None);
-        };
-        let field = |key: &str| format!("machine.registries.config.\"{host}\".tls.{key}");
-        let ca_pem = match tls.get("ca") {
-            None | Some(RawValue::Null) => None,
-            Some(RawValue::String(encoded)) => {
-                Some(b64::decode_text(encoded).map_err(|e| format!("{}: {e}", field("ca")))?)
-            }
-            Some(_) => return Err(format!("{}: expected base64 PEM text", field("ca"))),
-        };
-        let insecure_skip_verify = match tls.get("insecureSkipVerify") {
-            None | Some(RawValue::Null) => false,
-            Some(RawValue::Bool(b)) => *b,
-            Some(_) => {
-                return Err(format!(
-                    "{}: expected true or false",
-                    field("insecureSkipVerify")
-                ));
-            }
-        };
-        Ok(Some(RegistryTlsConfig {
-            ca_pem,
-            insecure_skip_verify,
-        }))
+    /// it), if the config has any.
+    pub fn registry_tls(&self, host: &str) -> Option<RegistryTlsConfig> {
+        let tls = self.registries.as_ref()?.config.get(host)?.tls.as_ref()?;
+        Some(RegistryTlsConfig {
+            ca_pem: tls.ca.as_ref().map(|ca| ca.as_str().to_owned()),
+            insecure_skip_verify: tls.insecure_skip_verify.unwrap_or(false),
+        })
     }
 }
 
 impl Network {
     /// `extraHostEntries`; errors name the malformed entry.
     pub fn extra_host_entries(&self) -> Result<Vec<HostEntry>, String> {
-        let entries = match &self.extra_host_entries {
-            None | Some(RawValue::Null) => return Ok(Vec::new()),
-            Some(RawValue::Seq(entries)) => entries,
-            Some(_) => return Err("machine.network.extraHostEntries: expected a list".into()),
-        };
-        entries
+        self.extra_host_entries
             .iter()
+            .flatten()
             .enumerate()
             .map(|(i, entry)| {
-                let bad = |what: &str| format!("machine.network.extraHostEntries[{i}]: {what}");
-                let ip = entry
-                    .get("ip")
-                    .and_then(RawValue::as_str)
-                    .ok_or_else(|| bad("no ip"))?;
-                let ip = ip
-                    .parse()
-                    .map_err(|_| bad(&format!("ip {ip:?} is not an IP address")))?;
-                let aliases = match entry.get("aliases") {
-                    None | Some(RawValue::Null) => Vec::new(),
-                    Some(RawValue::Seq(aliases)) => aliases
-                        .iter()
-                        .map(|a| a.as_str().map(str::to_owned))
-                        .collect::<Option<_>>()
-                        .ok_or_else(|| bad("aliases must be strings"))?,
-                    Some(_) => return Err(bad("aliases must be a list")),
-                };
-                Ok(HostEntry { ip, aliases })
+                let ip = entry.ip.parse().map_err(|_| {
+                    format!(
+                        "machine.network.extraHostEntries[{i}].ip: {:?} is not an IP address",
+                        entry.ip
+                    )
+                })?;
+                Ok(HostEntry {
+                    ip,
+                    aliases: entry.aliases.clone(),
+                })
             })
             .collect()
     }
@@ -109,25 +68,25 @@ mod tests {
         let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
         let config = parse(&format!(
             "  registries:\n    config:\n      \"registry.test:5443\":\n        tls:\n          ca: {}\n      \
-             insecure.test:\n        tls:\n          insecureSkipVerify: true\n      bad.test:\n        tls:\n          ca: \"%%\"\n",
+             insecure.test:\n        tls:\n          insecureSkipVerify: true\n",
             crate::b64::encode(pem)
         ));
         let machine = &config.machine;
-        let tls = machine.registry_tls("registry.test:5443").unwrap().unwrap();
+        let tls = machine.registry_tls("registry.test:5443").unwrap();
         assert_eq!(tls.ca_pem.as_deref(), Some(pem));
         assert!(!tls.insecure_skip_verify);
-        assert_eq!(machine.registry_tls("registry.test").unwrap(), None);
-        let tls = machine.registry_tls("insecure.test").unwrap().unwrap();
+        assert_eq!(machine.registry_tls("registry.test"), None);
+        let tls = machine.registry_tls("insecure.test").unwrap();
         assert_eq!((tls.ca_pem, tls.insecure_skip_verify), (None, true));
-        let e = machine.registry_tls("bad.test").unwrap_err();
-        assert!(
-            e.starts_with("machine.registries.config.\"bad.test\".tls.ca: invalid base64"),
-            "{e}"
-        );
-        assert_eq!(
-            parse("  type: worker\n").machine.registry_tls("x").unwrap(),
-            None
-        );
+        assert_eq!(parse("  type: worker\n").machine.registry_tls("x"), None);
+    }
+
+    #[test]
+    fn a_registry_ca_that_is_not_base64_is_refused_at_its_path() {
+        let input = "version: v1alpha1\nmachine:\n  registries:\n    config:\n      bad.test:\n        tls:\n          ca: \"%%\"\n";
+        let e = crate::codec::from_yaml::<V1Alpha1>(input).unwrap_err();
+        assert!(e.to_string().contains("invalid base64"), "{e}");
+        assert_eq!(e.path(), Some("machine.registries.config.bad.test.tls.ca"));
     }
 
     #[test]
@@ -153,7 +112,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             e,
-            "machine.network.extraHostEntries[0]: ip \"nope\" is not an IP address"
+            "machine.network.extraHostEntries[0].ip: \"nope\" is not an IP address"
         );
     }
 }

@@ -921,3 +921,149 @@ fn hostile_inputs_are_refused_by_the_budgets() {
         );
     }
 }
+
+#[test]
+fn v1alpha1_is_strict_at_every_level() {
+    let machine = [
+        (
+            "network:\n    interfaces:\n      - interface: eth0\n        routes:\n          - network: 0.0.0.0/0\n            gatway: 10.0.0.1\n",
+            "machine.network.interfaces[0].routes[0].gatway",
+        ),
+        (
+            "network:\n    interfaces:\n      - interface: eth0\n        vlans:\n          - vlanID: 5\n",
+            "machine.network.interfaces[0].vlans[0].vlanID",
+        ),
+        (
+            "network:\n    interfaces:\n      - interface: bond0\n        bond:\n          interface: [eth0]\n",
+            "machine.network.interfaces[0].bond.interface",
+        ),
+        (
+            "network:\n    interfaces:\n      - deviceSelector:\n          hardwareAddress: aa:bb:cc:dd:ee:ff\n",
+            "machine.network.interfaces[0].deviceSelector.hardwareAddress",
+        ),
+        (
+            "network:\n    interfaces:\n      - interface: eth0\n        vip:\n          address: 10.0.0.9\n",
+            "machine.network.interfaces[0].vip.address",
+        ),
+        (
+            "network:\n    kubespan:\n      enable: true\n",
+            "machine.network.kubespan.enable",
+        ),
+        (
+            "network:\n    extraHostEntries:\n      - ip: 10.0.0.1\n        alias: [a]\n",
+            "machine.network.extraHostEntries[0].alias",
+        ),
+        (
+            "registries:\n    mirrors:\n      docker.io:\n        endpoint: [https://m.test]\n",
+            "machine.registries.mirrors.docker.io.endpoint",
+        ),
+        (
+            "registries:\n    config:\n      r.test:\n        auth:\n          user: u\n",
+            "machine.registries.config.r.test.auth.user",
+        ),
+        (
+            "install:\n    diskSelector:\n      sizes: 4GB\n",
+            "machine.install.diskSelector.sizes",
+        ),
+        (
+            "files:\n    - contents: x\n      path: /var/f\n      op: create\n",
+            "machine.files[0].contents",
+        ),
+        (
+            "kubelet:\n    extraMounts:\n      - dest: /var/x\n",
+            "machine.kubelet.extraMounts[0].dest",
+        ),
+        (
+            "kubelet:\n    nodeIP:\n      validSubnet: [10.0.0.0/8]\n",
+            "machine.kubelet.nodeIP.validSubnet",
+        ),
+        (
+            "logging:\n    destinations:\n      - endpoint: udp://10.0.0.1:514\n        formats: json_lines\n",
+            "machine.logging.destinations[0].formats",
+        ),
+        (
+            "kernel:\n    modules:\n      - name: br_netfilter\n        param: [x=1]\n",
+            "machine.kernel.modules[0].param",
+        ),
+        (
+            "systemDiskEncryption:\n    state:\n      provider: luks2\n      keys:\n        - slot: 0\n          static:\n            key: x\n",
+            "machine.systemDiskEncryption.state.keys[0].static.key",
+        ),
+        (
+            "features:\n    kubernetesTalosAPIAccess:\n      allowedRole: [os:reader]\n",
+            "machine.features.kubernetesTalosAPIAccess.allowedRole",
+        ),
+        (
+            "features:\n    imageCache:\n      enabled: true\n",
+            "machine.features.imageCache.enabled",
+        ),
+        (
+            "controlPlane:\n    scheduler:\n      disable: true\n",
+            "machine.controlPlane.scheduler.disable",
+        ),
+        ("udev:\n    rule: [x]\n", "machine.udev.rule"),
+        (
+            "seccompProfiles:\n    - name: a.json\n      values: {}\n",
+            "machine.seccompProfiles[0].values",
+        ),
+        (
+            "disks:\n    - device: /dev/sdb\n      partitions:\n        - mountPoint: /var/m\n",
+            "machine.disks[0].partitions[0].mountPoint",
+        ),
+    ];
+    let cluster = [
+        (
+            "network:\n    cni:\n      flannel:\n        extraArg: [x]\n",
+            "cluster.network.cni.flannel.extraArg",
+        ),
+        (
+            "apiServer:\n    extraVolumes:\n      - hostpath: /a\n        mountPath: /a\n",
+            "cluster.apiServer.extraVolumes[0].hostpath",
+        ),
+        (
+            "apiServer:\n    resources:\n      request: {cpu: 1}\n",
+            "cluster.apiServer.resources.request",
+        ),
+        (
+            "apiServer:\n    admissionControl:\n      - name: PodSecurity\n        config: {}\n",
+            "cluster.apiServer.admissionControl[0].config",
+        ),
+        (
+            "apiServer:\n    authorizationConfig:\n      - type: Node\n        name: node\n        hook: {}\n",
+            "cluster.apiServer.authorizationConfig[0].hook",
+        ),
+        (
+            "scheduler:\n    extraVolumes:\n      - hostPath: /a\n        mountPath: /a\n        readOnly: true\n",
+            "cluster.scheduler.extraVolumes[0].readOnly",
+        ),
+        ("coreDNS:\n    disable: true\n", "cluster.coreDNS.disable"),
+        (
+            "inlineManifests:\n    - name: a\n      content: x\n",
+            "cluster.inlineManifests[0].content",
+        ),
+        (
+            "adminKubeconfig:\n    certLifeTime: 1h\n",
+            "cluster.adminKubeconfig.certLifeTime",
+        ),
+        (
+            "externalCloudProvider:\n    manifest: [https://x.test/a.yaml]\n",
+            "cluster.externalCloudProvider.manifest",
+        ),
+    ];
+    let cases = machine
+        .iter()
+        .map(|(yaml, path)| (format!("{MINIMAL}  {yaml}"), *path))
+        .chain(
+            cluster
+                .iter()
+                .map(|(yaml, path)| (format!("{MINIMAL}cluster:\n  {yaml}"), *path)),
+        );
+    for (text, path) in cases {
+        let err = Config::from_bytes(text.as_bytes()).unwrap_err();
+        let ConfigError::Codec(codec_error) = &err else {
+            panic!("{path}: unexpected error {err}");
+        };
+        assert_eq!(codec_error.path(), Some(path), "{err}");
+        assert!(err.to_string().contains(path), "{err}");
+    }
+}

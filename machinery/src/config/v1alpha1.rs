@@ -1,7 +1,17 @@
 //! The legacy `version: v1alpha1` document (classic layout, valid in Talos v1.13).
 //!
-//! Every key upstream documents for this document is recognised; unknown keys are errors.
-//! Keys the node does not use yet hold a [`RawValue`] and are written back as they came.
+//! Every key upstream documents for this document is modelled, and unknown keys are errors at
+//! every level. Only free-form values hold a [`RawValue`]: Kubernetes objects (static pods,
+//! kubelet and scheduler config, audit policy), argument and label maps, and scalars upstream
+//! accepts in several forms (sizes, file modes).
+
+mod cluster;
+mod machine;
+mod network;
+
+pub use cluster::*;
+pub use machine::*;
+pub use network::*;
 
 use std::fmt;
 
@@ -120,7 +130,7 @@ pub struct MachineConfig {
     #[serde(rename = "certSANs", default)]
     pub cert_sans: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub control_plane: Option<RawValue>,
+    pub control_plane: Option<MachineControlPlane>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubelet: Option<Kubelet>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -128,11 +138,11 @@ pub struct MachineConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<Network>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub disks: Option<RawValue>,
+    pub disks: Option<Vec<MachineDisk>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub install: Option<Install>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub files: Option<RawValue>,
+    pub files: Option<Vec<MachineFile>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<RawValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -142,19 +152,19 @@ pub struct MachineConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sysfs: Option<RawValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub registries: Option<RawValue>,
+    pub registries: Option<Registries>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub system_disk_encryption: Option<RawValue>,
+    pub system_disk_encryption: Option<SystemDiskEncryption>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub features: Option<Features>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub udev: Option<RawValue>,
+    pub udev: Option<Udev>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub logging: Option<RawValue>,
+    pub logging: Option<Logging>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kernel: Option<RawValue>,
+    pub kernel: Option<Kernel>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seccomp_profiles: Option<RawValue>,
+    pub seccomp_profiles: Option<Vec<SeccompProfile>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_runtime_spec_overrides: Option<RawValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -179,7 +189,7 @@ pub struct Kubelet {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extra_args: Option<RawValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub extra_mounts: Option<RawValue>,
+    pub extra_mounts: Option<Vec<ExtraMount>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extra_config: Option<RawValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -193,7 +203,7 @@ pub struct Kubelet {
     )]
     pub register_with_fqdn: Option<bool>,
     #[serde(rename = "nodeIP", default, skip_serializing_if = "Option::is_none")]
-    pub node_ip: Option<RawValue>,
+    pub node_ip: Option<KubeletNodeIp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skip_node_registration: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -210,11 +220,11 @@ pub struct Network {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nameservers: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub search_domains: Option<RawValue>,
+    pub search_domains: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub extra_host_entries: Option<RawValue>,
+    pub extra_host_entries: Option<Vec<ExtraHost>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kubespan: Option<RawValue>,
+    pub kubespan: Option<KubeSpan>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disable_search_domain: Option<bool>,
 }
@@ -226,7 +236,7 @@ pub struct Interface {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interface: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device_selector: Option<RawValue>,
+    pub device_selector: Option<DeviceSelector>,
     /// Addresses in CIDR notation.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<String>,
@@ -234,15 +244,15 @@ pub struct Interface {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cidr: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub routes: Option<RawValue>,
+    pub routes: Option<Vec<Route>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bond: Option<RawValue>,
+    pub bond: Option<Bond>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bridge: Option<RawValue>,
+    pub bridge: Option<Bridge>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bridge_port: Option<RawValue>,
+    pub bridge_port: Option<BridgePort>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vlans: Option<RawValue>,
+    pub vlans: Option<Vec<Vlan>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -252,11 +262,11 @@ pub struct Interface {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dummy: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dhcp_options: Option<RawValue>,
+    pub dhcp_options: Option<DhcpOptions>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub wireguard: Option<RawValue>,
+    pub wireguard: Option<Wireguard>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vip: Option<RawValue>,
+    pub vip: Option<Vip>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -265,13 +275,13 @@ pub struct Install {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub disk_selector: Option<RawValue>,
+    pub disk_selector: Option<InstallDiskSelector>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extra_kernel_args: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub extensions: Option<RawValue>,
+    pub extensions: Option<Vec<InstallExtension>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bootloader: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -313,7 +323,7 @@ pub struct Features {
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub kubernetes_talos_api_access: Option<RawValue>,
+    pub kubernetes_talos_api_access: Option<KubernetesTalosApiAccess>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub apid_check_ext_key_usage: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -323,7 +333,7 @@ pub struct Features {
     #[serde(rename = "hostDNS", default, skip_serializing_if = "Option::is_none")]
     pub host_dns: Option<HostDns>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_cache: Option<RawValue>,
+    pub image_cache: Option<ImageCache>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_address_sort_algorithm: Option<String>,
 }
@@ -396,17 +406,17 @@ pub struct ClusterConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etcd: Option<Etcd>,
     #[serde(rename = "coreDNS", default, skip_serializing_if = "Option::is_none")]
-    pub core_dns: Option<RawValue>,
+    pub core_dns: Option<CoreDns>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub external_cloud_provider: Option<RawValue>,
+    pub external_cloud_provider: Option<ExternalCloudProvider>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub extra_manifests: Option<RawValue>,
+    pub extra_manifests: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extra_manifest_headers: Option<RawValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub inline_manifests: Option<RawValue>,
+    pub inline_manifests: Option<Vec<InlineManifest>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub admin_kubeconfig: Option<RawValue>,
+    pub admin_kubeconfig: Option<AdminKubeconfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_scheduling_on_control_planes: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -430,7 +440,7 @@ pub struct ControlPlane {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ClusterNetwork {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cni: Option<RawValue>,
+    pub cni: Option<Cni>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns_domain: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -449,19 +459,19 @@ pub struct ApiServer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extra_args: Option<RawValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub extra_volumes: Option<RawValue>,
+    pub extra_volumes: Option<Vec<VolumeMount>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<RawValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disable_pod_security_policy: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub admission_control: Option<RawValue>,
+    pub admission_control: Option<Vec<AdmissionPlugin>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit_policy: Option<RawValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<RawValue>,
+    pub resources: Option<Resources>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub authorization_config: Option<RawValue>,
+    pub authorization_config: Option<Vec<Authorizer>>,
 }
 
 /// `cluster.controllerManager`.
@@ -473,11 +483,11 @@ pub struct Component {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extra_args: Option<RawValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub extra_volumes: Option<RawValue>,
+    pub extra_volumes: Option<Vec<VolumeMount>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<RawValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<RawValue>,
+    pub resources: Option<Resources>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -488,11 +498,11 @@ pub struct Scheduler {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extra_args: Option<RawValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub extra_volumes: Option<RawValue>,
+    pub extra_volumes: Option<Vec<VolumeMount>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<RawValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<RawValue>,
+    pub resources: Option<Resources>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<RawValue>,
 }

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-use super::raw::RawValue;
+use super::kinds::LinkConfig;
 use super::v1alpha1::{HostDns, Interface, PemPair};
 use super::{AutoHostname, Config, ConfigError, Document, EndpointUrl, MachineType};
 use crate::pki;
@@ -349,6 +349,7 @@ fn check_network(config: &Config, report: &mut ValidationReport) {
     for (i, interface) in interfaces.iter().enumerate() {
         check_interface(interfaces, i, interface, report);
     }
+    check_link_documents(config, interfaces, report);
     if let Some(network) = config.v1alpha1.machine.network.as_ref() {
         for (i, server) in network.nameservers.iter().enumerate() {
             if server.parse::<IpAddr>().is_err() {
@@ -391,15 +392,15 @@ fn check_interface(
         );
     }
     // Link kinds talos-rs cannot configure yet; upstream accepts them.
-    for (field, value) in [
-        ("bond", &interface.bond),
-        ("bridge", &interface.bridge),
-        ("bridgePort", &interface.bridge_port),
-        ("vlans", &interface.vlans),
-        ("wireguard", &interface.wireguard),
-        ("vip", &interface.vip),
+    for (field, present) in [
+        ("bond", interface.bond.is_some()),
+        ("bridge", interface.bridge.is_some()),
+        ("bridgePort", interface.bridge_port.is_some()),
+        ("vlans", interface.vlans.is_some()),
+        ("wireguard", interface.wireguard.is_some()),
+        ("vip", interface.vip.is_some()),
     ] {
-        if value.is_some() {
+        if present {
             report.error(
                 format!("{path}.{field}"),
                 format!("{field} is not supported yet by talos-rs"),
@@ -428,26 +429,96 @@ fn check_interface(
     {
         report.error(format!("{path}.mtu"), format!("{mtu} is outside 68..65535"));
     }
-    if let Some(RawValue::Seq(routes)) = &interface.routes {
-        for (j, route) in routes.iter().enumerate() {
-            if let Some(network) = route.get("network") {
-                let text = network.key_text();
-                if Cidr::parse(&text).is_none() {
-                    report.error(
-                        format!("{path}.routes[{j}].network"),
-                        format!("{text:?} is not a subnet in CIDR notation"),
-                    );
-                }
+    for (j, route) in interface.routes.iter().flatten().enumerate() {
+        let route_path = format!("{path}.routes[{j}]");
+        check_route(
+            &route_path,
+            ("network", &route.network),
+            &route.gateway,
+            report,
+        );
+    }
+}
+
+/// A route's destination (`field`) is a subnet and its gateway an IP address; absent or empty
+/// values mean the default route and no gateway.
+fn check_route(
+    path: &str,
+    (field, destination): (&str, &Option<String>),
+    gateway: &Option<String>,
+    report: &mut ValidationReport,
+) {
+    if let Some(destination) = destination.as_deref().filter(|d| !d.is_empty())
+        && Cidr::parse(destination).is_none()
+    {
+        report.error(
+            format!("{path}.{field}"),
+            format!("{destination:?} is not a subnet in CIDR notation"),
+        );
+    }
+    if let Some(gateway) = gateway.as_deref().filter(|g| !g.is_empty())
+        && gateway.parse::<IpAddr>().is_err()
+    {
+        report.error(
+            format!("{path}.gateway"),
+            format!("{gateway:?} is not an IP address"),
+        );
+    }
+}
+
+/// Link kinds whose links talos-rs cannot create yet; upstream accepts them.
+const UNSUPPORTED_LINK_KINDS: &[&str] = &[
+    "BondConfig",
+    "BridgeConfig",
+    "VLANConfig",
+    "DummyLinkConfig",
+    "VRFConfig",
+    "VethConfig",
+    "WireguardConfig",
+    "Layer2VIPConfig",
+    "HCloudVIPConfig",
+];
+
+/// `LinkConfig` addresses and routes, links also set in v1alpha1, and link kinds the node
+/// cannot create.
+fn check_link_documents(config: &Config, interfaces: &[Interface], report: &mut ValidationReport) {
+    for document in &config.documents {
+        if UNSUPPORTED_LINK_KINDS.contains(&document.kind()) {
+            report.error(
+                document.label(),
+                format!("{} is not supported yet by talos-rs", document.kind()),
+            );
+        }
+    }
+    for link in config.documents_of::<LinkConfig>().unwrap_or_default() {
+        let path = format!("LinkConfig[{}]", link.name);
+        if let Some(i) = interfaces
+            .iter()
+            .position(|i| i.interface.as_deref() == Some(link.name.as_str()))
+        {
+            report.warning(
+                &path,
+                format!("also configured at machine.network.interfaces[{i}]; both apply, this document last"),
+            );
+        }
+        for (j, address) in link.addresses.iter().enumerate() {
+            if let Some(text) = &address.address
+                && Cidr::parse(text).is_none()
+            {
+                report.error(
+                    format!("{path}.addresses[{j}].address"),
+                    format!("{text:?} is not an address in CIDR notation"),
+                );
             }
-            if let Some(gateway) = route.get("gateway") {
-                let text = gateway.key_text();
-                if text.parse::<IpAddr>().is_err() {
-                    report.error(
-                        format!("{path}.routes[{j}].gateway"),
-                        format!("{text:?} is not an IP address"),
-                    );
-                }
-            }
+        }
+        for (j, route) in link.routes.iter().enumerate() {
+            let route_path = format!("{path}.routes[{j}]");
+            check_route(
+                &route_path,
+                ("destination", &route.destination),
+                &route.gateway,
+                report,
+            );
         }
     }
 }
@@ -508,18 +579,12 @@ fn check_features(config: &Config, report: &mut ValidationReport) {
 }
 
 fn check_logging(config: &Config, report: &mut ValidationReport) {
-    let Some(RawValue::Seq(destinations)) = config
-        .v1alpha1
-        .machine
-        .logging
-        .as_ref()
-        .and_then(|l| l.get("destinations"))
-    else {
+    let Some(logging) = &config.v1alpha1.machine.logging else {
         return;
     };
-    for (i, destination) in destinations.iter().enumerate() {
+    for (i, destination) in logging.destinations.iter().enumerate() {
         let path = format!("machine.logging.destinations[{i}].endpoint");
-        match destination.get("endpoint").and_then(RawValue::as_str) {
+        match destination.endpoint.as_deref() {
             None => report.error(path, "is required"),
             Some(url) => match check_url(url, &["tcp", "udp"]) {
                 Ok(Some(_)) => {}

@@ -5,6 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use talos_machinery::config::Config;
+use talos_machinery::config::kinds::{DHCPv4Config, LinkConfig};
 use talos_node_sys::SysError;
 use talos_node_sys::net::NetConfig;
 use tokio::sync::watch;
@@ -96,56 +98,118 @@ impl LinkSettings {
     }
 }
 
-/// What the config asks of each named link, and what this node cannot do yet (warnings).
-/// Validation has already refused malformed addresses and unsupported link kinds.
-pub fn plan(config: &talos_machinery::config::Config) -> (Vec<LinkSettings>, Vec<String>) {
+/// What the config asks of each named link, and what this node cannot do yet (warnings): the
+/// v1alpha1 `machine.network.interfaces`, then `LinkConfig` and `DHCPv4Config` documents.
+/// Validation has already refused malformed addresses, unsupported link kinds and links
+/// configured in both forms.
+pub fn plan(config: &Config) -> (Vec<LinkSettings>, Vec<String>) {
     let mut links = Vec::new();
     let mut warnings = Vec::new();
     for (i, iface) in config.interfaces().iter().enumerate() {
+        let path = format!("machine.network.interfaces[{i}]");
         let Some(link) = iface.interface.clone() else {
             warnings.push(format!(
-                "machine.network.interfaces[{i}]: deviceSelector is not applied by talos-rs yet"
+                "{path}: deviceSelector is not applied by talos-rs yet"
             ));
             continue;
         };
         if iface.ignore == Some(true) {
             continue;
         }
-        let mut addresses = iface.addresses.iter().chain(iface.cidr.as_ref()).filter_map(|a| {
-            let parsed = cidr(a);
-            if parsed.is_none() {
-                warnings.push(format!("machine.network.interfaces[{i}]: {a} is not IPv4; only IPv4 addresses are applied yet"));
-            }
-            parsed
-        });
-        let address = addresses.next();
-        if addresses.next().is_some() {
+        let addresses = iface.addresses.iter().chain(iface.cidr.as_ref());
+        let routes = iface
+            .routes
+            .iter()
+            .flatten()
+            .map(|r| (r.network.as_deref(), r.gateway.as_deref()));
+        let mut settings = link_settings(&path, link, addresses, routes, &mut warnings);
+        settings.mtu = iface.mtu;
+        settings.dhcp = iface.dhcp == Some(true) || settings.address.is_none();
+        links.push(settings);
+    }
+    let (link_configs, dhcp_configs) = match (
+        config.documents_of::<LinkConfig>(),
+        config.documents_of::<DHCPv4Config>(),
+    ) {
+        (Ok(l), Ok(d)) => (l, d),
+        (Err(e), _) | (_, Err(e)) => {
+            warnings.push(format!("reading the network documents: {e}"));
+            return (links, warnings);
+        }
+    };
+    for doc in &link_configs {
+        let path = format!("LinkConfig[{}]", doc.name);
+        let addresses = doc.addresses.iter().filter_map(|a| a.address.as_ref());
+        let routes = doc
+            .routes
+            .iter()
+            .map(|r| (r.destination.as_deref(), r.gateway.as_deref()));
+        let mut settings = link_settings(&path, doc.name.clone(), addresses, routes, &mut warnings);
+        settings.mtu = doc.mtu;
+        settings.dhcp = dhcp_configs.iter().any(|d| d.name == doc.name);
+        if doc.up == Some(false) {
             warnings.push(format!(
-                "machine.network.interfaces[{i}]: only the first IPv4 address is applied yet"
+                "{path}: up: false is not applied by talos-rs yet; the link is brought up"
             ));
         }
-        let mut routes = Vec::new();
-        if let Some(talos_machinery::config::raw::RawValue::Seq(items)) = &iface.routes {
-            for (j, route) in items.iter().enumerate() {
-                let network = route
-                    .get("network")
-                    .and_then(|n| n.as_str())
-                    .unwrap_or("0.0.0.0/0");
-                match (cidr(network), route.get("gateway").and_then(|g| g.as_str()).and_then(|g| g.parse().ok())) {
-                    (Some((dest, prefix)), Some(gateway)) => routes.push((dest, prefix, gateway)),
-                    _ => warnings.push(format!("machine.network.interfaces[{i}].routes[{j}]: only IPv4 routes with a gateway are applied yet")),
-                }
-            }
-        }
+        links.push(settings);
+    }
+    for doc in dhcp_configs
+        .iter()
+        .filter(|d| !link_configs.iter().any(|l| l.name == d.name))
+    {
         links.push(LinkSettings {
-            link,
-            dhcp: iface.dhcp == Some(true) || address.is_none(),
-            address,
-            routes,
-            mtu: iface.mtu,
+            link: doc.name.clone(),
+            address: None,
+            routes: Vec::new(),
+            mtu: None,
+            dhcp: true,
         });
     }
     (links, warnings)
+}
+
+/// The address and routes of `link`: the first IPv4 address, and IPv4 routes with a gateway
+/// (`destination` absent or empty is the default route). What is left out is a warning.
+fn link_settings<'a>(
+    path: &str,
+    link: String,
+    addresses: impl Iterator<Item = &'a String>,
+    routes: impl Iterator<Item = (Option<&'a str>, Option<&'a str>)>,
+    warnings: &mut Vec<String>,
+) -> LinkSettings {
+    let mut ipv4 = addresses.filter_map(|a| {
+        let parsed = cidr(a);
+        if parsed.is_none() {
+            warnings.push(format!(
+                "{path}: {a} is not IPv4; only IPv4 addresses are applied yet"
+            ));
+        }
+        parsed
+    });
+    let address = ipv4.next();
+    if ipv4.next().is_some() {
+        warnings.push(format!(
+            "{path}: only the first IPv4 address is applied yet"
+        ));
+    }
+    let mut applied = Vec::new();
+    for (j, (destination, gateway)) in routes.enumerate() {
+        let destination = destination.filter(|d| !d.is_empty()).unwrap_or("0.0.0.0/0");
+        match (cidr(destination), gateway.and_then(|g| g.parse().ok())) {
+            (Some((dest, prefix)), Some(gateway)) => applied.push((dest, prefix, gateway)),
+            _ => warnings.push(format!(
+                "{path}.routes[{j}]: only IPv4 routes with a gateway are applied yet"
+            )),
+        }
+    }
+    LinkSettings {
+        link,
+        address,
+        routes: applied,
+        mtu: None,
+        dhcp: false,
+    }
 }
 
 /// Applies one link's settings: up, MTU, address, routes.
@@ -373,7 +437,7 @@ mod tests {
     #[test]
     fn config_links_become_settings() {
         let yaml = "version: v1alpha1\nmachine:\n  type: worker\n  network:\n    interfaces:\n      - interface: eth0\n        addresses: [192.168.7.9/24]\n        mtu: 1400\n        routes:\n          - network: 0.0.0.0/0\n            gateway: 192.168.7.1\n          - network: 10.10.0.0/16\n            gateway: 192.168.7.254\n      - interface: eth1\n        dhcp: true\n        mtu: 9000\n";
-        let config = talos_machinery::config::Config::from_bytes(yaml.as_bytes()).unwrap();
+        let config = Config::from_bytes(yaml.as_bytes()).unwrap();
         let (links, warnings) = plan(&config);
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(
@@ -412,6 +476,36 @@ mod tests {
             ]
         );
         assert_eq!(fake.calls().len(), 5);
+    }
+
+    #[test]
+    fn link_documents_become_settings() {
+        let yaml = "version: v1alpha1\nmachine:\n  type: worker\n---\napiVersion: v1alpha1\nkind: LinkConfig\nname: eth0\nmtu: 1400\naddresses:\n  - address: 192.168.7.9/24\n  - address: fd00::9/64\nroutes:\n  - gateway: 192.168.7.1\n---\napiVersion: v1alpha1\nkind: DHCPv4Config\nname: eth0\n---\napiVersion: v1alpha1\nkind: DHCPv4Config\nname: eth1\n";
+        let config = Config::from_bytes(yaml.as_bytes()).unwrap();
+        let (links, warnings) = plan(&config);
+        assert_eq!(
+            warnings,
+            ["LinkConfig[eth0]: fd00::9/64 is not IPv4; only IPv4 addresses are applied yet"]
+        );
+        assert_eq!(
+            links,
+            [
+                LinkSettings {
+                    link: "eth0".into(),
+                    address: Some((Ipv4Addr::new(192, 168, 7, 9), 24)),
+                    routes: vec![(Ipv4Addr::UNSPECIFIED, 0, Ipv4Addr::new(192, 168, 7, 1))],
+                    mtu: Some(1400),
+                    dhcp: true,
+                },
+                LinkSettings {
+                    link: "eth1".into(),
+                    address: None,
+                    routes: Vec::new(),
+                    mtu: None,
+                    dhcp: true,
+                },
+            ]
+        );
     }
 
     #[test]

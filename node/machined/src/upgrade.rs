@@ -67,10 +67,7 @@ impl Resolve for NodeResolver {
 fn registry(reference: &Reference, config: Option<&Config>) -> Result<Registry, UpgradeError> {
     let machine = config.map(|c| &c.v1alpha1().machine);
     let tls = machine
-        .map(|m| m.registry_tls(reference.registry()))
-        .transpose()
-        .map_err(UpgradeError::Config)?
-        .flatten()
+        .and_then(|m| m.registry_tls(reference.registry()))
         .map(|tls| RegistryTls {
             ca_pem: tls.ca_pem,
             insecure_skip_verify: tls.insecure_skip_verify,

@@ -602,3 +602,46 @@ fn go_durations_and_cidrs() {
         assert!(Cidr::parse(bad).is_none(), "{bad}");
     }
 }
+
+#[test]
+fn link_documents_are_checked_and_unsupported_link_kinds_refused() {
+    let patch = "machine:
+  network:
+    interfaces:
+      - interface: eth0
+        dhcp: true
+---
+apiVersion: v1alpha1
+kind: LinkConfig
+name: eth0
+addresses:
+  - address: 10.0.0.2/24
+  - address: 10.0.0.3
+routes:
+  - gateway: 10.0.0.1
+  - destination: 10.9.0.0/40
+    gateway: gw
+---
+apiVersion: v1alpha1
+kind: VLANConfig
+name: eth0.5
+vlanID: 5
+parent: eth0
+";
+    let (errors, warnings) = check_with(&base().worker, patch, ValidationMode::Metal);
+    assert_eq!(
+        errors,
+        [
+            "VLANConfig[eth0.5]: VLANConfig is not supported yet by talos-rs",
+            "LinkConfig[eth0].addresses[1].address: \"10.0.0.3\" is not an address in CIDR notation",
+            "LinkConfig[eth0].routes[1].destination: \"10.9.0.0/40\" is not a subnet in CIDR notation",
+            "LinkConfig[eth0].routes[1].gateway: \"gw\" is not an IP address",
+        ]
+    );
+    assert_eq!(
+        warnings,
+        [
+            "LinkConfig[eth0]: also configured at machine.network.interfaces[0]; both apply, this document last"
+        ]
+    );
+}
