@@ -1,9 +1,10 @@
 //! A/B upgrades on QEMU (TCG), booted from the disk images `cargo xtask test` builds: the
 //! firmware (U-Boot, QEMU_EFI or OVMF) starts the slot, the node upgrades from an installer
 //! image served by a real registry on 127.0.0.1 (the guest reaches it as 10.0.2.2; one test
-//! serves HTTPS under a name the guest maps with `machine.network.extraHostEntries`, trusting
-//! its CA through `machine.registries.config`), commits the new slot once it runs, and comes
-//! back to the old one by itself when the new one cannot boot.
+//! pulls `ghcr.io/...` through that registry as its only mirror, over HTTPS under a name the
+//! guest maps with `machine.network.extraHostEntries`, trusting its CA and logging in with
+//! htpasswd credentials through `machine.registries`), commits the new slot once it runs, and
+//! comes back to the old one by itself when the new one cannot boot.
 //!
 //! Inputs: `$TALOS_RS_OUT/images/<board>-<boot chain>/metal-<arch>.raw` (v1.0.0) and
 //! `$TALOS_RS_OUT/installers/<arch>/<version>/` (OCI layouts; v3.0.0 is deliberately broken).
@@ -24,7 +25,7 @@ use talos_machinery::Base64Text;
 use talos_machinery::config::{Config, GenerateInput, Patch, VersionContract, generate};
 use talos_machinery::pki::{self, CaSubject, SubjectAltName};
 use talos_machinery::secrets::SecretsBundle;
-use talos_oci::{LocalRegistry, RegistryTlsFiles};
+use talos_oci::{Credentials, LocalRegistry, RegistryHtpasswd, RegistryTlsFiles};
 use talos_proto::machine::UpgradeRequest;
 use talos_proto::machine::apply_configuration_request::Mode as ApplyMode;
 
@@ -34,6 +35,11 @@ const V2: &str = "v2.0.0";
 const BROKEN_V3: &str = "v3.0.0";
 /// The HTTPS registry's name in the guest.
 const REGISTRY_NAME: &str = "registry.talos-rs.test";
+/// The registry the HTTPS test's references name; the node reaches it only through its mirror.
+const MIRRORED_REGISTRY: &str = "ghcr.io";
+/// The HTTPS registry's htpasswd login.
+const REGISTRY_USER: &str = "edge";
+const REGISTRY_PASSWORD: &str = "fleet-pull-secret";
 
 impl Node {
     /// Boots the fixture's disk image written onto a fresh disk.
@@ -91,14 +97,23 @@ impl Node {
     }
 }
 
-/// Pushes the installer for `version` and returns the reference the guest pulls.
-async fn publish(registry: &LocalRegistry, fixture: &DiskImage, version: &str) -> String {
+/// Pushes the installer of `version`; returns the reference the guest pulls from `source`.
+async fn publish(
+    registry: &LocalRegistry,
+    source: Source,
+    fixture: &DiskImage,
+    version: &str,
+) -> String {
     let name = format!("talos/installer:{version}");
     registry
         .push_layout(&fixture.installers.join(version), &name)
         .await
         .expect("push the installer layout xtask wrote");
-    registry.guest_reference(&name)
+    if source == Source::HttpsRegistry {
+        format!("{MIRRORED_REGISTRY}/{name}")
+    } else {
+        registry.guest_reference(&name)
+    }
 }
 
 async fn upgrade(client: &Client, image: &str, stage: bool) {
@@ -167,7 +182,8 @@ async fn configure_with(
 enum Source {
     /// The local registry (Debian's docker-registry).
     Registry,
-    /// The local registry over HTTPS, named [`REGISTRY_NAME`] in the guest.
+    /// The local registry over HTTPS with htpasswd auth, named [`REGISTRY_NAME`] in the guest,
+    /// as the mirror of [`MIRRORED_REGISTRY`].
     HttpsRegistry,
     /// The OCI layout served as `talosctl upgrade --image DIR --serve-address` serves it.
     LocalLayout,
@@ -191,14 +207,31 @@ fn registry_tls() -> RegistryTlsFiles {
     }
 }
 
-/// Maps [`REGISTRY_NAME`] to the host and trusts `registry`'s CA for it.
+/// htpasswd auth for the HTTPS registry.
+fn registry_htpasswd() -> RegistryHtpasswd {
+    RegistryHtpasswd {
+        htpasswd: format!(
+            "{REGISTRY_USER}:{}\n",
+            bcrypt::hash(REGISTRY_PASSWORD, 4).unwrap()
+        ),
+        credentials: Credentials::Basic {
+            username: REGISTRY_USER.into(),
+            password: REGISTRY_PASSWORD.into(),
+        },
+    }
+}
+
+/// Maps [`REGISTRY_NAME`] to the host, trusts `registry`'s CA and logs in to it, and makes it
+/// the only mirror of [`MIRRORED_REGISTRY`].
 fn registry_patch(registry: &LocalRegistry, tls: &RegistryTlsFiles) -> Patch {
     let ca = talos_machinery::codec::to_yaml(&Base64Text(tls.ca_pem.clone())).unwrap();
     let ca = ca.trim();
     let host = format!("{REGISTRY_NAME}:{}", registry.addr().port());
     Patch::parse(&format!(
         "machine:\n  network:\n    extraHostEntries:\n      - ip: 10.0.2.2\n        aliases: [{REGISTRY_NAME}]\n  \
-         registries:\n    config:\n      \"{host}\":\n        tls:\n          ca: {ca}\n"
+         registries:\n    mirrors:\n      {MIRRORED_REGISTRY}:\n        endpoints: [\"https://{host}\"]\n        skipFallback: true\n    \
+         config:\n      \"{host}\":\n        tls:\n          ca: {ca}\n        \
+         auth:\n          username: {REGISTRY_USER}\n          password: {REGISTRY_PASSWORD}\n"
     ))
     .unwrap()
 }
@@ -228,8 +261,16 @@ async fn configure_and_upgrade(
     stage: bool,
 ) -> (Node, TlsMode, LocalRegistry) {
     let registry_tls = (source == Source::HttpsRegistry).then(registry_tls);
-    let registry = LocalRegistry::start_with(&dir.join("registry"), registry_tls.clone())
-        .expect("docker-registry starts");
+    let registry_dir = dir.join("registry");
+    let registry = match &registry_tls {
+        Some(tls) => LocalRegistry::start_with_htpasswd(
+            &registry_dir,
+            Some(tls.clone()),
+            registry_htpasswd(),
+        ),
+        None => LocalRegistry::start(&registry_dir),
+    }
+    .expect("docker-registry starts");
     let node = Node::boot(fixture, dir);
     // The system disk itself: nothing to install.
     let system_disk = booted_disk(&node);
@@ -238,7 +279,9 @@ async fn configure_and_upgrade(
     let admin = node.wait_for_version(&tls, V1).await;
 
     let (v2, server) = match source {
-        Source::Registry | Source::HttpsRegistry => (publish(&registry, fixture, V2).await, None),
+        Source::Registry | Source::HttpsRegistry => {
+            (publish(&registry, source, fixture, V2).await, None)
+        }
         Source::LocalLayout => {
             let (reference, server) = serve_layout(fixture, V2).await;
             (reference, Some(server))
@@ -278,7 +321,7 @@ async fn upgrade_then_automatic_rollback(board: &str, chain: &str, source: Sourc
     let (node, tls, registry) = configure_and_upgrade(&fixture, dir.path(), source, false).await;
 
     let admin = node.wait_for_version(&tls, V2).await;
-    let v3 = publish(&registry, &fixture, BROKEN_V3).await;
+    let v3 = publish(&registry, source, &fixture, BROKEN_V3).await;
     let requested = Instant::now();
     upgrade(&admin, &v3, false).await;
     node.qemu

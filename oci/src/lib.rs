@@ -5,9 +5,12 @@
 //! `usr/install/<arch>/initramfs.zst`, as upstream Talos's does; `talosctl upgrade --image REF`
 //! names one. Invariants: building is a pure function of its inputs (same files, same bytes,
 //! same digest); every pulled manifest and blob is checked against its digest; the registry
-//! client speaks HTTPS (plain HTTP only for IP-literal registries without TLS settings). No async runtime is started
-//! here: [`Registry`] runs on the caller's tokio runtime.
+//! client speaks HTTPS (plain HTTP only for IP-literal registries without TLS settings, or
+//! `http://` mirror endpoints) and sends [`Credentials`] to no host but the registry's and its
+//! token service's. No async runtime is started here: [`Registry`] runs on the caller's tokio
+//! runtime.
 
+mod auth;
 pub mod digest;
 pub mod image;
 mod layer;
@@ -21,6 +24,7 @@ pub mod registry;
 pub mod serve;
 mod transport;
 
+pub use auth::Credentials;
 pub use digest::{Digest, DigestError};
 pub use image::{
     ARCHITECTURES, Blob, BuildError, Image, ImageBuilder, installer_image,
@@ -30,7 +34,7 @@ pub use layer::LayerError;
 pub use layout::{
     LayoutError, read_layout_dir, read_layout_tar, write_layout_dir, write_layout_tar,
 };
-pub use local_registry::{LocalRegistry, PushLayoutError, RegistryTlsFiles};
+pub use local_registry::{LocalRegistry, PushLayoutError, RegistryHtpasswd, RegistryTlsFiles};
 pub use reference::{Reference, ReferenceError};
 pub use registry::{MAX_MANIFEST_BYTES, Pushed, Registry, RegistryError, RegistryOptions};
 pub use transport::{BoxFuture, RegistryTls, Resolve, SystemResolver, TlsConfigError};

@@ -1,7 +1,8 @@
 //! A real registry on loopback for tests and xtask: Debian's `docker-registry` (the CNCF
-//! distribution registry, 2.8), run with filesystem storage in a directory of the caller's,
-//! no auth and deletes enabled, over plain HTTP or (with [`RegistryTlsFiles`]) HTTPS. It is
-//! killed when the [`LocalRegistry`] is dropped.
+//! distribution registry, 2.8), run with filesystem storage in a directory of the caller's and
+//! deletes enabled, over plain HTTP or (with [`RegistryTlsFiles`]) HTTPS, without auth or (with
+//! [`RegistryHtpasswd`]) with htpasswd Basic auth. It is killed when the [`LocalRegistry`] is
+//! dropped.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -17,6 +18,8 @@ const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// Another process may take the free port we picked before the registry binds it.
 const START_ATTEMPTS: usize = 3;
 const LOG_TAIL_LINES: usize = 20;
+/// The realm of the registry's Basic challenge when it runs with [`RegistryHtpasswd`].
+pub const HTPASSWD_REALM: &str = "talos-rs local registry";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PushLayoutError {
@@ -39,6 +42,16 @@ pub struct RegistryTlsFiles {
     pub guest_host: String,
 }
 
+/// htpasswd auth for a [`LocalRegistry`]: distribution's `auth.htpasswd`.
+#[derive(Debug, Clone)]
+pub struct RegistryHtpasswd {
+    /// The htpasswd file: `user:hash` lines, the hashes bcrypt (the only kind distribution
+    /// accepts).
+    pub htpasswd: String,
+    /// What [`LocalRegistry::push_layout`] authenticates with.
+    pub credentials: crate::Credentials,
+}
+
 /// A running `docker-registry serve`, answering on [`addr`](Self::addr).
 #[derive(Debug)]
 pub struct LocalRegistry {
@@ -46,6 +59,7 @@ pub struct LocalRegistry {
     addr: SocketAddr,
     log: PathBuf,
     tls: Option<RegistryTlsFiles>,
+    htpasswd: Option<RegistryHtpasswd>,
 }
 
 impl LocalRegistry {
@@ -61,10 +75,28 @@ impl LocalRegistry {
 
     /// [`start`](Self::start), serving HTTPS with `tls` when given.
     pub fn start_with(dir: &Path, tls: Option<RegistryTlsFiles>) -> io::Result<Self> {
+        Self::start_inner(dir, tls, None)
+    }
+
+    /// [`start_with`](Self::start_with), requiring Basic auth by `htpasswd` (its file is
+    /// written to `dir/htpasswd`).
+    pub fn start_with_htpasswd(
+        dir: &Path,
+        tls: Option<RegistryTlsFiles>,
+        htpasswd: RegistryHtpasswd,
+    ) -> io::Result<Self> {
+        Self::start_inner(dir, tls, Some(htpasswd))
+    }
+
+    fn start_inner(
+        dir: &Path,
+        tls: Option<RegistryTlsFiles>,
+        htpasswd: Option<RegistryHtpasswd>,
+    ) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let mut attempt = 1;
         loop {
-            let mut registry = Self::spawn(dir, tls.clone())?;
+            let mut registry = Self::spawn(dir, tls.clone(), htpasswd.clone())?;
             match registry.wait_until_ready() {
                 // Dropping this one kills it before the next try.
                 Err(_) if attempt < START_ATTEMPTS && registry.lost_the_port() => attempt += 1,
@@ -73,7 +105,11 @@ impl LocalRegistry {
         }
     }
 
-    fn spawn(dir: &Path, tls: Option<RegistryTlsFiles>) -> io::Result<Self> {
+    fn spawn(
+        dir: &Path,
+        tls: Option<RegistryTlsFiles>,
+        htpasswd: Option<RegistryHtpasswd>,
+    ) -> io::Result<Self> {
         // A JSON string is a valid YAML scalar, whatever the path holds.
         let yaml_path = |path: &Path| {
             let text = path.to_str().ok_or_else(|| {
@@ -97,6 +133,16 @@ impl LocalRegistry {
                 yaml_path(&key)?
             ));
         }
+        let mut auth = String::new();
+        if let Some(htpasswd) = &htpasswd {
+            let file = dir.join("htpasswd");
+            std::fs::write(&file, &htpasswd.htpasswd)?;
+            auth = format!(
+                "auth:\n  htpasswd:\n    realm: {}\n    path: {}\n",
+                serde_json::to_string(HTPASSWD_REALM).map_err(io::Error::other)?,
+                yaml_path(&file)?
+            );
+        }
         let config = dir.join("registry.yml");
         std::fs::write(
             &config,
@@ -104,7 +150,7 @@ impl LocalRegistry {
                 "version: 0.1\n\
                  log:\n  level: info\n\
                  storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n\
-                 {http}"
+                 {http}{auth}"
             ),
         )?;
         let log = dir.join("registry.log");
@@ -129,6 +175,7 @@ impl LocalRegistry {
             addr,
             log,
             tls,
+            htpasswd,
         })
     }
 
@@ -137,7 +184,8 @@ impl LocalRegistry {
         self.addr
     }
 
-    /// Pushes the OCI image layout in `dir` as `name` (`repository:tag`).
+    /// Pushes the OCI image layout in `dir` as `name` (`repository:tag`), with the
+    /// htpasswd credentials if the registry requires them.
     pub async fn push_layout(&self, dir: &Path, name: &str) -> Result<(), PushLayoutError> {
         let image = crate::read_layout_dir(dir)?;
         let reference = crate::Reference::parse(&format!("{}/{name}", self.addr))?;
@@ -147,6 +195,7 @@ impl LocalRegistry {
                 insecure_skip_verify: false,
             }),
             resolver: None,
+            credentials: self.htpasswd.as_ref().map(|h| h.credentials.clone()),
         };
         crate::Registry::with_options(&reference, &options)?
             .push(&reference, &image)
@@ -172,7 +221,7 @@ impl LocalRegistry {
             if let Some(status) = self.child.try_wait()? {
                 return Err(self.failure(&format!("exited with {status} before it was ready")));
             }
-            if answers(self.addr, self.tls.is_some()) {
+            if answers(self.addr, self.tls.is_some() || self.htpasswd.is_some()) {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -212,16 +261,17 @@ fn free_loopback_port() -> io::Result<SocketAddr> {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()
 }
 
-/// Whether `GET /v2/` on `addr` answers 200 (the API version check, unauthenticated here);
-/// with `tls`, any HTTP answer will do (Go answers 400 to plain HTTP on a TLS port).
-fn answers(addr: SocketAddr, tls: bool) -> bool {
+/// Whether `GET /v2/` on `addr` answers 200 (the API version check, without auth); with
+/// `any_status`, any HTTP answer will do (Go answers 400 to plain HTTP on a TLS port, and
+/// htpasswd auth answers 401).
+fn answers(addr: SocketAddr, any_status: bool) -> bool {
     let exchange = || -> io::Result<bool> {
         let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
         stream.set_read_timeout(Some(Duration::from_secs(2)))?;
         write!(stream, "GET /v2/ HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
         let mut head = [0u8; 12];
         stream.read_exact(&mut head)?;
-        Ok(head.starts_with(b"HTTP/1.") && (tls || &head[8..12] == b" 200"))
+        Ok(head.starts_with(b"HTTP/1.") && (any_status || &head[8..12] == b" 200"))
     };
     exchange().unwrap_or(false)
 }

@@ -2,8 +2,11 @@
 //! one connection per request): push an [`Image`], pull chosen files out of an image.
 //!
 //! Scheme: plain HTTP only for an IP address or `localhost` with a port other than 443 and no
-//! TLS settings; HTTPS otherwise (see [`Registry::with_options`]). Anonymous bearer tokens
-//! (the Docker token flow) are fetched on a 401; other authentication is not supported.
+//! TLS settings; HTTPS otherwise (see [`Registry::with_options`]), or what a mirror endpoint
+//! says (see [`Registry::mirror`]). On a 401, a `Bearer` challenge gets a token (the Docker
+//! token flow: anonymous, with Basic credentials, or for an identity token) and a `Basic`
+//! challenge gets the configured user and password; credentials go to no host but the
+//! registry's and its token service's.
 //! GET redirects are followed. Every blob is checked against its digest while it streams in,
 //! and a manifest against the digest the reference pins (or the registry announces).
 
@@ -24,6 +27,10 @@ use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 use sha2::{Digest as _, Sha256};
 
+use crate::auth::{
+    Credentials, basic_authorization, is_basic_challenge, may_send_credentials, query_escape,
+    refresh_token_form,
+};
 use crate::digest::Digest;
 use crate::image::{Blob, Image};
 use crate::layer::{LayerError, LayerFormat, Overlay};
@@ -52,6 +59,8 @@ const ACCEPTED_MANIFESTS: &str = "application/vnd.oci.image.manifest.v1+json, \
 /// Redirects followed for one GET or HEAD.
 const MAX_REDIRECTS: usize = 5;
 const MAX_TOKEN_BYTES: usize = 64 * 1024;
+/// Where the distribution API lives on a registry.
+const API_ROOT: &str = "/v2";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -124,15 +133,26 @@ pub enum RegistryError {
         status: StatusCode,
         detail: String,
     },
-    #[error(
-        "{reference}: {method} {url}: the registry refuses access ({challenge}); only anonymous bearer tokens are supported"
-    )]
+    #[error("{reference}: {method} {url}: authentication is required ({challenge}); {hint}")]
     Unauthorized {
         reference: String,
         method: Method,
         url: String,
         challenge: String,
+        /// What is missing, such as credentials for the registry.
+        hint: String,
     },
+    #[error(
+        "{reference}: {method} {url}: the credentials for {registry} were refused (check machine.registries.config.\"{registry}\".auth)"
+    )]
+    CredentialsRefused {
+        reference: String,
+        method: Method,
+        url: String,
+        registry: String,
+    },
+    #[error("mirror endpoint {endpoint}: {reason}")]
+    Endpoint { endpoint: String, reason: String },
     #[error("{reference}: {method} {url}: redirected to {location}: {reason}")]
     Redirect {
         reference: String,
@@ -218,15 +238,19 @@ pub struct RegistryOptions {
     pub tls: Option<RegistryTls>,
     /// Resolves registry host names; the system resolver if `None`.
     pub resolver: Option<Arc<dyn Resolve>>,
+    /// `machine.registries.config.<host:port>.auth` for the registry, if any.
+    pub credentials: Option<Credentials>,
 }
 
-/// A registry: where it is, which scheme it speaks, and whom it trusts.
+/// A registry: where it is, which scheme it speaks, whom it trusts and who we are to it.
 #[derive(Debug, Clone)]
 pub struct Registry {
-    /// Scheme, host and port; its path is unused.
+    /// Scheme, host and port; its path is the API root that `/<repository>/…` follows
+    /// (`/v2`, or a mirror's).
     target: Target,
     tls: Arc<ClientConfig>,
     resolver: Arc<dyn Resolve>,
+    credentials: Option<Credentials>,
 }
 
 impl Registry {
@@ -238,10 +262,11 @@ impl Registry {
                 host: endpoint.ip().to_string(),
                 port: endpoint.port(),
                 authority: endpoint.to_string(),
-                path: "/".into(),
+                path: API_ROOT.into(),
             },
             tls: Self::public_roots(),
             resolver: Arc::new(SystemResolver),
+            credentials: None,
         }
     }
 
@@ -253,7 +278,7 @@ impl Registry {
     /// The registry a reference names. It speaks plain HTTP when its host is an IP address or
     /// `localhost` with a port other than 443 and `options.tls` is `None`, as before HTTPS was
     /// supported; else HTTPS (port 443 by default), trusting `options.tls`'s CA if it gives
-    /// one, else Mozilla's public roots.
+    /// one, else Mozilla's public roots. `options.credentials` answer its challenges.
     pub fn with_options(
         reference: &Reference,
         options: &RegistryOptions,
@@ -277,13 +302,59 @@ impl Registry {
                 host: reference.host().to_owned(),
                 port: reference.port().unwrap_or(if plain { 80 } else { 443 }),
                 authority: reference.registry().to_owned(),
-                path: "/".into(),
+                path: API_ROOT.into(),
             },
             tls,
             resolver: options
                 .resolver
                 .clone()
                 .unwrap_or_else(|| Arc::new(SystemResolver)),
+            credentials: options.credentials.clone(),
+        })
+    }
+
+    /// A mirror at `endpoint` (upstream's `machine.registries.mirrors.<host>.endpoints`):
+    /// `http://` or `https://`, `host[:port]` (IPv6 in brackets), and an optional path.
+    /// Requests go to `<path>/v2/<repository>/…` (`/v2` is not doubled if the path ends in
+    /// it) or, with `override_path`, to `<path>/<repository>/…`; the repository, tag and
+    /// digest are the reference's given to [`push`](Self::push) or
+    /// [`pull_files`](Self::pull_files). HTTPS trusts `options.tls`'s CA if it gives one,
+    /// else Mozilla's public roots; TLS settings for a plain-HTTP endpoint are refused.
+    pub fn mirror(
+        endpoint: &str,
+        override_path: bool,
+        options: &RegistryOptions,
+    ) -> Result<Self, RegistryError> {
+        let shown = without_userinfo(endpoint);
+        let endpoint_err = |reason: String| RegistryError::Endpoint {
+            endpoint: shown.clone(),
+            reason,
+        };
+        let target = mirror_target(endpoint, override_path).map_err(endpoint_err)?;
+        let tls = match &options.tls {
+            Some(_) if !target.https => {
+                return Err(endpoint_err(format!(
+                    "TLS settings are given for the plain-HTTP endpoint {}",
+                    target.authority
+                )));
+            }
+            Some(tls) => {
+                transport::client_config(tls).map_err(|source| RegistryError::TlsConfig {
+                    reference: shown.clone(),
+                    authority: target.authority.clone(),
+                    source,
+                })?
+            }
+            None => Self::public_roots(),
+        };
+        Ok(Self {
+            target,
+            tls,
+            resolver: options
+                .resolver
+                .clone()
+                .unwrap_or_else(|| Arc::new(SystemResolver)),
+            credentials: options.credentials.clone(),
         })
     }
 
@@ -417,14 +488,15 @@ impl Registry {
 }
 
 /// One push or pull: the registry, the reference every error names, and what it learnt on the
-/// way (a bearer token, resolved addresses).
+/// way (an `Authorization` value, resolved addresses).
 struct Op<'a> {
     registry: &'a Registry,
     repository: &'a str,
     pinned: Option<&'a Digest>,
     pull_target: &'a str,
     reference: String,
-    token: Mutex<Option<String>>,
+    /// `Bearer <token>` or `Basic <credentials>`, sent to the registry's own host only.
+    authorization: Mutex<Option<String>>,
     resolved: Mutex<BTreeMap<String, Vec<SocketAddr>>>,
 }
 
@@ -433,6 +505,9 @@ struct Exchange<'h> {
     method: Method,
     headers: &'h [(http::HeaderName, &'h str)],
     body: Bytes,
+    /// Whether the op's `Authorization` goes along (to the registry's own host only); token
+    /// requests carry their own.
+    authorize: bool,
 }
 
 impl<'a> Op<'a> {
@@ -443,7 +518,7 @@ impl<'a> Op<'a> {
             pinned: reference.digest(),
             pull_target: reference.pull_target(),
             reference: reference.to_string(),
-            token: Mutex::new(None),
+            authorization: Mutex::new(None),
             resolved: Mutex::new(BTreeMap::new()),
         }
     }
@@ -460,11 +535,20 @@ impl<'a> Op<'a> {
     }
 
     fn manifest_path(&self, target: &str) -> String {
-        format!("/v2/{}/manifests/{target}", self.repository)
+        format!("{}/{}/manifests/{target}", self.root(), self.repository)
     }
 
     fn blob_path(&self, digest: &Digest) -> String {
-        format!("/v2/{}/blobs/{digest}", self.repository)
+        format!("{}/{}/blobs/{digest}", self.root(), self.repository)
+    }
+
+    fn uploads_path(&self) -> String {
+        format!("{}/{}/blobs/uploads/", self.root(), self.repository)
+    }
+
+    /// The API root: `/v2`, or a mirror's.
+    fn root(&self) -> &str {
+        &self.registry.target.path
     }
 
     fn invalid(&self, url: &str, reason: String) -> RegistryError {
@@ -483,8 +567,9 @@ impl<'a> Op<'a> {
     }
 
     /// Sends a request to the registry and returns the response once its head is in. A 401
-    /// with a bearer challenge fetches a token and sends again; GET and HEAD follow
-    /// redirects. A remaining 401 or redirect is an error; other statuses are the caller's.
+    /// the op can answer (see [`answer`](Self::answer)) is sent again with the answer; GET
+    /// and HEAD follow redirects. A remaining 401 or redirect is an error; other statuses are
+    /// the caller's.
     async fn send(
         &self,
         method: Method,
@@ -496,29 +581,30 @@ impl<'a> Op<'a> {
             method,
             headers,
             body,
+            authorize: true,
         };
         let mut target = self.target(path);
         let mut response = self.exchange(&target, &exchange).await?;
+        let mut credentials_sent = false;
         if response.status() == StatusCode::UNAUTHORIZED
-            && let Some(challenge) = header(response.headers(), WWW_AUTHENTICATE)
-            && let Some(bearer) = BearerChallenge::parse(challenge)
+            && let Some(authorization) = self
+                .answer(header(response.headers(), WWW_AUTHENTICATE))
+                .await?
         {
-            let token = self.fetch_token(&bearer).await?;
-            *self.token.lock().unwrap_or_else(|e| e.into_inner()) = Some(token);
+            credentials_sent = self.registry.credentials.is_some();
+            *self.authorization.lock().unwrap_or_else(|e| e.into_inner()) = Some(authorization);
             response = self.exchange(&target, &exchange).await?;
         }
         let method = &exchange.method;
         for _ in 0..=MAX_REDIRECTS {
             let status = response.status();
             if status == StatusCode::UNAUTHORIZED {
-                return Err(RegistryError::Unauthorized {
-                    reference: self.reference.clone(),
-                    method: method.clone(),
-                    url: target.url(),
-                    challenge: header(response.headers(), WWW_AUTHENTICATE)
-                        .unwrap_or("no WWW-Authenticate header")
-                        .to_owned(),
-                });
+                return Err(self.unauthorized(
+                    method,
+                    &target,
+                    header(response.headers(), WWW_AUTHENTICATE),
+                    credentials_sent,
+                ));
             }
             if !status.is_redirection() || status == StatusCode::NOT_MODIFIED {
                 return Ok(response);
@@ -559,8 +645,66 @@ impl<'a> Op<'a> {
         })
     }
 
-    /// One request on a fresh connection. The registry gets its own trust and the bearer
-    /// token; any other host gets the public roots and no token.
+    /// The `Authorization` value answering a 401's challenge: a bearer token (fetched with
+    /// the credentials, if any) or the Basic credentials; `None` if the op has no answer.
+    async fn answer(&self, challenge: Option<&str>) -> Result<Option<String>, RegistryError> {
+        let Some(challenge) = challenge else {
+            return Ok(None);
+        };
+        if let Some(bearer) = BearerChallenge::parse(challenge) {
+            return Ok(Some(format!("Bearer {}", self.fetch_token(&bearer).await?)));
+        }
+        Ok(match &self.registry.credentials {
+            Some(Credentials::Basic { username, password }) if is_basic_challenge(challenge) => {
+                Some(basic_authorization(username, password))
+            }
+            _ => None,
+        })
+    }
+
+    /// The error for a 401 from `target`: the credentials were refused if they were sent,
+    /// else authentication is required and what is missing.
+    fn unauthorized(
+        &self,
+        method: &Method,
+        target: &Target,
+        challenge: Option<&str>,
+        credentials_sent: bool,
+    ) -> RegistryError {
+        let registry = target.authority.clone();
+        if credentials_sent && self.is_registry(target) {
+            return RegistryError::CredentialsRefused {
+                reference: self.reference.clone(),
+                method: method.clone(),
+                url: target.url(),
+                registry,
+            };
+        }
+        let hint = match (&self.registry.credentials, challenge) {
+            (None, _) => format!(
+                "no credentials are configured for {registry} (machine.registries.config.\"{registry}\".auth)"
+            ),
+            _ if !self.is_registry(target) => {
+                "credentials go to the registry only, not to hosts it redirects to".into()
+            }
+            (Some(Credentials::IdentityToken(_)), Some(c)) if is_basic_challenge(c) => {
+                "an identity token answers bearer challenges only; configure a username and password"
+                    .into()
+            }
+            (Some(_), _) => "its challenge's scheme is not supported".into(),
+        };
+        RegistryError::Unauthorized {
+            reference: self.reference.clone(),
+            method: method.clone(),
+            url: target.url(),
+            challenge: challenge.unwrap_or("no WWW-Authenticate header").to_owned(),
+            hint,
+        }
+    }
+
+    /// One request on a fresh connection. The registry gets its own trust and, if the
+    /// exchange allows, the op's `Authorization`; any other host gets the public roots and
+    /// no `Authorization` but what the exchange's headers carry.
     async fn exchange(
         &self,
         target: &Target,
@@ -570,6 +714,7 @@ impl<'a> Op<'a> {
             method,
             headers,
             body,
+            authorize,
         } = exchange;
         let url = target.url();
         // Uploads may take longer: one more second per MIN_UPLOAD_BYTES_PER_SECOND.
@@ -599,8 +744,12 @@ impl<'a> Op<'a> {
         if *method == Method::POST || *method == Method::PUT {
             request = request.header(CONTENT_LENGTH, body.len());
         }
-        if own && let Some(token) = &*self.token.lock().unwrap_or_else(|e| e.into_inner()) {
-            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+        if own
+            && *authorize
+            && let Some(authorization) =
+                &*self.authorization.lock().unwrap_or_else(|e| e.into_inner())
+        {
+            request = request.header(AUTHORIZATION, authorization);
         }
         for (name, value) in *headers {
             request = request.header(name, *value);
@@ -686,20 +835,30 @@ impl<'a> Op<'a> {
         Ok(addrs)
     }
 
-    /// The Docker token flow, anonymously: GET the realm with service and scope, and take
-    /// `token` (or `access_token`) from its JSON.
+    /// The Docker token flow: GET the realm with service and scope, anonymously or with the
+    /// Basic credentials, or POST an identity token to it as an OAuth2 refresh token; take
+    /// `token` (or `access_token`) from its JSON. Credentials go to a realm over HTTPS only,
+    /// unless it is on the registry's host.
     async fn fetch_token(&self, challenge: &BearerChallenge) -> Result<String, RegistryError> {
         let token_err = |url: &str, reason: String| RegistryError::Token {
             reference: self.reference.clone(),
             url: url.to_owned(),
             reason,
         };
+        let credentials = self.registry.credentials.as_ref();
+        let refresh_token = match credentials {
+            Some(Credentials::IdentityToken(token)) => Some(token),
+            _ => None,
+        };
         let mut url = challenge.realm.clone();
-        let mut separator = if url.contains('?') { '&' } else { '?' };
-        for (key, value) in [("service", &challenge.service), ("scope", &challenge.scope)] {
-            if let Some(value) = value {
-                url.push_str(&format!("{separator}{key}={}", query_escape(value)));
-                separator = '&';
+        // A refresh token's request carries service and scope in its form instead.
+        if refresh_token.is_none() {
+            let mut separator = if url.contains('?') { '&' } else { '?' };
+            for (key, value) in [("service", &challenge.service), ("scope", &challenge.scope)] {
+                if let Some(value) = value {
+                    url.push_str(&format!("{separator}{key}={}", query_escape(value)));
+                    separator = '&';
+                }
             }
         }
         let target = Target::parse(&url)
@@ -710,12 +869,57 @@ impl<'a> Op<'a> {
                 "the registry speaks HTTPS but its realm is plain HTTP".into(),
             ));
         }
+        if credentials.is_some() && !may_send_credentials(&self.registry.target, &target) {
+            return Err(token_err(
+                &url,
+                format!(
+                    "the credentials for {} are not sent to another host over plain HTTP",
+                    self.registry.target.authority
+                ),
+            ));
+        }
+        let basic = match credentials {
+            Some(Credentials::Basic { username, password }) => {
+                Some(basic_authorization(username, password))
+            }
+            _ => None,
+        };
+        let (method, headers, body) = match (refresh_token, &basic) {
+            (Some(token), _) => (
+                Method::POST,
+                vec![(CONTENT_TYPE, "application/x-www-form-urlencoded")],
+                Bytes::from(refresh_token_form(
+                    token,
+                    challenge.service.as_deref(),
+                    challenge.scope.as_deref(),
+                )),
+            ),
+            (None, Some(basic)) => (
+                Method::GET,
+                vec![(AUTHORIZATION, basic.as_str())],
+                Bytes::new(),
+            ),
+            (None, None) => (Method::GET, vec![], Bytes::new()),
+        };
         let exchange = Exchange {
-            method: Method::GET,
-            headers: &[],
-            body: Bytes::new(),
+            method: method.clone(),
+            headers: &headers,
+            body,
+            authorize: false,
         };
         let response = self.exchange(&target, &exchange).await?;
+        let status = response.status();
+        // OAuth2 answers 400 (invalid_grant) to a bad refresh token.
+        let refused = [StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN].contains(&status)
+            || (refresh_token.is_some() && status == StatusCode::BAD_REQUEST);
+        if credentials.is_some() && refused {
+            return Err(RegistryError::CredentialsRefused {
+                reference: self.reference.clone(),
+                method,
+                url,
+                registry: self.registry.target.authority.clone(),
+            });
+        }
         let status = response.status();
         if status != StatusCode::OK {
             let detail = error_detail(response.into_body()).await;
@@ -787,7 +991,7 @@ impl<'a> Op<'a> {
                     .await?;
             }
         }
-        let uploads = format!("/v2/{}/blobs/uploads/", self.repository);
+        let uploads = self.uploads_path();
         let response = self.send(Method::POST, &uploads, &[], Bytes::new()).await?;
         let response = self
             .expect_status(Method::POST, &uploads, response, StatusCode::ACCEPTED)
@@ -1017,6 +1221,55 @@ fn header(headers: &HeaderMap, name: impl http::header::AsHeaderName) -> Option<
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// Where a mirror endpoint's requests go; its path is the API root (see [`Registry::mirror`]).
+fn mirror_target(endpoint: &str, override_path: bool) -> Result<Target, String> {
+    let Some(rest) = endpoint
+        .strip_prefix("http://")
+        .or_else(|| endpoint.strip_prefix("https://"))
+    else {
+        return Err("it must start with http:// or https://".into());
+    };
+    if endpoint.contains(['?', '#']) {
+        return Err("a query or fragment is not allowed".into());
+    }
+    if rest.split('/').next().is_some_and(|a| a.contains('@')) {
+        return Err(
+            "user info is not allowed; credentials belong in machine.registries.config.<host>.auth"
+                .into(),
+        );
+    }
+    let mut target = Target::parse(endpoint).ok_or("it has no valid host[:port]")?;
+    if target.host.contains(':') && !target.authority.starts_with('[') {
+        return Err("an IPv6 address must be in brackets".into());
+    }
+    let mut segments = Vec::new();
+    for segment in target.path.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => return Err("its path may not contain ..".into()),
+            segment => segments.push(segment),
+        }
+    }
+    if !override_path && segments.last() != Some(&"v2") {
+        segments.push("v2");
+    }
+    target.path = segments.iter().map(|s| format!("/{s}")).collect();
+    Ok(target)
+}
+
+/// `endpoint` with any `user:password@` masked, for messages.
+fn without_userinfo(endpoint: &str) -> String {
+    let (scheme, rest) = match endpoint.find("://") {
+        Some(i) => endpoint.split_at(i + 3),
+        None => ("", endpoint),
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{scheme}***@{}", &rest[at + 1..]),
+        None => endpoint.to_owned(),
+    }
+}
+
 /// Starts HTTP/1.1 on `io`; the connection task ends with the exchange, and its errors
 /// surface through the response.
 async fn handshake<T>(
@@ -1093,19 +1346,6 @@ fn auth_params(mut rest: &str) -> Vec<(String, String)> {
     }
 }
 
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-fn query_escape(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                char::from(b).to_string()
-            }
-            b => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// `: CODE: message; …` from a registry's JSON error body, else its first line of text.
 async fn error_detail(body: Incoming) -> String {
     let read = http_body_util::Limited::new(body, MAX_ERROR_BODY_BYTES).collect();
@@ -1156,12 +1396,12 @@ mod tests {
     #[test]
     fn plain_http_only_for_ip_literals_with_a_port_and_no_tls_settings() {
         let r = registry_for("10.0.2.2:5000/talos/installer:v1").unwrap();
-        assert_eq!(r.target.url(), "http://10.0.2.2:5000/");
+        assert_eq!(r.target.url(), "http://10.0.2.2:5000/v2");
         let r = registry_for("localhost:5000/x").unwrap();
-        assert_eq!(r.target.url(), "http://localhost:5000/");
+        assert_eq!(r.target.url(), "http://localhost:5000/v2");
         let r = registry_for("[fd00::1]:5000/x").unwrap();
         assert_eq!((r.target.host.as_str(), r.target.port), ("fd00::1", 5000));
-        assert_eq!(r.target.url(), "http://[fd00::1]:5000/");
+        assert_eq!(r.target.url(), "http://[fd00::1]:5000/v2");
 
         for (reference, port) in [
             ("ghcr.io/siderolabs/installer:v1.9.0", 443),
@@ -1179,7 +1419,7 @@ mod tests {
                 insecure_skip_verify: true,
                 ..Default::default()
             }),
-            resolver: None,
+            ..Default::default()
         };
         assert!(
             Registry::with_options(&reference, &options)
@@ -1192,13 +1432,124 @@ mod tests {
                 ca_pem: Some("garbage".into()),
                 insecure_skip_verify: false,
             }),
-            resolver: None,
+            ..Default::default()
         };
         let e = Registry::with_options(&reference, &options)
             .unwrap_err()
             .to_string();
         assert!(
             e.contains("machine.registries.config.\"10.0.2.2:5000\".tls: tls.ca holds no PEM"),
+            "{e}"
+        );
+    }
+
+    /// The manifest URL a mirror at `endpoint` asks for `x/installer:v1`.
+    fn mirror_url(endpoint: &str, override_path: bool) -> Result<String, String> {
+        let registry = Registry::mirror(endpoint, override_path, &RegistryOptions::default())
+            .map_err(|e| e.to_string())?;
+        let reference = Reference::parse("registry.example/x/installer:v1").unwrap();
+        let op = Op::new(&registry, &reference);
+        Ok(op.url(&op.manifest_path(reference.pull_target())))
+    }
+
+    #[test]
+    fn mirror_urls_append_v2_unless_the_path_is_overridden() {
+        for (endpoint, override_path, url) in [
+            (
+                "http://10.0.0.5:5000",
+                false,
+                "http://10.0.0.5:5000/v2/x/installer/manifests/v1",
+            ),
+            (
+                "http://10.0.0.5:5000/",
+                false,
+                "http://10.0.0.5:5000/v2/x/installer/manifests/v1",
+            ),
+            (
+                "https://m.test/v2",
+                false,
+                "https://m.test/v2/x/installer/manifests/v1",
+            ),
+            (
+                "https://m.test/cache/",
+                false,
+                "https://m.test/cache/v2/x/installer/manifests/v1",
+            ),
+            (
+                "https://harbor.test/v2/proxy-docker.io",
+                true,
+                "https://harbor.test/v2/proxy-docker.io/x/installer/manifests/v1",
+            ),
+            (
+                "https://m.test",
+                true,
+                "https://m.test/x/installer/manifests/v1",
+            ),
+            (
+                "http://[fd00::1]:5000",
+                false,
+                "http://[fd00::1]:5000/v2/x/installer/manifests/v1",
+            ),
+            (
+                "https://[fd00::1]/v2",
+                true,
+                "https://[fd00::1]/v2/x/installer/manifests/v1",
+            ),
+        ] {
+            assert_eq!(
+                mirror_url(endpoint, override_path).as_deref(),
+                Ok(url),
+                "{endpoint} {override_path}"
+            );
+        }
+        let r = Registry::mirror(
+            "https://[fd00::1]:8443/v2",
+            false,
+            &RegistryOptions::default(),
+        )
+        .unwrap();
+        assert!(r.is_https());
+        assert_eq!((r.target.host.as_str(), r.target.port), ("fd00::1", 8443));
+        assert!(
+            !Registry::mirror("http://m.test", false, &RegistryOptions::default())
+                .unwrap()
+                .is_https()
+        );
+    }
+
+    #[test]
+    fn bad_mirror_endpoints_are_refused_naming_them() {
+        for (endpoint, reason) in [
+            ("ftp://x", "must start with http:// or https://"),
+            ("m.test:5000", "must start with http:// or https://"),
+            ("http://", "no valid host[:port]"),
+            ("https://:5000/v2", "no valid host[:port]"),
+            ("https://m.test:99999", "no valid host[:port]"),
+            ("https://m.test/v2?x=1", "a query or fragment"),
+            ("http://fd00::1/v2", "IPv6 address must be in brackets"),
+            ("https://m.test/../v2", "may not contain .."),
+        ] {
+            let e = mirror_url(endpoint, false).unwrap_err();
+            assert!(
+                e.starts_with(&format!("mirror endpoint {endpoint}: ")) && e.contains(reason),
+                "{endpoint}: {e}"
+            );
+        }
+        let e = mirror_url("https://me:s3cret@m.test/v2", false).unwrap_err();
+        assert_eq!(
+            e,
+            "mirror endpoint https://***@m.test/v2: user info is not allowed; \
+             credentials belong in machine.registries.config.<host>.auth"
+        );
+        let options = RegistryOptions {
+            tls: Some(RegistryTls::default()),
+            ..Default::default()
+        };
+        let e = Registry::mirror("http://10.0.0.5:5000", false, &options)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("TLS settings are given for the plain-HTTP endpoint 10.0.0.5:5000"),
             "{e}"
         );
     }

@@ -5,29 +5,22 @@
 //! Without `/usr/bin/docker-registry` the real-registry tests skip with a message, unless
 //! `TALOS_RS_E2E_REQUIRED` is set (as `cargo xtask test` does), which makes them fail.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
 use talos_oci::{
-    Image, LocalRegistry, Reference, Registry, RegistryError, installer_image,
-    installer_initramfs_path, installer_kernel_path, local_registry, media_type,
+    Credentials, Image, LocalRegistry, Reference, Registry, RegistryError, RegistryOptions,
+    installer_image, installer_initramfs_path, installer_kernel_path, media_type,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const LIMIT: u64 = 64 << 20;
 
 fn start_registry(dir: &Path) -> Option<LocalRegistry> {
-    if !LocalRegistry::is_installed() {
-        assert!(
-            std::env::var_os("TALOS_RS_E2E_REQUIRED").is_none(),
-            "{} is missing: install Debian's docker-registry package (cargo xtask deps)",
-            local_registry::BINARY
-        );
-        eprintln!(
-            "skipped: {} is missing; install Debian's docker-registry package (cargo xtask deps)",
-            local_registry::BINARY
-        );
+    if !common::registry_installed() {
         return None;
     }
     Some(LocalRegistry::start(dir).unwrap_or_else(|e| panic!("{e}")))
@@ -414,9 +407,9 @@ async fn an_index_resolves_to_the_linux_image_of_the_arch() {
     );
 }
 
-#[tokio::test]
-async fn authentication_other_than_anonymous_bearer_tokens_is_reported_as_unsupported() {
-    let challenge = r#"Basic realm="registry""#;
+/// A fake registry that answers every manifest request of `talos/installer:v1` with 401 and
+/// `challenge`.
+async fn challenging_registry(challenge: &str) -> (Reference, SocketAddr) {
     let routes = BTreeMap::from([(
         "/v2/talos/installer/manifests/v1".to_owned(),
         Route {
@@ -426,13 +419,100 @@ async fn authentication_other_than_anonymous_bearer_tokens_is_reported_as_unsupp
         },
     )]);
     let addr = fake_registry(routes).await;
-    let tagged = reference(addr, "talos/installer:v1");
+    (reference(addr, "talos/installer:v1"), addr)
+}
+
+fn with_credentials(tagged: &Reference, credentials: Credentials) -> Registry {
+    let options = RegistryOptions {
+        credentials: Some(credentials),
+        ..Default::default()
+    };
+    Registry::with_options(tagged, &options).unwrap()
+}
+
+#[tokio::test]
+async fn a_basic_challenge_without_fitting_credentials_says_what_is_missing() {
+    let challenge = r#"Basic realm="registry""#;
+    let (tagged, addr) = challenging_registry(challenge).await;
+
     let registry = Registry::for_reference(&tagged).unwrap();
     let e = pull(&registry, &tagged, "arm64", LIMIT).await.unwrap_err();
     assert!(matches!(e, RegistryError::Unauthorized { .. }), "{e}");
     let message = e.to_string();
     assert!(
-        message.contains(challenge) && message.contains("only anonymous bearer tokens"),
+        message.contains(&format!(
+            "http://{addr}/v2/talos/installer/manifests/v1: authentication is required ({challenge}); \
+             no credentials are configured for {addr} (machine.registries.config.\"{addr}\".auth)"
+        )),
         "{message}"
+    );
+
+    let registry = with_credentials(&tagged, Credentials::IdentityToken("r3fresh".into()));
+    let e = pull(&registry, &tagged, "arm64", LIMIT).await.unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("an identity token answers bearer challenges only"),
+        "{e}"
+    );
+
+    // The fake registry refuses everyone: sent credentials were refused.
+    let registry = with_credentials(
+        &tagged,
+        Credentials::Basic {
+            username: "talos".into(),
+            password: "s3cret".into(),
+        },
+    );
+    let e = pull(&registry, &tagged, "arm64", LIMIT).await.unwrap_err();
+    let message = e.to_string();
+    assert!(
+        matches!(e, RegistryError::CredentialsRefused { .. })
+            && message.contains(&format!("the credentials for {addr} were refused"))
+            && !message.contains("s3cret"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn credentials_go_to_a_plain_http_realm_on_the_registry_host_only() {
+    // 127.0.0.2 is another host: the credentials stay home, and nothing is asked of it.
+    let (tagged, _) =
+        challenging_registry(r#"Bearer realm="http://127.0.0.2:9/token",service="r""#).await;
+    let registry = with_credentials(
+        &tagged,
+        Credentials::Basic {
+            username: "talos".into(),
+            password: "s3cret".into(),
+        },
+    );
+    let e = pull(&registry, &tagged, "arm64", LIMIT).await.unwrap_err();
+    assert!(matches!(e, RegistryError::Token { .. }), "{e}");
+    assert!(
+        e.to_string().contains(&format!(
+            "the credentials for {} are not sent to another host over plain HTTP",
+            tagged.registry()
+        )),
+        "{e}"
+    );
+
+    // On the registry's own host (another port), they go: that realm answers 404 here.
+    let realm = format!("http://{}/token", fake_registry(BTreeMap::new()).await);
+    let (tagged, _) = challenging_registry(&format!(r#"Bearer realm="{realm}",service="r""#)).await;
+    let registry = with_credentials(
+        &tagged,
+        Credentials::Basic {
+            username: "talos".into(),
+            password: "s3cret".into(),
+        },
+    );
+    let e = pull(&registry, &tagged, "arm64", LIMIT)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&format!(
+            "getting a bearer token from {realm}?service=r: answered 404"
+        )),
+        "{e}"
     );
 }

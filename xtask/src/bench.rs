@@ -247,10 +247,16 @@ pub fn run(runs: usize) -> anyhow::Result<()> {
     );
     crate::bench_images::print(&images, runs);
     crate::bench_upgrade::print(&upgrades, runs);
+    print_config()
+}
+
+/// Measures and prints the config benchmarks.
+pub fn print_config() -> anyhow::Result<()> {
+    let rows = crate::bench_config::rows()?;
     println!("\nConfig benchmark\n");
     println!("| metric | value |");
     println!("|---|---|");
-    for (metric, value) in crate::bench_config::rows()? {
+    for (metric, value) in rows {
         println!("| {metric} | {value} |");
     }
     Ok(())

@@ -62,6 +62,9 @@ pub fn run(seconds: u64) -> anyhow::Result<()> {
         .args(["+nightly", "fuzz", "run", TARGET])
         .arg(&corpus)
         .arg(fuzz_dir.join("seeds"))
+        // The golden configs seed every section and the upstream v1.14 kinds; libFuzzer only
+        // reads directories after the first.
+        .arg(crate::paths::root().join("machinery/src/config/testdata"))
         .args([
             "--",
             &format!("-max_total_time={seconds}"),

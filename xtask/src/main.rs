@@ -114,6 +114,10 @@ enum Task {
         /// Boots per measurement; the table shows medians.
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Only the config benchmarks (decode+validate, gen config, hostile documents): seconds
+        /// instead of the tens of minutes the QEMU benchmarks take.
+        #[arg(long)]
+        config_only: bool,
     },
 }
 
@@ -191,6 +195,12 @@ fn main() -> anyhow::Result<()> {
         } => kernel::check(config),
         Task::Dtb => dtb::build().map(|_| ()),
         Task::Fuzz { seconds } => fuzz::run(seconds),
-        Task::Bench { runs } => bench::run(runs.max(1)),
+        Task::Bench { runs, config_only } => {
+            if config_only {
+                bench::print_config()
+            } else {
+                bench::run(runs.max(1))
+            }
+        }
     }
 }

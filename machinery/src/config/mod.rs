@@ -32,7 +32,9 @@ pub use generate::{
     GenerateError, GenerateInput, Generated, VersionContract, generate,
 };
 pub use patch::{Patch, PatchError};
-pub use registries::{HostEntry, RegistryTlsConfig};
+pub use registries::{
+    HostEntry, MirrorEndpoint, RegistryCredentials, RegistryMirrors, RegistryTlsConfig,
+};
 pub use v1alpha1::{MachineType, V1Alpha1};
 pub use validate::{Problem, ValidationMode, ValidationReport};
 
@@ -435,21 +437,28 @@ impl Config {
             .unwrap_or(true)
     }
 
-    /// `cluster.clusterName`.
-    pub fn cluster_name(&self) -> Option<&str> {
+    /// `cluster.clusterName`, else `KubeClusterConfig.clusterName` (the v1.14 layout).
+    pub fn cluster_name(&self) -> Option<String> {
         self.v1alpha1
             .cluster
             .as_ref()
-            .and_then(|c| c.cluster_name.as_deref())
+            .and_then(|c| c.cluster_name.clone())
+            .or_else(|| self.kube_cluster().and_then(|k| k.cluster_name))
     }
 
-    /// `cluster.controlPlane.endpoint`.
-    pub fn control_plane_endpoint(&self) -> Option<&str> {
+    /// `cluster.controlPlane.endpoint`, else `KubeClusterConfig.endpoint` (the v1.14 layout).
+    pub fn control_plane_endpoint(&self) -> Option<String> {
         self.v1alpha1
             .cluster
             .as_ref()
             .and_then(|c| c.control_plane.as_ref())
-            .and_then(|cp| cp.endpoint.as_deref())
+            .and_then(|cp| cp.endpoint.clone())
+            .or_else(|| self.kube_cluster().and_then(|k| k.endpoint))
+    }
+
+    /// The `KubeClusterConfig` document; it was checked against its schema on decode.
+    fn kube_cluster(&self) -> Option<kinds::KubeClusterConfig> {
+        self.document::<kinds::KubeClusterConfig>().ok().flatten()
     }
 
     fn network(&self) -> Option<&v1alpha1::Network> {

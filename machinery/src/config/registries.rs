@@ -1,16 +1,62 @@
-//! The views of `machine.registries.config.<host>.tls` and `machine.network.extraHostEntries`
-//! the node needs for pulling images.
+//! What the node needs for pulling images, from either config layout: per-registry TLS,
+//! credentials and mirrors (`machine.registries` or the `Registry*Config` documents), and
+//! `machine.network.extraHostEntries`.
 
+use std::fmt;
 use std::net::IpAddr;
 
-use super::v1alpha1::{MachineConfig, Network};
+use super::Config;
+use super::kinds::{RegistryAuthConfig, RegistryMirrorConfig, RegistryTLSConfig};
+use super::v1alpha1::{Network, Registries};
+use crate::b64;
 
-/// `machine.registries.config.<host>.tls`.
+/// TLS settings for one registry host.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RegistryTlsConfig {
-    /// The decoded PEM of `tls.ca` (base64 in the config, as upstream's).
+    /// PEM certificates trusted for the registry.
     pub ca_pem: Option<String>,
     pub insecure_skip_verify: bool,
+}
+
+/// Credentials for one registry host.
+#[derive(Clone, PartialEq, Eq)]
+pub enum RegistryCredentials {
+    Basic {
+        username: String,
+        password: String,
+    },
+    /// An OAuth2 refresh token (`identityToken`).
+    IdentityToken(String),
+}
+
+impl fmt::Debug for RegistryCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RegistryCredentials::Basic { username, .. } => {
+                write!(
+                    f,
+                    "Basic {{ username: {username:?}, password: <redacted> }}"
+                )
+            }
+            RegistryCredentials::IdentityToken(_) => f.write_str("IdentityToken(<redacted>)"),
+        }
+    }
+}
+
+/// Mirrors of one registry host, tried in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegistryMirrors {
+    pub endpoints: Vec<MirrorEndpoint>,
+    /// Do not try the registry itself when every mirror fails.
+    pub skip_fallback: bool,
+}
+
+/// One mirror: `scheme://host[:port][/path]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorEndpoint {
+    pub url: String,
+    /// The URL's path replaces `/v2` instead of prefixing it.
+    pub override_path: bool,
 }
 
 /// One `machine.network.extraHostEntries` entry: `ip` and the names that map to it.
@@ -20,14 +66,124 @@ pub struct HostEntry {
     pub aliases: Vec<String>,
 }
 
-impl MachineConfig {
-    /// The TLS settings for registry `host` (`name[:port]`, as the image reference writes
-    /// it), if the config has any.
+impl Config {
+    fn registries(&self) -> Option<&Registries> {
+        self.v1alpha1.machine.registries.as_ref()
+    }
+
+    /// The first `T` document named `host`.
+    fn registry_document<T: super::kinds::KindDocument>(
+        &self,
+        host: &str,
+        name: impl Fn(&T) -> &str,
+    ) -> Option<T> {
+        self.documents_of::<T>()
+            .ok()?
+            .into_iter()
+            .find(|d| name(d) == host)
+    }
+
+    /// TLS settings for registry `host` (`name[:port]`, as the image reference writes it):
+    /// `machine.registries.config.<host>.tls`, else a `RegistryTLSConfig` named `host`.
     pub fn registry_tls(&self, host: &str) -> Option<RegistryTlsConfig> {
-        let tls = self.registries.as_ref()?.config.get(host)?.tls.as_ref()?;
+        if let Some(tls) = self
+            .registries()
+            .and_then(|r| r.config.get(host))
+            .and_then(|c| c.tls.as_ref())
+        {
+            return Some(RegistryTlsConfig {
+                ca_pem: tls.ca.as_ref().map(|ca| ca.as_str().to_owned()),
+                insecure_skip_verify: tls.insecure_skip_verify.unwrap_or(false),
+            });
+        }
+        let tls = self.registry_document(host, |d: &RegistryTLSConfig| &d.name)?;
         Some(RegistryTlsConfig {
-            ca_pem: tls.ca.as_ref().map(|ca| ca.as_str().to_owned()),
+            ca_pem: tls.ca,
             insecure_skip_verify: tls.insecure_skip_verify.unwrap_or(false),
+        })
+    }
+
+    /// Credentials for registry `host`: `machine.registries.config.<host>.auth`, else a
+    /// `RegistryAuthConfig` named `host`. An identity token wins over a username and password,
+    /// which win over `auth` (base64 `username:password`). Errors name the malformed field.
+    pub fn registry_credentials(&self, host: &str) -> Result<Option<RegistryCredentials>, String> {
+        let (path, fields) = match self
+            .registries()
+            .and_then(|r| r.config.get(host))
+            .and_then(|c| c.auth.as_ref())
+        {
+            Some(auth) => (
+                format!("machine.registries.config.{host:?}.auth"),
+                (
+                    auth.identity_token.clone(),
+                    auth.username.clone(),
+                    auth.password.clone(),
+                    auth.auth.clone(),
+                ),
+            ),
+            None => match self.registry_document(host, |d: &RegistryAuthConfig| &d.name) {
+                Some(auth) => (
+                    format!("RegistryAuthConfig[{host}]"),
+                    (auth.identity_token, auth.username, auth.password, auth.auth),
+                ),
+                None => return Ok(None),
+            },
+        };
+        let nonempty = |value: Option<String>| value.filter(|v| !v.is_empty());
+        let (identity_token, username, password, auth) = fields;
+        if let Some(token) = nonempty(identity_token) {
+            return Ok(Some(RegistryCredentials::IdentityToken(token)));
+        }
+        if let Some(username) = nonempty(username) {
+            return Ok(Some(RegistryCredentials::Basic {
+                username,
+                password: password.unwrap_or_default(),
+            }));
+        }
+        let Some(auth) = nonempty(auth) else {
+            return Ok(None);
+        };
+        let decoded = b64::decode_text(&auth).map_err(|e| format!("{path}.auth: {e}"))?;
+        let (username, password) = decoded
+            .split_once(':')
+            .ok_or_else(|| format!("{path}.auth: expected base64 of username:password"))?;
+        Ok(Some(RegistryCredentials::Basic {
+            username: username.to_owned(),
+            password: password.to_owned(),
+        }))
+    }
+
+    /// Mirrors of registry `host`: `machine.registries.mirrors.<host>`, else a
+    /// `RegistryMirrorConfig` named `host`; failing both, the same for the wildcard `*`.
+    pub fn registry_mirrors(&self, host: &str) -> Option<RegistryMirrors> {
+        [host, "*"].into_iter().find_map(|name| {
+            if let Some(mirror) = self.registries().and_then(|r| r.mirrors.get(name)) {
+                return Some(RegistryMirrors {
+                    endpoints: mirror
+                        .endpoints
+                        .iter()
+                        .map(|url| MirrorEndpoint {
+                            url: url.clone(),
+                            override_path: mirror.override_path.unwrap_or(false),
+                        })
+                        .collect(),
+                    skip_fallback: mirror.skip_fallback.unwrap_or(false),
+                });
+            }
+            let mirror = self.registry_document(name, |d: &RegistryMirrorConfig| &d.name)?;
+            Some(RegistryMirrors {
+                endpoints: mirror
+                    .endpoints
+                    .into_iter()
+                    .filter_map(|e| {
+                        Some(MirrorEndpoint {
+                            url: e.url?,
+                            override_path: e.override_path.unwrap_or(false),
+                        })
+                    })
+                    .collect(),
+                skip_fallback: mirror.skip_fallback.unwrap_or(false),
+            })
         })
     }
 }
@@ -57,28 +213,122 @@ impl Network {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::V1Alpha1;
+    use super::{MirrorEndpoint, RegistryCredentials, RegistryMirrors};
+    use crate::config::{Config, V1Alpha1};
 
     fn parse(machine: &str) -> V1Alpha1 {
         crate::codec::from_yaml(&format!("version: v1alpha1\nmachine:\n{machine}")).unwrap()
     }
 
+    fn config(text: &str) -> Config {
+        Config::from_bytes(
+            format!("version: v1alpha1\nmachine:\n  type: worker\n{text}").as_bytes(),
+        )
+        .unwrap()
+    }
+
+    const PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+
     #[test]
     fn reads_registry_tls_by_host_and_port() {
-        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
-        let config = parse(&format!(
+        let config = config(&format!(
             "  registries:\n    config:\n      \"registry.test:5443\":\n        tls:\n          ca: {}\n      \
              insecure.test:\n        tls:\n          insecureSkipVerify: true\n",
-            crate::b64::encode(pem)
+            crate::b64::encode(PEM)
         ));
-        let machine = &config.machine;
-        let tls = machine.registry_tls("registry.test:5443").unwrap();
-        assert_eq!(tls.ca_pem.as_deref(), Some(pem));
+        let tls = config.registry_tls("registry.test:5443").unwrap();
+        assert_eq!(tls.ca_pem.as_deref(), Some(PEM));
         assert!(!tls.insecure_skip_verify);
-        assert_eq!(machine.registry_tls("registry.test"), None);
-        let tls = machine.registry_tls("insecure.test").unwrap();
+        assert_eq!(config.registry_tls("registry.test"), None);
+        let tls = config.registry_tls("insecure.test").unwrap();
         assert_eq!((tls.ca_pem, tls.insecure_skip_verify), (None, true));
-        assert_eq!(parse("  type: worker\n").machine.registry_tls("x"), None);
+    }
+
+    #[test]
+    fn reads_registry_settings_from_documents() {
+        let config = config(&format!(
+            "---\napiVersion: v1alpha1\nkind: RegistryTLSConfig\nname: registry.test:5443\nca: |\n  {}\n---\n\
+             apiVersion: v1alpha1\nkind: RegistryAuthConfig\nname: registry.test:5443\nusername: edge\npassword: s3cret\n---\n\
+             apiVersion: v1alpha1\nkind: RegistryMirrorConfig\nname: ghcr.io\nendpoints:\n  - url: https://registry.test:5443/v2/ghcr\n    overridePath: true\nskipFallback: true\n",
+            PEM.trim_end().replace('\n', "\n  ")
+        ));
+        let tls = config.registry_tls("registry.test:5443").unwrap();
+        assert_eq!(tls.ca_pem.as_deref(), Some(PEM));
+        assert_eq!(
+            config.registry_credentials("registry.test:5443").unwrap(),
+            Some(RegistryCredentials::Basic {
+                username: "edge".into(),
+                password: "s3cret".into()
+            })
+        );
+        assert_eq!(config.registry_credentials("ghcr.io").unwrap(), None);
+        assert_eq!(
+            config.registry_mirrors("ghcr.io"),
+            Some(RegistryMirrors {
+                endpoints: vec![MirrorEndpoint {
+                    url: "https://registry.test:5443/v2/ghcr".into(),
+                    override_path: true
+                }],
+                skip_fallback: true
+            })
+        );
+        assert_eq!(config.registry_mirrors("docker.io"), None);
+    }
+
+    #[test]
+    fn credentials_prefer_the_token_then_the_password_then_auth() {
+        let auth = |fields: &str| {
+            config(&format!(
+                "  registries:\n    config:\n      r.test:\n        auth:\n{fields}"
+            ))
+            .registry_credentials("r.test")
+        };
+        let basic = |u: &str, p: &str| {
+            Some(RegistryCredentials::Basic {
+                username: u.into(),
+                password: p.into(),
+            })
+        };
+        let encoded = crate::b64::encode("ci:pa:ss");
+        assert_eq!(
+            auth(&format!("          auth: {encoded}\n")).unwrap(),
+            basic("ci", "pa:ss")
+        );
+        assert_eq!(
+            auth(&format!(
+                "          auth: {encoded}\n          username: u\n          password: p\n"
+            ))
+            .unwrap(),
+            basic("u", "p")
+        );
+        assert_eq!(
+            auth("          username: u\n          identityToken: t\n").unwrap(),
+            Some(RegistryCredentials::IdentityToken("t".into()))
+        );
+        assert_eq!(
+            auth(&format!(
+                "          auth: {}\n",
+                crate::b64::encode("nocolon")
+            ))
+            .unwrap_err(),
+            "machine.registries.config.\"r.test\".auth.auth: expected base64 of username:password"
+        );
+        let shown = format!("{:?}", basic("u", "hunter2").unwrap());
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn mirrors_fall_back_to_the_wildcard() {
+        let config = config(
+            "  registries:\n    mirrors:\n      \"*\":\n        endpoints: [http://10.0.0.5:5000]\n      docker.io:\n        endpoints: [https://m.test, https://n.test]\n",
+        );
+        let docker = config.registry_mirrors("docker.io").unwrap();
+        assert_eq!(docker.endpoints.len(), 2);
+        assert!(!docker.skip_fallback);
+        assert_eq!(
+            config.registry_mirrors("ghcr.io").unwrap().endpoints[0].url,
+            "http://10.0.0.5:5000"
+        );
     }
 
     #[test]

@@ -21,9 +21,9 @@ fn generated() -> &'static Generated {
 fn generated_controlplane_parses_and_validates_for_metal() {
     let config = Config::from_bytes(generated().controlplane.as_bytes()).unwrap();
     assert_eq!(config.machine_type(), MachineType::ControlPlane);
-    assert_eq!(config.cluster_name(), Some("lab"));
+    assert_eq!(config.cluster_name().as_deref(), Some("lab"));
     assert_eq!(
-        config.control_plane_endpoint(),
+        config.control_plane_endpoint().as_deref(),
         Some("https://10.0.0.2:6443")
     );
     assert_eq!(config.cert_sans(), ["lab.example.com"]);
@@ -450,7 +450,20 @@ fn v1_14_contract_moves_settings_into_their_own_documents() {
             );
         }
         assert!(config.install().is_none());
-        assert_eq!(config.control_plane_endpoint(), None);
+        // The endpoint moved into KubeClusterConfig; the accessor reads it there.
+        assert!(
+            config
+                .v1alpha1()
+                .cluster
+                .as_ref()
+                .unwrap()
+                .control_plane
+                .is_none()
+        );
+        assert_eq!(
+            config.control_plane_endpoint().as_deref(),
+            Some("https://10.0.0.2:6443")
+        );
     }
 
     let keys = |tree: &raw::RawValue, section: &str| -> Vec<String> {
@@ -778,7 +791,11 @@ fn golden_v1_14_layout_keeps_kube_documents() {
             "KubeExternalManifestConfig[metrics-server]",
         ]
     );
-    assert_eq!(config.control_plane_endpoint(), None);
+    assert_eq!(
+        config.control_plane_endpoint().as_deref(),
+        Some("https://10.5.0.2:6443")
+    );
+    assert_eq!(config.cluster_name().as_deref(), Some("golden"));
     let host_dns = config.resolver_config().unwrap().host_dns.as_ref().unwrap();
     assert_eq!(host_dns.forward_kube_dns_to_host, Some(true));
     // Without the split-out documents the shrunk v1alpha1 document is incomplete.

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-use super::kinds::LinkConfig;
+use super::kinds::{KubeClusterConfig, LinkConfig};
 use super::v1alpha1::{HostDns, Interface, PemPair};
 use super::{AutoHostname, Config, ConfigError, Document, EndpointUrl, MachineType};
 use crate::pki;
@@ -156,21 +156,46 @@ fn check_secret32(value: Option<&str>, path: &str, report: &mut ValidationReport
     }
 }
 
+/// The control-plane endpoint, set once: in v1alpha1 or in `KubeClusterConfig`.
+fn check_endpoint(config: &Config, report: &mut ValidationReport) {
+    const V1ALPHA1: &str = "cluster.controlPlane.endpoint";
+    const DOCUMENT: &str = "KubeClusterConfig.endpoint";
+    let in_v1alpha1 = config
+        .v1alpha1
+        .cluster
+        .as_ref()
+        .and_then(|c| c.control_plane.as_ref())
+        .and_then(|cp| cp.endpoint.clone())
+        .filter(|e| !e.is_empty());
+    let in_document = config
+        .document::<KubeClusterConfig>()
+        .ok()
+        .flatten()
+        .map(|k| k.endpoint.unwrap_or_default());
+    let (path, url) = match (in_v1alpha1, in_document) {
+        (Some(_), Some(e)) if !e.is_empty() => {
+            return report.error(
+                V1ALPHA1,
+                format!("conflicts with {DOCUMENT}; set it in one place"),
+            );
+        }
+        (Some(url), _) => (V1ALPHA1, url),
+        (None, Some(url)) => (DOCUMENT, url),
+        (None, None) => return report.error(V1ALPHA1, "is required"),
+    };
+    if url.is_empty() {
+        report.error(path, "is required");
+    } else if let Err(message) = EndpointUrl::parse(&url) {
+        report.error(path, message);
+    }
+}
+
 fn check_cluster(config: &Config, control_plane: bool, report: &mut ValidationReport) {
     // In the v1.14 layout these settings live in their own documents.
-    let split_endpoint = config.has_kind("KubeClusterConfig");
     let split_ca = config.has_kind("KubeAPIServerCAConfig");
     let split_service_account = config.has_kind("KubeServiceAccountConfig");
     let split_encryption = config.has_kind("KubeEtcdEncryptionConfig");
-    match config.control_plane_endpoint() {
-        None | Some("") if split_endpoint => {}
-        None | Some("") => report.error("cluster.controlPlane.endpoint", "is required"),
-        Some(url) => {
-            if let Err(message) = EndpointUrl::parse(url) {
-                report.error("cluster.controlPlane.endpoint", message);
-            }
-        }
-    }
+    check_endpoint(config, report);
     let Some(cluster) = config.v1alpha1.cluster.as_ref() else {
         report.error("cluster.token", "is required");
         if !split_ca {

@@ -5,8 +5,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use talos_machinery::Config;
-use talos_machinery::config::HostEntry;
-use talos_oci::{BoxFuture, Reference, Registry, RegistryOptions, RegistryTls, Resolve};
+use talos_machinery::config::{HostEntry, RegistryCredentials};
+use talos_oci::{
+    BoxFuture, Credentials, Reference, Registry, RegistryOptions, RegistryTls, Resolve,
+};
 
 use crate::boot::{BootError, BootSlots};
 
@@ -62,33 +64,85 @@ impl Resolve for NodeResolver {
     }
 }
 
-/// The registry `reference` names, reached with the config's TLS settings for it and the
-/// node's resolver.
-fn registry(reference: &Reference, config: Option<&Config>) -> Result<Registry, UpgradeError> {
-    let machine = config.map(|c| &c.v1alpha1().machine);
-    let tls = machine
-        .and_then(|m| m.registry_tls(reference.registry()))
-        .map(|tls| RegistryTls {
-            ca_pem: tls.ca_pem,
-            insecure_skip_verify: tls.insecure_skip_verify,
-        });
-    let hosts = machine
-        .and_then(|m| m.network.as_ref())
+/// One place an image can come from: a mirror endpoint or the registry itself.
+struct Source {
+    /// The mirror URL, or the registry's `host[:port]`.
+    name: String,
+    registry: Registry,
+}
+
+/// The `host[:port]` of a mirror URL, as `machine.registries.config` keys it.
+fn url_authority(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    rest.split(['/', '?', '#']).next().unwrap_or_default()
+}
+
+/// Where `reference` is pulled from, in order: the config's mirrors of its registry, then the
+/// registry itself unless the mirrors say `skipFallback`. Each is reached with the config's
+/// TLS settings and credentials for its host and the node's resolver.
+fn sources(reference: &Reference, config: Option<&Config>) -> Result<Vec<Source>, UpgradeError> {
+    let hosts = config
+        .and_then(|c| c.v1alpha1().machine.network.as_ref())
         .map(|n| n.extra_host_entries())
         .transpose()
         .map_err(UpgradeError::Config)?
         .unwrap_or_default();
-    let options = RegistryOptions {
-        tls,
-        resolver: Some(Arc::new(NodeResolver { hosts })),
+    let resolver: Arc<dyn Resolve> = Arc::new(NodeResolver { hosts });
+    let options = |host: &str| -> Result<RegistryOptions, UpgradeError> {
+        let tls = config
+            .and_then(|c| c.registry_tls(host))
+            .map(|tls| RegistryTls {
+                ca_pem: tls.ca_pem,
+                insecure_skip_verify: tls.insecure_skip_verify,
+            });
+        let credentials = config
+            .map(|c| c.registry_credentials(host))
+            .transpose()
+            .map_err(UpgradeError::Config)?
+            .flatten()
+            .map(|credentials| match credentials {
+                RegistryCredentials::Basic { username, password } => {
+                    Credentials::Basic { username, password }
+                }
+                RegistryCredentials::IdentityToken(token) => Credentials::IdentityToken(token),
+            });
+        Ok(RegistryOptions {
+            tls,
+            credentials,
+            resolver: Some(resolver.clone()),
+        })
     };
-    Registry::with_options(reference, &options).map_err(|e| UpgradeError::Registry(e.to_string()))
+    let mirrors = config
+        .and_then(|c| c.registry_mirrors(reference.registry()))
+        .unwrap_or_default();
+    let mut sources = Vec::new();
+    for endpoint in &mirrors.endpoints {
+        let registry = Registry::mirror(
+            &endpoint.url,
+            endpoint.override_path,
+            &options(url_authority(&endpoint.url))?,
+        )
+        .map_err(|e| UpgradeError::Registry(e.to_string()))?;
+        sources.push(Source {
+            name: endpoint.url.clone(),
+            registry,
+        });
+    }
+    if !mirrors.skip_fallback || mirrors.endpoints.is_empty() {
+        let registry = Registry::with_options(reference, &options(reference.registry())?)
+            .map_err(|e| UpgradeError::Registry(e.to_string()))?;
+        sources.push(Source {
+            name: reference.registry().to_owned(),
+            registry,
+        });
+    }
+    Ok(sources)
 }
 
 /// Refuses references the node cannot pull, before anything starts.
 pub fn check(image: &str, config: Option<&Config>) -> Result<(), UpgradeError> {
     let reference = Reference::parse(image).map_err(|e| UpgradeError::Reference(e.to_string()))?;
-    registry(&reference, config)?;
+    sources(&reference, config)?;
     Ok(())
 }
 
@@ -99,19 +153,33 @@ pub async fn stage(
     config: Option<&Config>,
 ) -> Result<String, UpgradeError> {
     let reference = Reference::parse(image).map_err(|e| UpgradeError::Reference(e.to_string()))?;
-    let registry = registry(&reference, config)?;
     let kernel_path = talos_oci::installer_kernel_path(arch());
     let initramfs_path = talos_oci::installer_initramfs_path(arch());
-    tracing::info!(%reference, https = registry.is_https(), "pulling the installer");
-    let mut files = registry
-        .pull_files(
-            &reference,
-            arch(),
-            &[&kernel_path, &initramfs_path],
-            MAX_PAYLOAD_BYTES,
-        )
-        .await
-        .map_err(|e| UpgradeError::Pull(e.to_string()))?;
+    let mut failures = Vec::new();
+    let mut pulled = None;
+    for source in sources(&reference, config)? {
+        tracing::info!(%reference, from = %source.name, https = source.registry.is_https(), "pulling the installer");
+        match source
+            .registry
+            .pull_files(
+                &reference,
+                arch(),
+                &[&kernel_path, &initramfs_path],
+                MAX_PAYLOAD_BYTES,
+            )
+            .await
+        {
+            Ok(files) => {
+                pulled = Some(files);
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(from = %source.name, "pulling the installer failed: {e}");
+                failures.push(format!("{}: {e}", source.name));
+            }
+        }
+    }
+    let mut files = pulled.ok_or_else(|| UpgradeError::Pull(failures.join("; ")))?;
     let kernel = files
         .remove(kernel_path.trim_start_matches('/'))
         .unwrap_or_default();
@@ -161,6 +229,48 @@ mod tests {
         assert!(
             e.contains("machine.registries.config.\"registry.test:5443\".tls: tls.ca holds no PEM certificate"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn mirrors_come_first_and_the_fallback_is_optional() {
+        let reference = Reference::parse("ghcr.io/siderolabs/installer:v2").unwrap();
+        let with = |skip: bool| {
+            Config::from_bytes(format!(
+                "version: v1alpha1\nmachine:\n  registries:\n    mirrors:\n      ghcr.io:\n        endpoints: [http://10.0.2.2:5000, https://m.test/v2/ghcr]\n        overridePath: true\n        skipFallback: {skip}\n"
+            ).as_bytes())
+            .unwrap()
+        };
+        let names = |c: &Config| -> Vec<String> {
+            sources(&reference, Some(c))
+                .unwrap()
+                .into_iter()
+                .map(|s| s.name)
+                .collect()
+        };
+        assert_eq!(
+            names(&with(false)),
+            ["http://10.0.2.2:5000", "https://m.test/v2/ghcr", "ghcr.io"]
+        );
+        assert_eq!(
+            names(&with(true)),
+            ["http://10.0.2.2:5000", "https://m.test/v2/ghcr"]
+        );
+        assert_eq!(url_authority("https://[fd00::1]:5000/v2"), "[fd00::1]:5000");
+    }
+
+    #[test]
+    fn malformed_credentials_are_refused_before_pulling() {
+        let config = Config::from_bytes(
+            b"version: v1alpha1\nmachine:\n  registries:\n    config:\n      ghcr.io:\n        auth:\n          auth: eA==\n",
+        )
+        .unwrap();
+        let e = check("ghcr.io/siderolabs/installer:v2", Some(&config))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "machine.registries.config.\"ghcr.io\".auth.auth: expected base64 of username:password"
         );
     }
 }

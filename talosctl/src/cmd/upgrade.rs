@@ -34,11 +34,15 @@ Examples:
   # to the node from this machine's address 10.5.0.1, with the result as JSON
   talosctl upgrade -n 10.5.0.2 -i out/installers/arm64/v2.0.0 --serve-address 10.5.0.1 -o json
 
-Registries speak HTTPS, trusting public roots or the CA in the node's
-machine.registries.config.<host:port>.tls.ca (tls.insecureSkipVerify: true skips the check);
-an IP address with a port other than 443 and no such tls entry means plain HTTP. Names
-resolve through machine.network.extraHostEntries, then the node's nameservers. Anonymous
-bearer tokens (as ghcr.io asks for public images) are fetched; other auth is not supported.
+The node pulls through the mirrors in machine.registries.mirrors.<host> (or a
+RegistryMirrorConfig document; `*` matches any registry) in order, then from the registry
+itself unless skipFallback is set. Registries speak HTTPS, trusting public roots or the CA
+in machine.registries.config.<host:port>.tls.ca (or a RegistryTLSConfig document;
+tls.insecureSkipVerify: true skips the check); an IP address with a port other than 443 and
+no such tls entry means plain HTTP. Credentials come from machine.registries.config.<host>.auth
+(username and password, auth, or identityToken) or a RegistryAuthConfig document, for Basic
+and token logins; without them, anonymous tokens (as ghcr.io gives for public images). Names
+resolve through machine.network.extraHostEntries, then the node's nameservers.
 
   # Write v2.0.0 to the other slot now; it boots at the next reboot
   talosctl upgrade -n 10.5.0.2 -i 10.5.0.1:5000/talos/installer:v2.0.0 --stage";

@@ -645,3 +645,21 @@ parent: eth0
         ]
     );
 }
+
+#[test]
+fn the_endpoint_is_set_once_in_either_layout() {
+    let document = "---\napiVersion: v1alpha1\nkind: KubeClusterConfig\nendpoint: ";
+    let both = format!("{document}https://10.0.0.9:6443\n");
+    assert_eq!(
+        worker_errors(&both),
+        [
+            "cluster.controlPlane.endpoint: conflicts with KubeClusterConfig.endpoint; set it in one place"
+        ]
+    );
+    let moved =
+        format!("cluster:\n  controlPlane:\n    $patch: delete\n{document}http://10.0.0.9\n");
+    assert_eq!(
+        worker_errors(&moved),
+        ["KubeClusterConfig.endpoint: \"http://10.0.0.9\" must start with https://"]
+    );
+}
