@@ -2,9 +2,10 @@
 //! firmware (U-Boot, QEMU_EFI or OVMF) starts the slot, the node upgrades from an installer
 //! image served by a real registry on 127.0.0.1 (the guest reaches it as 10.0.2.2; one test
 //! pulls `ghcr.io/...` through that registry as its only mirror, over HTTPS under a name the
-//! guest maps with `machine.network.extraHostEntries`, trusting its CA and logging in with
-//! htpasswd credentials through `machine.registries`), commits the new slot once it runs, and
-//! comes back to the old one by itself when the new one cannot boot.
+//! guest maps with `machine.network.extraHostEntries`, trusting its CA, presenting a client
+//! certificate and logging in with htpasswd credentials through `machine.registries`),
+//! commits the new slot once it runs, and comes back to the old one by itself when the new one
+//! cannot boot.
 //!
 //! Inputs: `$TALOS_RS_OUT/images/<board>-<boot chain>/metal-<arch>.raw` (v1.0.0) and
 //! `$TALOS_RS_OUT/installers/<arch>/<version>/` (OCI layouts; v3.0.0 is deliberately broken).
@@ -25,7 +26,10 @@ use talos_machinery::Base64Text;
 use talos_machinery::config::{Config, GenerateInput, Patch, VersionContract, generate};
 use talos_machinery::pki::{self, CaSubject, SubjectAltName};
 use talos_machinery::secrets::SecretsBundle;
-use talos_oci::{Credentials, LocalRegistry, RegistryHtpasswd, RegistryTlsFiles};
+use talos_oci::{
+    ClientIdentity, Credentials, LocalRegistry, RegistryClientAuth, RegistryHtpasswd,
+    RegistryTlsFiles,
+};
 use talos_proto::machine::UpgradeRequest;
 use talos_proto::machine::apply_configuration_request::Mode as ApplyMode;
 
@@ -189,7 +193,8 @@ enum Source {
     LocalLayout,
 }
 
-/// A CA and a certificate it issued for 127.0.0.1 (the push) and [`REGISTRY_NAME`] (the guest).
+/// A CA and a certificate it issued for 127.0.0.1 (the push) and [`REGISTRY_NAME`] (the guest),
+/// and a client CA with the client certificate the registry requires.
 fn registry_tls() -> RegistryTlsFiles {
     let now = SystemTime::now();
     let ca = pki::new_ecdsa_ca(CaSubject::CommonName("registry CA".into()), now).unwrap();
@@ -199,11 +204,22 @@ fn registry_tls() -> RegistryTlsFiles {
     ];
     let cert =
         pki::issue_peer_cert(&ca, REGISTRY_NAME, &sans, Duration::from_secs(86400), now).unwrap();
+    // A client certificate as talosctl writes them: Ed25519, Talos's PEM labels.
+    let client_ca =
+        pki::new_ecdsa_ca(CaSubject::CommonName("fleet client CA".into()), now).unwrap();
+    let client = pki::issue_client_cert(&client_ca, &[], Duration::from_secs(86400), now).unwrap();
     RegistryTlsFiles {
         cert_pem: cert.cert_pem,
         key_pem: cert.key_pem,
         ca_pem: ca.cert_pem,
         guest_host: REGISTRY_NAME.into(),
+        client_auth: Some(RegistryClientAuth {
+            ca_pem: client_ca.cert_pem,
+            identity: ClientIdentity {
+                cert_pem: client.cert_pem,
+                key_pem: client.key_pem,
+            },
+        }),
     }
 }
 
@@ -221,16 +237,21 @@ fn registry_htpasswd() -> RegistryHtpasswd {
     }
 }
 
-/// Maps [`REGISTRY_NAME`] to the host, trusts `registry`'s CA and logs in to it, and makes it
-/// the only mirror of [`MIRRORED_REGISTRY`].
+/// Maps [`REGISTRY_NAME`] to the host, trusts `registry`'s CA, presents its client certificate
+/// and logs in to it, and makes it the only mirror of [`MIRRORED_REGISTRY`].
 fn registry_patch(registry: &LocalRegistry, tls: &RegistryTlsFiles) -> Patch {
-    let ca = talos_machinery::codec::to_yaml(&Base64Text(tls.ca_pem.clone())).unwrap();
-    let ca = ca.trim();
+    let base64 = |pem: &str| {
+        let text = talos_machinery::codec::to_yaml(&Base64Text(pem.to_owned())).unwrap();
+        text.trim().to_owned()
+    };
+    let ca = base64(&tls.ca_pem);
+    let identity = &tls.client_auth.as_ref().expect("client auth").identity;
+    let (crt, key) = (base64(&identity.cert_pem), base64(&identity.key_pem));
     let host = format!("{REGISTRY_NAME}:{}", registry.addr().port());
     Patch::parse(&format!(
         "machine:\n  network:\n    extraHostEntries:\n      - ip: 10.0.2.2\n        aliases: [{REGISTRY_NAME}]\n  \
          registries:\n    mirrors:\n      {MIRRORED_REGISTRY}:\n        endpoints: [\"https://{host}\"]\n        skipFallback: true\n    \
-         config:\n      \"{host}\":\n        tls:\n          ca: {ca}\n        \
+         config:\n      \"{host}\":\n        tls:\n          ca: {ca}\n          clientIdentity:\n            crt: {crt}\n            key: {key}\n        \
          auth:\n          username: {REGISTRY_USER}\n          password: {REGISTRY_PASSWORD}\n"
     ))
     .unwrap()

@@ -34,7 +34,11 @@ pub use layer::LayerError;
 pub use layout::{
     LayoutError, read_layout_dir, read_layout_tar, write_layout_dir, write_layout_tar,
 };
-pub use local_registry::{LocalRegistry, PushLayoutError, RegistryHtpasswd, RegistryTlsFiles};
+pub use local_registry::{
+    LocalRegistry, PushLayoutError, RegistryClientAuth, RegistryHtpasswd, RegistryTlsFiles,
+};
 pub use reference::{Reference, ReferenceError};
 pub use registry::{MAX_MANIFEST_BYTES, Pushed, Registry, RegistryError, RegistryOptions};
-pub use transport::{BoxFuture, RegistryTls, Resolve, SystemResolver, TlsConfigError};
+pub use transport::{
+    BoxFuture, ClientIdentity, RegistryTls, Resolve, SystemResolver, TlsConfigError,
+};

@@ -40,6 +40,16 @@ pub struct RegistryTlsFiles {
     pub ca_pem: String,
     /// The name guests use for the host (they map it to 10.0.2.2 themselves).
     pub guest_host: String,
+    /// Require client certificates (distribution's `tls.clientcas`).
+    pub client_auth: Option<RegistryClientAuth>,
+}
+
+/// Client-certificate auth for a [`LocalRegistry`]: the CA clients must chain to, and the
+/// identity [`LocalRegistry::push_layout`] presents.
+#[derive(Debug, Clone)]
+pub struct RegistryClientAuth {
+    pub ca_pem: String,
+    pub identity: crate::ClientIdentity,
 }
 
 /// htpasswd auth for a [`LocalRegistry`]: distribution's `auth.htpasswd`.
@@ -132,6 +142,14 @@ impl LocalRegistry {
                 yaml_path(&cert)?,
                 yaml_path(&key)?
             ));
+            if let Some(client_auth) = &tls.client_auth {
+                let client_ca = dir.join("client-ca.crt");
+                std::fs::write(&client_ca, &client_auth.ca_pem)?;
+                http.push_str(&format!(
+                    "    clientcas:\n      - {}\n",
+                    yaml_path(&client_ca)?
+                ));
+            }
         }
         let mut auth = String::new();
         if let Some(htpasswd) = &htpasswd {
@@ -193,6 +211,7 @@ impl LocalRegistry {
             tls: self.tls.as_ref().map(|tls| crate::RegistryTls {
                 ca_pem: Some(tls.ca_pem.clone()),
                 insecure_skip_verify: false,
+                client_identity: tls.client_auth.as_ref().map(|c| c.identity.clone()),
             }),
             resolver: None,
             credentials: self.htpasswd.as_ref().map(|h| h.credentials.clone()),

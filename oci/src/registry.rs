@@ -1430,7 +1430,7 @@ mod tests {
         let options = RegistryOptions {
             tls: Some(RegistryTls {
                 ca_pem: Some("garbage".into()),
-                insecure_skip_verify: false,
+                ..Default::default()
             }),
             ..Default::default()
         };

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 /// A boxed future, as [`Resolve`] returns.
@@ -45,6 +45,24 @@ pub struct RegistryTls {
     pub ca_pem: Option<String>,
     /// Accept any server certificate.
     pub insecure_skip_verify: bool,
+    /// The certificate this client presents, for registries that ask for one.
+    pub client_identity: Option<ClientIdentity>,
+}
+
+/// A client certificate chain and its private key, both PEM.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientIdentity")
+            .field("cert_pem", &format_args!("{} bytes", self.cert_pem.len()))
+            .field("key_pem", &format_args!("<redacted>"))
+            .finish()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +71,8 @@ pub enum TlsConfigError {
     NoCertificate,
     #[error("tls.ca: {0}")]
     BadCertificate(String),
+    #[error("tls.clientIdentity: {0}")]
+    BadClientIdentity(String),
     #[error("TLS setup: {0}")]
     Rustls(#[from] rustls::Error),
 }
@@ -61,18 +81,18 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The client configuration for `tls`: its CA, else Mozilla's public roots.
+/// The client configuration for `tls`: its CA, else Mozilla's public roots, and its client
+/// certificate if it has one.
 pub fn client_config(tls: &RegistryTls) -> Result<Arc<ClientConfig>, TlsConfigError> {
     let provider = provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
-    let config = if tls.insecure_skip_verify {
+    let builder = if tls.insecure_skip_verify {
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert {
                 algorithms: provider.signature_verification_algorithms,
             }))
-            .with_no_client_auth()
     } else {
         let roots = match &tls.ca_pem {
             Some(pem) => {
@@ -92,9 +112,46 @@ pub fn client_config(tls: &RegistryTls) -> Result<Arc<ClientConfig>, TlsConfigEr
                 roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
             },
         };
-        builder.with_root_certificates(roots).with_no_client_auth()
+        builder.with_root_certificates(roots)
+    };
+    let config = match &tls.client_identity {
+        Some(identity) => {
+            let bad = |what: &str, e: &dyn fmt::Display| {
+                TlsConfigError::BadClientIdentity(format!("{what}: {e}"))
+            };
+            let certs = CertificateDer::pem_slice_iter(identity.cert_pem.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| bad("crt", &e))?;
+            if certs.is_empty() {
+                return Err(bad("crt", &"no PEM certificate"));
+            }
+            let key = match PrivateKeyDer::from_pem_slice(identity.key_pem.as_bytes()) {
+                Ok(key) => key,
+                Err(e) => talos_ed25519_key(&identity.key_pem).ok_or_else(|| bad("key", &e))?,
+            };
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| bad("the key does not match the certificate", &e))?
+        }
+        None => builder.with_no_client_auth(),
     };
     Ok(Arc::new(config))
+}
+
+/// A key in Talos's own PEM form: PKCS#8 under the label `ED25519 PRIVATE KEY`, as
+/// `talosctl` writes client keys.
+fn talos_ed25519_key(pem: &str) -> Option<PrivateKeyDer<'static>> {
+    use base64::Engine;
+    let body = pem
+        .split_once("-----BEGIN ED25519 PRIVATE KEY-----")?
+        .1
+        .split_once("-----END ED25519 PRIVATE KEY-----")?
+        .0;
+    let text: String = body.split_whitespace().collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .ok()?;
+    Some(PrivateKeyDer::Pkcs8(der.into()))
 }
 
 /// Trusts any server certificate: `tls.insecureSkipVerify: true`.
@@ -254,10 +311,43 @@ mod tests {
     }
 
     #[test]
+    fn talos_ed25519_client_keys_are_read() {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let cert = rcgen::CertificateParams::new(Vec::<String>::new())
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let talos_pem = key
+            .serialize_pem()
+            .replace("PRIVATE KEY", "ED25519 PRIVATE KEY");
+        let tls = RegistryTls {
+            client_identity: Some(ClientIdentity {
+                cert_pem: cert.pem(),
+                key_pem: talos_pem,
+            }),
+            ..Default::default()
+        };
+        assert!(client_config(&tls).is_ok());
+        let garbage = RegistryTls {
+            client_identity: Some(ClientIdentity {
+                cert_pem: cert.pem(),
+                key_pem:
+                    "-----BEGIN ED25519 PRIVATE KEY-----\nAAAA\n-----END ED25519 PRIVATE KEY-----\n"
+                        .into(),
+            }),
+            ..Default::default()
+        };
+        assert!(matches!(
+            client_config(&garbage),
+            Err(TlsConfigError::BadClientIdentity(_))
+        ));
+    }
+
+    #[test]
     fn a_ca_without_certificates_is_refused() {
         let tls = RegistryTls {
             ca_pem: Some("not pem".into()),
-            insecure_skip_verify: false,
+            ..Default::default()
         };
         assert!(matches!(
             client_config(&tls),

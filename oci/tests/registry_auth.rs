@@ -10,11 +10,11 @@ mod common;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
 use talos_oci::{
-    Credentials, Image, LocalRegistry, Reference, Registry, RegistryError, RegistryHtpasswd,
-    RegistryOptions, RegistryTls, RegistryTlsFiles, installer_image, installer_initramfs_path,
-    installer_kernel_path, local_registry,
+    ClientIdentity, Credentials, Image, LocalRegistry, Reference, Registry, RegistryClientAuth,
+    RegistryError, RegistryHtpasswd, RegistryOptions, RegistryTls, RegistryTlsFiles,
+    installer_image, installer_initramfs_path, installer_kernel_path, local_registry,
 };
 
 const LIMIT: u64 = 1 << 20;
@@ -39,6 +39,27 @@ fn tls_files() -> RegistryTlsFiles {
         key_pem: key.serialize_pem(),
         ca_pem,
         guest_host: "registry.test".into(),
+        client_auth: None,
+    }
+}
+
+/// A client CA and a client certificate it issued.
+fn client_auth() -> RegistryClientAuth {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_pem = ca_params.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    RegistryClientAuth {
+        ca_pem,
+        identity: ClientIdentity {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        },
     }
 }
 
@@ -98,7 +119,7 @@ async fn htpasswd_registry_wants_the_right_credentials(https: bool) {
         let options = RegistryOptions {
             tls: tls.as_ref().map(|tls| RegistryTls {
                 ca_pem: Some(tls.ca_pem.clone()),
-                insecure_skip_verify: false,
+                ..Default::default()
             }),
             credentials,
             ..Default::default()
@@ -170,6 +191,79 @@ async fn htpasswd_over_https() {
 #[tokio::test]
 async fn htpasswd_over_plain_http() {
     htpasswd_registry_wants_the_right_credentials(false).await;
+}
+
+/// A registry that requires client certificates serves a client presenting one, and refuses
+/// the TLS handshake of a client that presents none.
+#[tokio::test]
+async fn client_certificates_are_presented() {
+    if !common::registry_installed() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut tls = tls_files();
+    let client_auth = client_auth();
+    tls.client_auth = Some(client_auth.clone());
+    let local = LocalRegistry::start_with(&tmp.path().join("registry"), Some(tls.clone()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let layout = tmp.path().join("layout");
+    let (image, files) = installer(3);
+    talos_oci::write_layout_dir(&image, &layout).unwrap();
+    local
+        .push_layout(&layout, "talos/installer:v3")
+        .await
+        .unwrap();
+    let registry = |client_identity: Option<ClientIdentity>| {
+        let options = RegistryOptions {
+            tls: Some(RegistryTls {
+                ca_pem: Some(tls.ca_pem.clone()),
+                client_identity,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        Registry::with_options(&reference(local.addr(), "talos/installer"), &options).unwrap()
+    };
+    let v3 = reference(local.addr(), "talos/installer:v3");
+    assert_eq!(
+        pull(&registry(Some(client_auth.identity)), &v3)
+            .await
+            .unwrap(),
+        files
+    );
+    let e = pull(&registry(None), &v3).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            RegistryError::Tls { .. } | RegistryError::Connect { .. } | RegistryError::Http { .. }
+        ),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn a_client_identity_whose_key_does_not_match_is_refused() {
+    let (one, other) = (client_auth().identity, client_auth().identity);
+    let tls = RegistryTls {
+        client_identity: Some(ClientIdentity {
+            cert_pem: one.cert_pem,
+            key_pem: other.key_pem,
+        }),
+        ..Default::default()
+    };
+    assert!(!format!("{tls:?}").contains("PRIVATE KEY"));
+    let options = RegistryOptions {
+        tls: Some(tls),
+        ..Default::default()
+    };
+    let reference = Reference::parse("registry.test:5443/talos/installer:v1").unwrap();
+    let e = Registry::with_options(&reference, &options).unwrap_err();
+    assert!(matches!(e, RegistryError::TlsConfig { .. }), "{e:?}");
+    assert!(
+        e.to_string()
+            .contains("tls.clientIdentity: the key does not match the certificate"),
+        "{e}"
+    );
 }
 
 #[tokio::test]

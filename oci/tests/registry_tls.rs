@@ -264,7 +264,7 @@ fn options(ca_pem: Option<String>) -> RegistryOptions {
     RegistryOptions {
         tls: ca_pem.map(|ca_pem| RegistryTls {
             ca_pem: Some(ca_pem),
-            insecure_skip_verify: false,
+            ..Default::default()
         }),
         resolver: Some(Arc::new(TestResolver)),
         credentials: None,

@@ -33,7 +33,8 @@ pub use generate::{
 };
 pub use patch::{Patch, PatchError};
 pub use registries::{
-    HostEntry, MirrorEndpoint, RegistryCredentials, RegistryMirrors, RegistryTlsConfig,
+    ClientCertificate, HostEntry, MirrorEndpoint, RegistryCredentials, RegistryMirrors,
+    RegistryTlsConfig,
 };
 pub use v1alpha1::{MachineType, V1Alpha1};
 pub use validate::{Problem, ValidationMode, ValidationReport};

@@ -16,6 +16,25 @@ pub struct RegistryTlsConfig {
     /// PEM certificates trusted for the registry.
     pub ca_pem: Option<String>,
     pub insecure_skip_verify: bool,
+    /// The client certificate and key (PEM) presented to the registry.
+    pub client_identity: Option<ClientCertificate>,
+}
+
+/// A PEM client certificate and its key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientCertificate {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl fmt::Debug for ClientCertificate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ClientCertificate({} bytes, key <redacted>)",
+            self.cert_pem.len()
+        )
+    }
 }
 
 /// Credentials for one registry host.
@@ -94,12 +113,20 @@ impl Config {
             return Some(RegistryTlsConfig {
                 ca_pem: tls.ca.as_ref().map(|ca| ca.as_str().to_owned()),
                 insecure_skip_verify: tls.insecure_skip_verify.unwrap_or(false),
+                client_identity: tls.client_identity.as_ref().map(|pair| ClientCertificate {
+                    cert_pem: pair.crt.as_str().to_owned(),
+                    key_pem: pair.key().unwrap_or_default().to_owned(),
+                }),
             });
         }
         let tls = self.registry_document(host, |d: &RegistryTLSConfig| &d.name)?;
         Some(RegistryTlsConfig {
             ca_pem: tls.ca,
             insecure_skip_verify: tls.insecure_skip_verify.unwrap_or(false),
+            client_identity: tls.client_identity.map(|identity| ClientCertificate {
+                cert_pem: identity.cert.unwrap_or_default(),
+                key_pem: identity.key.unwrap_or_default(),
+            }),
         })
     }
 
@@ -233,8 +260,11 @@ mod tests {
     fn reads_registry_tls_by_host_and_port() {
         let config = config(&format!(
             "  registries:\n    config:\n      \"registry.test:5443\":\n        tls:\n          ca: {}\n      \
-             insecure.test:\n        tls:\n          insecureSkipVerify: true\n",
-            crate::b64::encode(PEM)
+             insecure.test:\n        tls:\n          insecureSkipVerify: true\n          \
+             clientIdentity:\n            crt: {}\n            key: {}\n",
+            crate::b64::encode(PEM),
+            crate::b64::encode(PEM),
+            crate::b64::encode("KEY PEM"),
         ));
         let tls = config.registry_tls("registry.test:5443").unwrap();
         assert_eq!(tls.ca_pem.as_deref(), Some(PEM));
@@ -242,6 +272,12 @@ mod tests {
         assert_eq!(config.registry_tls("registry.test"), None);
         let tls = config.registry_tls("insecure.test").unwrap();
         assert_eq!((tls.ca_pem, tls.insecure_skip_verify), (None, true));
+        let identity = tls.client_identity.unwrap();
+        assert_eq!(
+            (identity.cert_pem.as_str(), identity.key_pem.as_str()),
+            (PEM, "KEY PEM")
+        );
+        assert!(!format!("{identity:?}").contains("KEY PEM"));
     }
 
     #[test]

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use talos_machinery::Config;
 use talos_machinery::config::{HostEntry, RegistryCredentials};
 use talos_oci::{
-    BoxFuture, Credentials, Reference, Registry, RegistryOptions, RegistryTls, Resolve,
+    BoxFuture, ClientIdentity, Credentials, Reference, Registry, RegistryOptions, RegistryTls,
+    Resolve,
 };
 
 use crate::boot::{BootError, BootSlots};
@@ -94,6 +95,10 @@ fn sources(reference: &Reference, config: Option<&Config>) -> Result<Vec<Source>
             .map(|tls| RegistryTls {
                 ca_pem: tls.ca_pem,
                 insecure_skip_verify: tls.insecure_skip_verify,
+                client_identity: tls.client_identity.map(|id| ClientIdentity {
+                    cert_pem: id.cert_pem,
+                    key_pem: id.key_pem,
+                }),
             });
         let credentials = config
             .map(|c| c.registry_credentials(host))

@@ -38,7 +38,8 @@ The node pulls through the mirrors in machine.registries.mirrors.<host> (or a
 RegistryMirrorConfig document; `*` matches any registry) in order, then from the registry
 itself unless skipFallback is set. Registries speak HTTPS, trusting public roots or the CA
 in machine.registries.config.<host:port>.tls.ca (or a RegistryTLSConfig document;
-tls.insecureSkipVerify: true skips the check); an IP address with a port other than 443 and
+tls.insecureSkipVerify: true skips the check) and presenting tls.clientIdentity when the
+registry asks for a client certificate; an IP address with a port other than 443 and
 no such tls entry means plain HTTP. Credentials come from machine.registries.config.<host>.auth
 (username and password, auth, or identityToken) or a RegistryAuthConfig document, for Basic
 and token logins; without them, anonymous tokens (as ghcr.io gives for public images). Names
