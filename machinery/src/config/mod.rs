@@ -3,9 +3,9 @@
 //!
 //! Decoding is strict: unknown keys, unknown kinds and duplicate documents are errors that name
 //! the YAML path (and line and column). `HostnameConfig`, `TimeSyncConfig`, `ResolverConfig`
-//! and `BoardConfig` are typed ([`Document`]). Documents of other known kinds are kept as their
-//! source text ([`RawDocument`]); those with a schema in [`kinds`] are checked key by key first
-//! and can be read typed with [`Config::document`].
+//! and `BoardConfig` are typed ([`Document`]). Documents of every other kind are checked key by
+//! key against their schema in [`kinds`], kept as their source text ([`RawDocument`]), and read
+//! typed with [`Config::document`].
 
 mod documents;
 mod generate;
@@ -264,19 +264,25 @@ impl Config {
 
     /// The first document of `T`'s kind, decoded.
     pub fn document<T: kinds::KindDocument>(&self) -> Result<Option<T>, ConfigError> {
-        Ok(self.documents_of::<T>()?.into_iter().next())
+        self.texts_of::<T>()
+            .next()
+            .map(|text| codec::from_yaml(text).map_err(ConfigError::from))
+            .transpose()
     }
 
     /// Every document of `T`'s kind (named kinds may repeat), decoded, in input order.
     pub fn documents_of<T: kinds::KindDocument>(&self) -> Result<Vec<T>, ConfigError> {
-        self.documents
-            .iter()
-            .filter_map(|d| match d {
-                Document::Other(raw) if raw.kind == T::KIND => Some(raw),
-                _ => None,
-            })
-            .map(|raw| codec::from_yaml(&raw.text).map_err(ConfigError::from))
+        self.texts_of::<T>()
+            .map(|text| codec::from_yaml(text).map_err(ConfigError::from))
             .collect()
+    }
+
+    /// The source text of each document of `T`'s kind.
+    fn texts_of<T: kinds::KindDocument>(&self) -> impl Iterator<Item = &str> {
+        self.documents.iter().filter_map(|d| match d {
+            Document::Other(raw) if raw.kind == T::KIND => Some(raw.text.as_str()),
+            _ => None,
+        })
     }
 
     /// The `HostnameConfig` document, if any.
