@@ -58,7 +58,8 @@ pub struct Board {
     /// Raspberry Pi firmware settings, rendered by [`Board::config_txt`].
     #[serde(default)]
     pub config_txt: Option<PiConfig>,
-    /// Our device-tree overlays (`dtb/overlays/<name>.dts`) the firmware applies.
+    /// Our device-tree overlays (`dtb/overlays/<name>.dts`) applied by default, on boards
+    /// that apply overlays (see [`Board::applies_overlays`]).
     #[serde(default)]
     pub overlays: Vec<String>,
     /// Name of a profile in `boards/memory/`.
@@ -218,6 +219,17 @@ impl Board {
     /// The boot chain called `name`.
     pub fn firmware_variant(&self, name: &str) -> Option<&Firmware> {
         self.firmware.iter().find(|f| f.name == name)
+    }
+
+    /// Whether device-tree overlays can be chosen on the node: the Raspberry Pi firmware applies
+    /// those `config.txt` lists; on boards whose DTBs sit in the EFI partition's `dtb/`,
+    /// machined writes them there with the overlays applied.
+    pub fn applies_overlays(&self) -> bool {
+        self.config_txt.is_some()
+            || self
+                .dtb
+                .as_ref()
+                .is_some_and(|d| d.layout == DtbLayout::EfiDtbDir)
     }
 
     /// The Raspberry Pi `config.txt`, for boards that have one.
@@ -532,10 +544,10 @@ impl Board {
                 return Err(invalid("overlays", format!("lists {overlay:?} twice")));
             }
         }
-        if !self.overlays.is_empty() && self.config_txt.is_none() {
+        if !self.overlays.is_empty() && !self.applies_overlays() {
             return Err(invalid(
                 "overlays",
-                "needs a [config_txt] table: only the Raspberry Pi firmware applies overlays so far"
+                "needs a [config_txt] table or a [dtb] with layout \"efi-dtb-dir\": nothing else applies overlays"
                     .into(),
             ));
         }

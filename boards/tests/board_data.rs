@@ -385,6 +385,11 @@ fn pi_settings_and_overlays_are_validated() {
         invalid_field(&format!("{BASE}overlays = [\"disable-bt\"]\n")),
         "overlays"
     );
+    let efi_dtb_dir = load_text(&format!(
+        "{BASE}overlays = [\"rockpi4-i2c7-enable\"]\n[dtb]\nsource = \"linux-image\"\nlayout = \"efi-dtb-dir\"\nfiles = [\"rockchip/rk3399-rock-pi-4b.dtb\"]\n"
+    ))
+    .expect("DTBs in dtb/ take overlays");
+    assert!(efi_dtb_dir.applies_overlays() && efi_dtb_dir.config_txt().is_none());
     assert_eq!(
         invalid_field(&pi.replace("enable_uart = true", "enable_uart = true\ngpu_mem_mib = 4")),
         "config_txt.gpu_mem_mib"

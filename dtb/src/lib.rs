@@ -4,17 +4,15 @@
 //! the output is a well-formed flattened device tree (magic `0xd00dfeed`, sizes within the
 //! file, a structure block that ends properly) with at least one `__overlay__` node.
 
+pub mod fdt;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The FDT header magic, big-endian at offset 0.
-pub const FDT_MAGIC: u32 = 0xd00d_feed;
-
-const FDT_BEGIN_NODE: u32 = 1;
-const FDT_END_NODE: u32 = 2;
-const FDT_PROP: u32 = 3;
-const FDT_NOP: u32 = 4;
-const FDT_END: u32 = 9;
+/// On the EFI partition of boards whose U-Boot loads the DTB from `dtb/` (layout
+/// `efi-dtb-dir`): the kernel package's DTBs as shipped, from which machined writes `dtb/` with
+/// the chosen overlays applied.
+pub const PRISTINE_DTB_DIR: &str = "dtb-base";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DtbError {
@@ -106,96 +104,30 @@ pub fn compile(source: &Path, output: &Path) -> Result<Overlay, DtbError> {
     parse_overlay(output, &bytes)
 }
 
-fn be32(bytes: &[u8], at: usize) -> Option<u32> {
-    let word = bytes.get(at..at.checked_add(4)?)?;
-    Some(u32::from_be_bytes(word.try_into().ok()?))
-}
-
-/// Checks the header and walks the structure block of a compiled overlay.
+/// Checks a compiled overlay: a well-formed device tree (see [`fdt::Fdt::parse`]) of version 17
+/// or later, exactly as long as the file, with at least one `__overlay__` node.
 pub fn parse_overlay(path: &Path, bytes: &[u8]) -> Result<Overlay, DtbError> {
     let invalid = |reason: String| DtbError::Invalid {
         path: path.to_owned(),
         reason,
     };
-    let field = |at: usize, name: &str| {
-        be32(bytes, at).ok_or_else(|| invalid(format!("file too short for header field {name}")))
-    };
-    let magic = field(0, "magic")?;
-    if magic != FDT_MAGIC {
-        return Err(invalid(format!(
-            "magic {magic:#010x}, expected {FDT_MAGIC:#010x}"
-        )));
-    }
-    let total_size = field(4, "totalsize")?;
+    let tree = fdt::Fdt::parse(bytes).map_err(|e| invalid(e.to_string()))?;
+    let header =
+        |at: usize| u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+    let (total_size, version) = (header(4), header(20));
     if total_size as usize != bytes.len() {
         return Err(invalid(format!(
             "totalsize {total_size} but the file has {} bytes",
             bytes.len()
         )));
     }
-    let struct_off = field(8, "off_dt_struct")? as usize;
-    let strings_off = field(12, "off_dt_strings")? as usize;
-    let version = field(20, "version")?;
-    let strings_size = field(32, "size_dt_strings")? as usize;
-    let struct_size = field(36, "size_dt_struct")? as usize;
     if version < 17 {
         return Err(invalid(format!("version {version}, expected 17 or later")));
     }
-    let within =
-        |off: usize, size: usize| off.checked_add(size).is_some_and(|end| end <= bytes.len());
-    if !within(struct_off, struct_size) || !within(strings_off, strings_size) {
-        return Err(invalid("a block lies outside the file".into()));
+    fn has_overlay(node: &fdt::Node) -> bool {
+        node.name == "__overlay__" || node.children.iter().any(has_overlay)
     }
-    let structure = &bytes[struct_off..struct_off + struct_size];
-
-    let mut at = 0;
-    let mut depth = 0usize;
-    let mut fragments = Vec::new();
-    let mut overlay_nodes = 0;
-    let align = |n: usize| (n + 3) & !3;
-    loop {
-        let token = be32(structure, at)
-            .ok_or_else(|| invalid("structure block ends without FDT_END".into()))?;
-        at += 4;
-        match token {
-            FDT_BEGIN_NODE => {
-                let rest = &structure[at..];
-                let len = rest
-                    .iter()
-                    .position(|b| *b == 0)
-                    .ok_or_else(|| invalid("unterminated node name".into()))?;
-                let name = String::from_utf8_lossy(&rest[..len]).into_owned();
-                at += align(len + 1);
-                depth += 1;
-                if depth == 2 {
-                    fragments.push(name.clone());
-                }
-                if name == "__overlay__" {
-                    overlay_nodes += 1;
-                }
-            }
-            FDT_END_NODE => {
-                depth = depth
-                    .checked_sub(1)
-                    .ok_or_else(|| invalid("more node ends than node starts".into()))?;
-            }
-            FDT_PROP => {
-                let len = be32(structure, at).ok_or_else(|| invalid("truncated property".into()))?
-                    as usize;
-                at += 8 + align(len);
-                if at > structure.len() {
-                    return Err(invalid("property runs past the structure block".into()));
-                }
-            }
-            FDT_NOP => {}
-            FDT_END => break,
-            other => return Err(invalid(format!("unknown structure token {other}"))),
-        }
-    }
-    if depth != 0 {
-        return Err(invalid(format!("{depth} nodes never end")));
-    }
-    if overlay_nodes == 0 {
+    if !has_overlay(&tree.root) {
         return Err(invalid(
             "no __overlay__ node: a plain device tree, not an overlay".into(),
         ));
@@ -204,6 +136,6 @@ pub fn parse_overlay(path: &Path, bytes: &[u8]) -> Result<Overlay, DtbError> {
         path: path.to_owned(),
         total_size,
         version,
-        fragments,
+        fragments: tree.root.children.iter().map(|c| c.name.clone()).collect(),
     })
 }

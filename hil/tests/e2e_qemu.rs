@@ -511,6 +511,15 @@ fn fake_ntp_server(ahead: Duration) -> u16 {
     port
 }
 
+/// When the certificate the node's API presents right now starts to be valid.
+async fn api_certificate_not_before(node: &Node) -> SystemTime {
+    let endpoint = Endpoint::new("127.0.0.1", node.qemu.api_port());
+    let der = talos_client::presented_certificate(&endpoint)
+        .await
+        .expect("the API presents a certificate");
+    pki::cert_validity(&der).unwrap().0
+}
+
 /// Day-2 on arm64: the clock follows the configured NTP server, `logs -f` streams new lines,
 /// try mode reverts by itself, a staged config takes effect on reboot, and Reset brings the
 /// node back to maintenance mode.
@@ -539,6 +548,7 @@ async fn day2_apply_modes_logs_and_reset(arch: Arch, layout: Layout) {
     let insecure = connect(&node, TlsMode::Insecure)
         .await
         .expect("maintenance API");
+    let applied_at = SystemTime::now();
     insecure
         .apply_configuration(
             with_hostname(&base, "base", &ntp, layout),
@@ -583,6 +593,23 @@ async fn day2_apply_modes_logs_and_reset(arch: Arch, layout: Layout) {
             "the node clock did not follow {ntp}: off by {off:?}"
         );
         tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+
+    // The step of the clock reissued the API certificate: its validity starts from the
+    // synchronized time, not from the clock the node had when the config arrived.
+    let issued_after_step =
+        applied_at + AHEAD - pki::CLOCK_SKEW_ALLOWANCE - Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let not_before = api_certificate_not_before(&node).await;
+        if not_before >= issued_after_step {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the API certificate starts at {not_before:?}, before the clock step (expected at least {issued_after_step:?})"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 
     // logs -f: a refused call shows up in machined's followed log.

@@ -14,8 +14,10 @@
 //! fdtoverlay (`cargo xtask deps`).
 
 mod common;
+mod fat;
 
 use common::Node;
+use fat::extract_fat;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -84,24 +86,6 @@ fn mbr_fat_partition(sector0: &[u8]) -> (u64, u64) {
         u64::from(u32_at(entry, 8)) * SECTOR,
         u64::from(u32_at(entry, 12)) * SECTOR,
     )
-}
-
-/// Copies every file of the FAT partition at `offset` into `dir` with mtools.
-fn extract_fat(image: &Path, offset: u64, dir: &Path) {
-    std::fs::create_dir_all(dir).expect("mkdir");
-    let out = Command::new("mcopy")
-        .args(["-s", "-n", "-i"])
-        .arg(format!("{}@@{offset}", image.display()))
-        .arg("::*")
-        .arg(dir)
-        .output()
-        .expect("mcopy runs (install mtools: cargo xtask deps)");
-    assert!(
-        out.status.success(),
-        "mcopy from {}: {}",
-        image.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// config.txt's `key=value` lines, in order.

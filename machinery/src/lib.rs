@@ -9,6 +9,7 @@ pub mod config;
 pub mod file_mode;
 pub mod pki;
 pub mod role;
+pub mod secret;
 pub mod secrets;
 pub mod talosconfig;
 
@@ -17,5 +18,6 @@ pub use b64::Base64Text;
 pub use config::{Config, ConfigError, MachineType, ValidationMode};
 pub use pki::{CertAndKey, PkiError};
 pub use role::{Role, RoleSet};
+pub use secret::Secret;
 pub use secrets::SecretsBundle;
 pub use talosconfig::{Context, Talosconfig};

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::b64::Base64Text;
 use crate::codec::{self, CodecError};
 use crate::pki::{self, CaSubject, CertAndKey, PkiError};
+use crate::secret::Secret;
 
 /// A secrets bundle could not be generated, read or written.
 #[derive(Debug, thiserror::Error)]
@@ -37,26 +38,26 @@ pub struct SecretsBundle {
 #[serde(deny_unknown_fields)]
 pub struct ClusterSecrets {
     pub id: String,
-    pub secret: String,
+    pub secret: Secret,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Secrets {
     /// Kubelet bootstrap token, `[a-z0-9]{6}.[a-z0-9]{16}`.
-    pub bootstraptoken: String,
+    pub bootstraptoken: Secret,
     /// 32 random bytes, base64.
-    pub secretboxencryptionsecret: String,
+    pub secretboxencryptionsecret: Secret,
     /// Older bundles may carry an AES-CBC key instead of, or besides, the secretbox key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aescbcencryptionsecret: Option<String>,
+    pub aescbcencryptionsecret: Option<Secret>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrustdInfo {
     /// The machine token workers present to trustd.
-    pub token: String,
+    pub token: Secret,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,15 +110,15 @@ impl SecretsBundle {
         Ok(SecretsBundle {
             cluster: ClusterSecrets {
                 id: STANDARD.encode(pki::random_secret::<32>()?),
-                secret: STANDARD.encode(pki::random_secret::<32>()?),
+                secret: STANDARD.encode(pki::random_secret::<32>()?).into(),
             },
             secrets: Secrets {
-                bootstraptoken: pki::try_new_token()?,
-                secretboxencryptionsecret: STANDARD.encode(pki::random_secret::<32>()?),
+                bootstraptoken: pki::try_new_token()?.into(),
+                secretboxencryptionsecret: STANDARD.encode(pki::random_secret::<32>()?).into(),
                 aescbcencryptionsecret: None,
             },
             trustdinfo: TrustdInfo {
-                token: pki::try_new_token()?,
+                token: pki::try_new_token()?.into(),
             },
             certs: Certs {
                 etcd: pki::new_ecdsa_ca(CaSubject::Organization("etcd".into()), now)?.into(),

@@ -109,8 +109,9 @@ enum Command {
     ///
     /// Sends MachineService/Reset to every target node (-n) and prints
     /// `NODE: reset requested (actor ID ID)` for each. A node whose STATE is wiped forgets its
-    /// machine configuration and comes back in maintenance mode. With --wait the command then
-    /// follows each node until it has gone down and (with --reboot) answers again. The exit
+    /// machine configuration and comes back in maintenance mode. The node answers once the
+    /// reset has started. With --wait the command then follows each node's events, failing if
+    /// its reset fails, until it has gone down and (with --reboot) answers again. The exit
     /// status is non-zero when any node failed.
     #[command(after_help = cmd::reset::RESET_EXAMPLES)]
     Reset(cmd::reset::ResetArgs),

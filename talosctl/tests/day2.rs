@@ -15,9 +15,9 @@ use common::{
 use talos_proto::common::Data;
 use talos_proto::machine::machine_service_server::{MachineService, MachineServiceServer};
 use talos_proto::machine::{
-    FileInfo, ListRequest, LogsRequest, MountStat, Mounts, MountsResponse, Process, ProcessInfo,
-    ProcessesResponse, ReadRequest, Reset, ResetPartitionSpec, ResetRequest, ResetResponse,
-    Version, VersionInfo, VersionResponse,
+    Event, EventsRequest, FileInfo, ListRequest, LogsRequest, MountStat, Mounts, MountsResponse,
+    Process, ProcessInfo, ProcessesResponse, ReadRequest, Reset, ResetPartitionSpec, ResetRequest,
+    ResetResponse, SequenceEvent, Version, VersionInfo, VersionResponse, sequence_event,
 };
 use talos_proto::prost_types::Timestamp;
 use talos_proto::time::time_service_server::{TimeService, TimeServiceServer};
@@ -41,6 +41,8 @@ struct DayTwo {
     seen: Arc<Mutex<Vec<Seen>>>,
     /// Resolved 300 ms after a Reset: the server stops then.
     down: Arc<Notify>,
+    /// Set: the reset fails with this error, as its stop event says, and the node stays up.
+    reset_fails: Option<&'static str>,
 }
 
 fn data(bytes: &[u8]) -> Result<Data, Status> {
@@ -199,6 +201,47 @@ impl MachineService for DayTwo {
         }))
     }
 
+    async fn events(
+        &self,
+        request: Request<EventsRequest>,
+    ) -> Result<Response<BoxStream<Event>>, Status> {
+        let request = request.into_inner();
+        let Some(error) = self.reset_fails else {
+            return Err(Status::unimplemented("no events"));
+        };
+        assert_eq!(
+            (request.tail_events, &*request.with_actor_id),
+            (-1, "actor-2")
+        );
+        let event = |action: sequence_event::Action, error: Option<&str>| {
+            let payload = SequenceEvent {
+                sequence: "reset".into(),
+                action: action as i32,
+                error: error.map(|message| talos_proto::common::Error {
+                    message: message.into(),
+                    ..Default::default()
+                }),
+            };
+            Ok(Event {
+                data: Some(talos_proto::prost_types::Any {
+                    type_url: "talos/runtime/machine.SequenceEvent".into(),
+                    value: prost::Message::encode_to_vec(&payload),
+                }),
+                actor_id: "actor-2".into(),
+                ..Default::default()
+            })
+        };
+        let events = [
+            event(sequence_event::Action::Start, None),
+            event(sequence_event::Action::Stop, Some(error)),
+        ];
+        let stream = futures_util::StreamExt::chain(
+            futures_util::stream::iter(events),
+            futures_util::stream::pending(),
+        );
+        Ok(Response::new(Box::pin(stream)))
+    }
+
     async fn reset(
         &self,
         request: Request<ResetRequest>,
@@ -209,10 +252,12 @@ impl MachineService for DayTwo {
             .unwrap()
             .push(Seen::Reset(request.into_inner()));
         let down = self.down.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            down.notify_one();
-        });
+        if self.reset_fails.is_none() {
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                down.notify_one();
+            });
+        }
         Ok(Response::new(ResetResponse {
             messages: vec![Reset {
                 metadata,
@@ -559,10 +604,13 @@ async fn logs_follow_ends_cleanly_on_interrupt() {
 /// A node that acknowledges Reset, goes down 300 ms later and, if `comes_back`, answers again
 /// one second after that in maintenance mode on the same port. Returns the talosconfig and node.
 async fn start_resetting(comes_back: bool) -> (String, DayTwo) {
+    start_node(DayTwo::default(), comes_back).await
+}
+
+async fn start_node(node: DayTwo, comes_back: bool) -> (String, DayTwo) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (acceptor, yaml) = node_tls(port);
-    let node = DayTwo::default();
     let down = node.down.clone();
     let server = serve(listener, acceptor, node.clone(), async move {
         down.notified().await;
@@ -624,6 +672,41 @@ async fn reset_sends_the_flags_and_waits_for_maintenance_mode() {
             user_disks_to_wipe: vec![],
             mode: 1,
         })]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_wait_reports_a_reset_that_fails_on_the_node() {
+    const REFUSED: &str = "task LeaveEtcd failed: this node is the last etcd member";
+    let node = DayTwo {
+        reset_fails: Some(REFUSED),
+        ..Default::default()
+    };
+    let (yaml, _node) = start_node(node, false).await;
+    let (_dir, path) = write_talosconfig(&yaml);
+    let out = talosctl(
+        &[
+            "--talosconfig",
+            path.to_str().unwrap(),
+            "reset",
+            "--wait",
+            "--timeout",
+            "30s",
+        ],
+        &[],
+    )
+    .await;
+    assert!(!out.status.success());
+    assert_eq!(
+        text(&out.stdout),
+        "127.0.0.1: reset requested (actor ID actor-2)\n"
+    );
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "error on node 127.0.0.1: the reset failed, and the node stays up: reset: {REFUSED}"
+        )),
+        "{stderr}"
     );
 }
 

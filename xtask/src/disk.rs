@@ -6,9 +6,11 @@ use std::process::Command;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use talos_boards::{Board, BootKind, Firmware, Placement};
+use talos_boards::{Board, BootKind, DtbLayout, Firmware, Placement};
 use talos_disk::slots::SlotBoot;
 use talos_disk::uimage::UbootArch;
+use talos_dtb::PRISTINE_DTB_DIR;
+use talos_dtb::fdt::Fdt;
 use talos_images::disk_image::{self, DiskImageSpec, SlotContents};
 use talos_machinery::Arch;
 
@@ -107,29 +109,46 @@ pub fn build(
             Placement::QemuBios => {}
         }
     }
+    let mut dtb_roots = Vec::new();
     if let Some(dtbs) = &board.dtb {
         let dir = deps::kernel(board.arch)?.dtb_dir();
         for file in &dtbs.files {
             let path = dir.join(file);
             let bytes =
                 std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            let tree = Fdt::parse(&bytes).with_context(|| format!("reading {}", path.display()))?;
+            dtb_roots.push(tree);
+            if dtbs.layout == DtbLayout::EfiDtbDir && board.applies_overlays() {
+                boot_files.push((format!("{PRISTINE_DTB_DIR}/{file}"), bytes.clone()));
+            }
             boot_files.push((dtbs.destination(file), bytes));
         }
     }
-    if board.config_txt.is_some() {
-        // Every overlay ships, so a BoardConfig can pick any without a new image; config.txt
-        // lists the board's defaults.
-        let built = dtb::build()?;
-        if let Some(name) = board.overlays.iter().find(|name| {
-            !built
-                .iter()
-                .any(|p| p.file_stem().is_some_and(|s| s == name.as_str()))
-        }) {
-            anyhow::bail!("overlay {name} of board {} was not built", board.name);
+    if board.applies_overlays() {
+        // Every overlay written for the board's SoCs ships, so a BoardConfig can pick any
+        // without a new image; the board's defaults are applied on the node (or by config.txt).
+        let mut fitting = Vec::new();
+        for path in dtb::build()? {
+            let bytes = std::fs::read(&path)?;
+            let overlay =
+                Fdt::parse(&bytes).with_context(|| format!("reading {}", path.display()))?;
+            if dtb_roots.iter().any(|base| base.fits(&overlay)) {
+                let name = path.file_stem().unwrap_or_default().to_string_lossy();
+                fitting.push((name.into_owned(), bytes));
+            }
         }
-        for path in &built {
-            let name = path.file_name().unwrap_or_default().to_string_lossy();
-            boot_files.push((format!("overlays/{name}"), std::fs::read(path)?));
+        if let Some(name) = board
+            .overlays
+            .iter()
+            .find(|name| !fitting.iter().any(|(n, _)| n == *name))
+        {
+            anyhow::bail!(
+                "overlay {name} of board {} was not built for its device trees",
+                board.name
+            );
+        }
+        for (name, bytes) in fitting {
+            boot_files.push((format!("overlays/{name}.dtbo"), bytes));
         }
     }
     if let Some(config) = board.config_txt() {

@@ -1,13 +1,30 @@
-//! `cargo xtask fuzz --seconds N`: runs the `decode_validate` cargo-fuzz target (fuzz/) for N
-//! seconds on the nightly toolchain, installing cargo-fuzz and nightly when missing, and reports
-//! executions and crashes. Fails when libFuzzer found a crash, leak, timeout or OOM.
+//! `cargo xtask fuzz --seconds N`: runs each cargo-fuzz target (fuzz/: `decode_validate` for
+//! machine configs, `fdt_overlay` for device trees) for N seconds on the nightly toolchain,
+//! installing cargo-fuzz and nightly when missing, and reports executions and crashes. Fails when
+//! libFuzzer found a crash, leak, timeout or OOM.
 
 use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
 
-const TARGET: &str = "decode_validate";
+/// Each target and the directories it starts from besides its corpus (libFuzzer only reads
+/// directories after the first): for configs the seeds and the golden configs, which cover
+/// every section and the upstream v1.14 kinds; for device trees our compiled overlays.
+fn targets() -> [(&'static str, Vec<PathBuf>); 2] {
+    let root = crate::paths::root();
+    [
+        (
+            "decode_validate",
+            vec![
+                root.join("fuzz/seeds"),
+                root.join("machinery/src/config/testdata"),
+            ],
+        ),
+        ("fdt_overlay", vec![root.join("out/dtb")]),
+    ]
+}
 
 /// Installs what `cargo +nightly fuzz` needs, unless present.
 fn ensure_tools() -> anyhow::Result<()> {
@@ -51,20 +68,25 @@ fn scan_line(line: &str, stats: &mut Stats) {
     }
 }
 
-/// Runs the target for `seconds` and prints executions and crashes.
+/// Runs every target for `seconds` and prints executions and crashes.
 pub fn run(seconds: u64) -> anyhow::Result<()> {
     ensure_tools()?;
+    crate::dtb::build()?;
+    for (target, seeds) in targets() {
+        run_target(target, &seeds, seconds)?;
+    }
+    Ok(())
+}
+
+fn run_target(target: &str, seeds: &[PathBuf], seconds: u64) -> anyhow::Result<()> {
     let fuzz_dir = crate::paths::root().join("fuzz");
-    let corpus = fuzz_dir.join("corpus").join(TARGET);
+    let corpus = fuzz_dir.join("corpus").join(target);
     std::fs::create_dir_all(&corpus).with_context(|| format!("creating {}", corpus.display()))?;
     let mut child = Command::new("cargo")
         .current_dir(&fuzz_dir)
-        .args(["+nightly", "fuzz", "run", TARGET])
+        .args(["+nightly", "fuzz", "run", target])
         .arg(&corpus)
-        .arg(fuzz_dir.join("seeds"))
-        // The golden configs seed every section and the upstream v1.14 kinds; libFuzzer only
-        // reads directories after the first.
-        .arg(crate::paths::root().join("machinery/src/config/testdata"))
+        .args(seeds)
         .args([
             "--",
             &format!("-max_total_time={seconds}"),
@@ -88,7 +110,7 @@ pub fn run(seconds: u64) -> anyhow::Result<()> {
         .executions
         .map_or_else(|| "unknown".to_owned(), |n| n.to_string());
     println!(
-        "fuzz {TARGET}: {seconds} s, {executions} executions, {} crashes",
+        "fuzz {target}: {seconds} s, {executions} executions, {} crashes",
         stats.crashes.len()
     );
     for crash in &stats.crashes {
@@ -96,7 +118,7 @@ pub fn run(seconds: u64) -> anyhow::Result<()> {
     }
     if !stats.crashes.is_empty() || !status.success() {
         bail!(
-            "fuzzing {TARGET} failed ({status}); reproduce with `cargo +nightly fuzz run {TARGET} <input>` in fuzz/"
+            "fuzzing {target} failed ({status}); reproduce with `cargo +nightly fuzz run {target} <input>` in fuzz/"
         );
     }
     Ok(())

@@ -60,8 +60,8 @@ const OS_RELEASE_PATH: &str = "/etc/os-release";
 const MEMORY_PATH: &str = "/etc/talos/memory";
 /// The board's kernel parameters for the node (`name = value`).
 const SYSCTL_PATH: &str = "/etc/talos/sysctl.conf";
-/// The board's default device-tree overlays, for boards whose firmware applies them (the node's
-/// `BoardConfig` replaces them in config.txt).
+/// The board's default device-tree overlays, for boards that apply overlays (the node's
+/// `BoardConfig` replaces them).
 const OVERLAYS_PATH: &str = "/etc/talos/overlays";
 
 fn os_release(version: &str) -> Vec<u8> {
@@ -184,7 +184,7 @@ fn pack_with(
                 ),
             ]
         }))
-        .chain(board.config_txt.is_some().then(|| {
+        .chain(board.applies_overlays().then(|| {
             let overlays: String = board.overlays.iter().map(|o| format!("{o}\n")).collect();
             (OVERLAYS_PATH.to_owned(), overlays.into_bytes(), 0o644)
         }))

@@ -103,9 +103,10 @@ enum Task {
     },
     /// Compile our device-tree overlays into out/dtb/.
     Dtb,
-    /// Fuzz config decoding and validation (cargo-fuzz on the nightly toolchain).
+    /// Fuzz config decoding and validation, and device-tree parsing and overlays (cargo-fuzz
+    /// on the nightly toolchain).
     Fuzz {
-        /// How long to run.
+        /// How long to run each target.
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },

@@ -47,14 +47,17 @@ pub fn inputs() -> anyhow::Result<()> {
     }
     gpiosim::image(Arch::Arm64)?;
     upgrade_fixtures()?;
-    rpi_fixtures()
+    sbc_fixtures()
 }
 
-/// The rpi_generic SD-card image for hil/tests/rpi_qemu.rs, at the default version.
-fn rpi_fixtures() -> anyhow::Result<()> {
-    let board = talos_boards::find(&paths::boards(), "rpi_generic")?;
-    let system = disk::system(&board, image::DEFAULT_VERSION)?;
-    disk::build(&board, None, &system)?;
+/// The SBC disk images at the default version: rpi_generic for hil/tests/rpi_qemu.rs, and the
+/// boards QEMU cannot boot for hil/tests/sbc_images.rs.
+fn sbc_fixtures() -> anyhow::Result<()> {
+    for name in ["rpi_generic", "rockpi4", "pine64"] {
+        let board = talos_boards::find(&paths::boards(), name)?;
+        let system = disk::system(&board, image::DEFAULT_VERSION)?;
+        disk::build(&board, None, &system)?;
+    }
     Ok(())
 }
 

@@ -17,6 +17,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "talos-node-sys",
             "talos-oci",
             "talos-disk",
+            // Applies BoardConfig overlays to the DTBs of U-Boot boards.
+            "talos-dtb",
         ],
     ),
     ("floor-init", &["talos-node-sys"]),
@@ -33,6 +35,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("talos-boards", &["talos-machinery"]),
+    // Its tests read the boards; the library itself depends on none of ours.
     ("talos-dtb", &["talos-machinery", "talos-boards"]),
     ("talos-kernel", &[]),
     ("talos-oci", &[]),
@@ -51,8 +54,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "talos-boards",
             "talos-images",
             "talos-oci",
-            // Tests only: they edit disk images' GPT.
+            // Tests only: they edit disk images' GPT and check their device trees.
             "talos-disk",
+            "talos-dtb",
         ],
     ),
     // The gpio-sim guest's /init: the relay driver under test, nothing else.

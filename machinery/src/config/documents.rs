@@ -2,6 +2,8 @@
 //! `BoardConfig`. Decoded strictly like the v1alpha1 document; other known kinds stay
 //! [`RawDocument`]s.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
 use super::v1alpha1::HostDns;
@@ -17,13 +19,24 @@ pub enum Document {
     Other(RawDocument),
 }
 
-/// A document of a known kind that is not modelled yet, kept as its source text.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A document of a known kind that is not modelled yet, kept as its source text. `Debug` never
+/// prints the text: it may hold secrets.
+#[derive(Clone, PartialEq, Eq)]
 pub struct RawDocument {
     pub kind: String,
     pub name: Option<String>,
     /// The document's YAML, without a leading `---` line or trailing `...`.
     pub text: String,
+}
+
+impl fmt::Debug for RawDocument {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawDocument")
+            .field("kind", &self.kind)
+            .field("name", &self.name)
+            .field("text", &"<redacted>")
+            .finish()
+    }
 }
 
 impl Document {
@@ -97,8 +110,9 @@ impl HostnameConfig {
 pub struct BoardConfig {
     pub api_version: String,
     pub kind: String,
-    /// Device-tree overlays the firmware applies, by name (`overlays/<name>.dtbo` on the boot
-    /// partition), in order. Replaces the board's default list; `[]` applies none.
+    /// Device-tree overlays, by name (`overlays/<name>.dtbo` on the boot partition), applied in
+    /// order by the Pi firmware or, on U-Boot boards, by the node into the DTB U-Boot loads.
+    /// Replaces the board's default list; `[]` applies none.
     pub overlays: Vec<String>,
 }
 

@@ -410,7 +410,10 @@ fn multidoc_config(
             None,
             vec![
                 ("clusterID", RawValue::string(&secrets.cluster.id)),
-                ("clusterSecret", RawValue::string(&secrets.cluster.secret)),
+                (
+                    "clusterSecret",
+                    RawValue::string(secrets.cluster.secret.expose()),
+                ),
             ],
         )?,
     ];

@@ -9,6 +9,7 @@ use super::Config;
 use super::kinds::{RegistryAuthConfig, RegistryMirrorConfig, RegistryTLSConfig};
 use super::v1alpha1::{Network, Registries};
 use crate::b64;
+use crate::secret::Secret;
 
 /// TLS settings for one registry host.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -125,7 +126,7 @@ impl Config {
             insecure_skip_verify: tls.insecure_skip_verify.unwrap_or(false),
             client_identity: tls.client_identity.map(|identity| ClientCertificate {
                 cert_pem: identity.cert.unwrap_or_default(),
-                key_pem: identity.key.unwrap_or_default(),
+                key_pem: identity.key.unwrap_or_default().into_inner(),
             }),
         })
     }
@@ -158,16 +159,16 @@ impl Config {
         };
         let nonempty = |value: Option<String>| value.filter(|v| !v.is_empty());
         let (identity_token, username, password, auth) = fields;
-        if let Some(token) = nonempty(identity_token) {
+        if let Some(token) = nonempty(identity_token.map(Secret::into_inner)) {
             return Ok(Some(RegistryCredentials::IdentityToken(token)));
         }
         if let Some(username) = nonempty(username) {
             return Ok(Some(RegistryCredentials::Basic {
                 username,
-                password: password.unwrap_or_default(),
+                password: password.unwrap_or_default().into_inner(),
             }));
         }
-        let Some(auth) = nonempty(auth) else {
+        let Some(auth) = nonempty(auth.map(Secret::into_inner)) else {
             return Ok(None);
         };
         let decoded = b64::decode_text(&auth).map_err(|e| format!("{path}.auth: {e}"))?;

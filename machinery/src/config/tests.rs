@@ -1084,3 +1084,121 @@ fn v1alpha1_is_strict_at_every_level() {
         assert!(err.to_string().contains(path), "{err}");
     }
 }
+
+/// Fails if any line of `secret` (a token, or a PEM body line) shows in `debug`.
+fn assert_hidden(debug: &str, secret: &str, what: &str) {
+    let pieces: Vec<&str> = secret.lines().filter(|l| l.len() >= 16).collect();
+    assert!(!pieces.is_empty(), "{what}: nothing to look for");
+    for piece in pieces {
+        assert!(!debug.contains(piece), "{what} leaks into Debug");
+    }
+}
+
+/// `Debug` of the config's `T` document, which must be present.
+fn document_debug<T: kinds::KindDocument + fmt::Debug>(config: &Config) -> String {
+    format!("{:?}", config.document::<T>().unwrap().expect(T::KIND))
+}
+
+#[test]
+fn debug_of_a_generated_controlplane_shows_no_secret() {
+    let secrets = generated_secrets();
+    let certs = &secrets.certs;
+    let keys = [
+        ("os CA key", &certs.os.key),
+        ("k8s CA key", &certs.k8s.key),
+        ("aggregator CA key", &certs.k8saggregator.key),
+        ("etcd CA key", &certs.etcd.key),
+        ("service account key", &certs.k8sserviceaccount.key),
+    ];
+    let encoded: Vec<_> = keys
+        .iter()
+        .map(|(what, key)| (*what, crate::b64::encode(key.as_str())))
+        .collect();
+    let mut hidden = vec![
+        ("machine token", secrets.trustdinfo.token.expose()),
+        ("cluster token", secrets.secrets.bootstraptoken.expose()),
+        ("cluster secret", secrets.cluster.secret.expose()),
+        (
+            "secretbox",
+            secrets.secrets.secretboxencryptionsecret.expose(),
+        ),
+    ];
+    hidden.extend(keys.iter().map(|(what, key)| (*what, key.as_str())));
+    hidden.extend(encoded.iter().map(|(what, text)| (*what, text.as_str())));
+    for contract in [VersionContract::V1_13, VersionContract::V1_14] {
+        let mut input = GenerateInput::new(
+            "lab",
+            "https://10.0.0.2:6443",
+            secrets.clone(),
+            SystemTime::now(),
+        );
+        input.contract = contract;
+        let config = Config::from_bytes(generate(&input).unwrap().controlplane.as_bytes()).unwrap();
+        assert_eq!(config.machine_token(), Some(&*secrets.trustdinfo.token));
+        let mut debug = format!(
+            "{config:?} {:?} {:?}",
+            config.v1alpha1(),
+            config.os_ca().unwrap()
+        );
+        if contract == VersionContract::V1_14 {
+            for document in [
+                document_debug::<kinds::KubeAPIServerCAConfig>(&config),
+                document_debug::<kinds::KubeAggregatorCAConfig>(&config),
+                document_debug::<kinds::KubeServiceAccountConfig>(&config),
+                document_debug::<kinds::KubeEtcdEncryptionConfig>(&config),
+                document_debug::<kinds::DiscoveryIdentityConfig>(&config),
+            ] {
+                debug += &document;
+            }
+        }
+        assert!(debug.contains("token: Some(<redacted>)"), "{contract:?}");
+        for (what, secret) in &hidden {
+            assert_hidden(&debug, secret, &format!("{contract:?} {what}"));
+        }
+    }
+}
+
+#[test]
+fn debug_of_v1alpha1_credentials_shows_no_secret() {
+    let text = format!(
+        r#"{MINIMAL}  registries:
+    config:
+      registry.test:
+        auth:
+          username: robot
+          password: hunter2-registry
+          auth: cm9ib3Q6aHVudGVyMi1yZWdpc3RyeQ==
+          identityToken: opaque-identity-token
+  systemDiskEncryption:
+    state:
+      provider: luks2
+      keys:
+        - static:
+            passphrase: correct-horse-battery
+          slot: 0
+  network:
+    interfaces:
+      - interface: wg0
+        wireguard:
+          privateKey: wireguard-private-key
+        vip:
+          ip: 10.0.0.9
+          hcloud:
+            apiToken: hcloud-api-token
+"#
+    );
+    let config = Config::from_bytes(text.as_bytes()).unwrap();
+    let debug = format!("{config:?}");
+    for secret in [
+        "abcdef.0123456789abcdef",
+        "hunter2-registry",
+        "cm9ib3Q6aHVudGVyMi1yZWdpc3RyeQ==",
+        "opaque-identity-token",
+        "correct-horse-battery",
+        "wireguard-private-key",
+        "hcloud-api-token",
+    ] {
+        assert_hidden(&debug, secret, secret);
+    }
+    assert!(debug.contains("username: Some(\"robot\")"), "{debug}");
+}

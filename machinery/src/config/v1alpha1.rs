@@ -19,6 +19,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::raw::RawValue;
 use crate::b64::Base64Text;
+use crate::secret::Secret;
 
 /// What a machine does in the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -122,7 +123,7 @@ pub struct MachineConfig {
     #[serde(rename = "type", default)]
     pub machine_type: MachineType,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca: Option<PemPair>,
     #[serde(rename = "acceptedCAs", default, skip_serializing_if = "Vec::is_empty")]
@@ -368,7 +369,7 @@ pub struct ClusterConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret: Option<String>,
+    pub secret: Option<Secret>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control_plane: Option<ControlPlane>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -376,11 +377,11 @@ pub struct ClusterConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<ClusterNetwork>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aescbc_encryption_secret: Option<String>,
+    pub aescbc_encryption_secret: Option<Secret>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secretbox_encryption_secret: Option<String>,
+    pub secretbox_encryption_secret: Option<Secret>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca: Option<PemPair>,
     #[serde(rename = "acceptedCAs", default, skip_serializing_if = "Vec::is_empty")]

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use talos_node_sys::power::RebootAction;
+use tokio::task::JoinHandle;
 use tonic::Status;
 
 use crate::etcd_member::{self, EtcdClient};
@@ -137,28 +138,63 @@ impl NodeTasks {
     }
 }
 
-/// Runs `sequence` for one request; errors become API statuses.
+fn status(e: &SequenceError) -> Status {
+    match e {
+        SequenceError::Busy { .. } => Status::failed_precondition(e.to_string()),
+        SequenceError::Task {
+            task: Task::PullInstaller,
+            ..
+        } => Status::unavailable(e.to_string()),
+        SequenceError::Task {
+            task: Task::SwitchSlot | Task::LeaveEtcd,
+            ..
+        } => Status::failed_precondition(e.to_string()),
+        SequenceError::Task { .. } => Status::internal(e.to_string()),
+    }
+}
+
+type Running = JoinHandle<Result<NodeTasks, SequenceError>>;
+
+/// Claims the node for `sequence` and runs it in a task of its own, so a caller that goes away
+/// (a cancelled RPC) cannot stop it halfway.
+fn spawn(
+    node: &Arc<Node>,
+    sequence: Sequence,
+    actor_id: &str,
+    request: Request,
+) -> Result<Running, Status> {
+    let claimed = node.sequencer.claim(sequence).map_err(|e| status(&e))?;
+    let node = node.clone();
+    let actor_id = actor_id.to_owned();
+    Ok(tokio::spawn(async move {
+        let mut tasks = NodeTasks::new(node.clone(), request);
+        node.sequencer
+            .run_claimed(claimed, &actor_id, &mut tasks)
+            .await
+            .map(|()| tasks)
+    }))
+}
+
+/// Runs `sequence` for one request to its end; errors become API statuses.
 pub async fn run(
     node: &Arc<Node>,
     sequence: Sequence,
     actor_id: &str,
     request: Request,
 ) -> Result<NodeTasks, Status> {
-    let mut tasks = NodeTasks::new(node.clone(), request);
-    node.sequencer
-        .run(sequence, actor_id, &mut tasks)
+    spawn(node, sequence, actor_id, request)?
         .await
-        .map_err(|e| match &e {
-            SequenceError::Busy { .. } => Status::failed_precondition(e.to_string()),
-            SequenceError::Task {
-                task: Task::PullInstaller,
-                ..
-            } => Status::unavailable(e.to_string()),
-            SequenceError::Task {
-                task: Task::SwitchSlot | Task::LeaveEtcd,
-                ..
-            } => Status::failed_precondition(e.to_string()),
-            SequenceError::Task { .. } => Status::internal(e.to_string()),
-        })?;
-    Ok(tasks)
+        .map_err(|e| Status::internal(format!("{}: {e}", sequence.name())))?
+        .map_err(|e| status(&e))
+}
+
+/// Starts `sequence` and returns once it holds the node, as upstream does for reboot, shutdown
+/// and reset: how it goes is told by the events under `actor_id`, and by the log.
+pub fn start(
+    node: &Arc<Node>,
+    sequence: Sequence,
+    actor_id: &str,
+    request: Request,
+) -> Result<(), Status> {
+    spawn(node, sequence, actor_id, request).map(drop)
 }

@@ -390,6 +390,7 @@ impl Tasks for BootTasks {
                     self.state_mounted
                         .then(|| std::path::PathBuf::from(storage::STATE_MOUNT)),
                     node.services.clone(),
+                    move || node.reissue_api_certificate(),
                 ));
             }
             Task::FetchConfig => {
@@ -480,17 +481,8 @@ impl BootTasks {
         if !got_address {
             tracing::warn!("no address after 20 s; serving the API anyway");
         }
-        if let Err(e) = node.refresh_tls() {
-            tracing::error!("refreshing the API certificate: {e}");
-        }
-        tokio::spawn(async move {
-            while status_rx.changed().await.is_ok() {
-                node.set_system_hostname();
-                if let Err(e) = node.refresh_tls() {
-                    tracing::error!("refreshing the API certificate: {e}");
-                }
-            }
-        });
+        node.reissue_api_certificate();
+        tokio::spawn(node.keep_api_certificate(status_rx));
         Ok(())
     }
 }

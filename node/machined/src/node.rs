@@ -267,12 +267,35 @@ impl Node {
         }
     }
 
-    /// Rebuilds the server certificate for the current mode, names and addresses.
-    pub fn refresh_tls(&self) -> Result<(), tls::TlsError> {
+    /// Issues a new API certificate for the current mode, names, addresses and clock.
+    pub fn reissue_api_certificate(&self) {
         let config = self.mode().config.as_ref().map(|(c, _)| c.clone());
-        let tls = self.tls_for(config.as_deref())?;
-        self.tls.send_replace(tls);
-        Ok(())
+        match self.tls_for(config.as_deref()) {
+            Ok(tls) => {
+                self.tls.send_replace(tls);
+            }
+            Err(e) => tracing::error!("reissuing the API certificate: {e}"),
+        }
+    }
+
+    /// Reissues the API certificate whenever the node's addresses or hostname change, and
+    /// [`tls::SERVER_CERT_RENEWAL`] after it was last issued, so it never expires.
+    pub async fn keep_api_certificate(
+        self: Arc<Self>,
+        mut network: watch::Receiver<NetworkStatus>,
+    ) {
+        loop {
+            tokio::select! {
+                changed = network.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    self.set_system_hostname();
+                }
+                () = tokio::time::sleep(tls::SERVER_CERT_RENEWAL) => {}
+            }
+            self.reissue_api_certificate();
+        }
     }
 
     fn tls_for(&self, config: Option<&Config>) -> Result<Arc<ServerConfig>, tls::TlsError> {
@@ -333,7 +356,7 @@ impl Node {
                 let wanted = firmware.wanted(&config);
                 firmware
                     .check(&wanted)
-                    .map_err(|e| ApplyError::Invalid(e.to_string()))?;
+                    .map_err(|e| ApplyError::Invalid(error_chain(&e)))?;
                 Some(wanted)
             }
         };
@@ -402,7 +425,10 @@ impl Node {
                 ),
                 Ok(false) => String::new(),
                 Err(e) => {
-                    warnings.push(format!("config.txt was not changed: {e}"));
+                    warnings.push(format!(
+                        "the device-tree overlays were not changed: {}",
+                        error_chain(&e)
+                    ));
                     String::new()
                 }
             },
@@ -503,11 +529,11 @@ impl Node {
             let overlays = firmware.wanted(&config);
             match firmware.apply(&overlays) {
                 Ok(true) => tracing::warn!(
-                    "config.txt now lists overlays [{}]: they take effect at the next boot",
+                    "device-tree overlays are now [{}]: they take effect at the next boot",
                     overlays.join(", ")
                 ),
                 Ok(false) => {}
-                Err(e) => tracing::error!("config.txt: {e}"),
+                Err(e) => tracing::error!("device-tree overlays: {}", error_chain(&e)),
             }
         }
         self.switch_to(Arc::new(config), data.to_vec(), tls);
@@ -575,7 +601,7 @@ fn mode_name(mode: ApplyMode) -> &'static str {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -657,6 +683,70 @@ mod tests {
         assert_eq!(applied.mode, ApplyMode::NoReboot);
         assert_eq!(current(&n), Some(first.clone()));
         assert_eq!(ConfigStore::new(dir.path()).load().unwrap(), Some(first));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_api_certificate_is_reissued_before_it_expires_and_on_address_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = node(dir.path());
+        let mut tls = n.tls.subscribe();
+        let (network, status) = watch::channel(NetworkStatus::default());
+        tokio::spawn(n.clone().keep_api_certificate(status));
+
+        tokio::time::sleep(tls::SERVER_CERT_RENEWAL - Duration::from_secs(1)).await;
+        assert!(!tls.has_changed().unwrap(), "reissued early");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(
+            tls.has_changed().unwrap(),
+            "not reissued after {:?}",
+            tls::SERVER_CERT_RENEWAL
+        );
+        tls.mark_unchanged();
+
+        network.send_modify(|s| s.addresses.push([10, 0, 2, 15].into()));
+        tokio::task::yield_now().await;
+        tokio::time::timeout(Duration::from_secs(1), tls.changed())
+            .await
+            .expect("not reissued when the address changed")
+            .unwrap();
+    }
+
+    /// Reset returns as soon as it holds the node; a failure later is told by its events.
+    #[tokio::test]
+    async fn a_started_reset_holds_the_node_and_reports_its_failure_as_an_event() {
+        use prost::Message;
+        use talos_proto::machine::{EventsRequest, SequenceEvent, sequence_event};
+
+        use crate::actions;
+        use crate::sequencer::Sequence;
+
+        let dir = tempfile::tempdir().unwrap();
+        let n = node(dir.path());
+        let (_, mut events) = n.sequencer.bus().tail(&EventsRequest::default());
+        // Leaving etcd fails at once: this node has no config, so no etcd CA.
+        let graceful = Sequence::reset(true, true, true);
+        actions::start(&n, graceful, "reset-actor", actions::Request::default()).unwrap();
+        let busy =
+            actions::start(&n, Sequence::Reboot, "reboot-actor", Default::default()).unwrap_err();
+        assert_eq!(busy.code(), tonic::Code::FailedPrecondition, "{busy:?}");
+        let stop = loop {
+            let recorded = events.recv().await.unwrap();
+            let data = recorded.event.data.unwrap();
+            if data.type_url.ends_with("machine.SequenceEvent")
+                && let Ok(e) = SequenceEvent::decode(&data.value[..])
+                && e.action == sequence_event::Action::Stop as i32
+            {
+                assert_eq!(recorded.event.actor_id, "reset-actor");
+                break e;
+            }
+        };
+        let error = stop
+            .error
+            .expect("the failure is in the stop event")
+            .message;
+        assert!(error.contains("LeaveEtcd"), "{error}");
+        // Once failed, the reset no longer holds the node.
+        actions::start(&n, Sequence::Shutdown, "shutdown-actor", Default::default()).unwrap();
     }
 
     #[tokio::test]

@@ -237,6 +237,10 @@ pub trait Tasks {
     fn run(&mut self, task: Task) -> impl Future<Output = Result<(), String>>;
 }
 
+/// The node is held for this sequence; only [`Sequencer::claim`] makes one.
+#[derive(Debug)]
+pub struct Claimed(Sequence);
+
 #[derive(Debug)]
 pub struct Sequencer {
     bus: Arc<EventBus>,
@@ -255,7 +259,9 @@ impl Sequencer {
         &self.bus
     }
 
-    fn claim(&self, incoming: Sequence) -> Result<(), SequenceError> {
+    /// Takes the node for `incoming`, unless a sequence it may not interrupt holds it; the
+    /// claim is then run with [`Sequencer::run_claimed`].
+    pub fn claim(&self, incoming: Sequence) -> Result<Claimed, SequenceError> {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         match *running {
             Some(current) if !may_interrupt(current, incoming) => Err(SequenceError::Busy {
@@ -264,7 +270,7 @@ impl Sequencer {
             }),
             _ => {
                 *running = Some(incoming);
-                Ok(())
+                Ok(Claimed(incoming))
             }
         }
     }
@@ -283,7 +289,17 @@ impl Sequencer {
         actor_id: &str,
         tasks: &mut impl Tasks,
     ) -> Result<(), SequenceError> {
-        self.claim(sequence)?;
+        let claimed = self.claim(sequence)?;
+        self.run_claimed(claimed, actor_id, tasks).await
+    }
+
+    /// [`Sequencer::run`] for a sequence already claimed.
+    pub async fn run_claimed(
+        &self,
+        Claimed(sequence): Claimed,
+        actor_id: &str,
+        tasks: &mut impl Tasks,
+    ) -> Result<(), SequenceError> {
         let name = sequence.name();
         self.publish_sequence(name, sequence_event::Action::Start, None, actor_id);
         let result = self.run_phases(sequence, actor_id, tasks).await;

@@ -213,12 +213,14 @@ pub fn clock_synced() -> bool {
     SYNCED.load(Ordering::Relaxed)
 }
 
-/// Keeps the clock in sync with the configured servers, forever.
+/// Keeps the clock in sync with the configured servers, forever. `on_step` runs after each
+/// step of the clock, so what was issued at the old time (the API certificate) is redone.
 pub async fn run(
     clock: Arc<dyn Clock + Send + Sync>,
     servers: impl Fn() -> Vec<String>,
     floor_dir: Option<std::path::PathBuf>,
     services: ServiceRegistry,
+    on_step: impl Fn(),
 ) {
     const SERVICE: &str = "timed";
     let mut backoff = Duration::from_secs(2);
@@ -248,6 +250,9 @@ pub async fn run(
                 match correct(clock.as_ref(), &sample) {
                     Ok(stepped) => {
                         SYNCED.store(true, Ordering::Relaxed);
+                        if stepped {
+                            on_step();
+                        }
                         let how = if stepped { "stepped" } else { "slewed" };
                         tracing::info!(
                             server,
@@ -403,8 +408,8 @@ mod tests {
         assert_eq!(floor(None, Some(&text)), Some(at(1_764_000_123)));
     }
 
-    #[tokio::test]
-    async fn queries_a_real_udp_server() {
+    /// A UDP time server that answers once, an hour ahead of the real time.
+    async fn hour_ahead_server() -> SocketAddr {
         let server = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = server.local_addr().unwrap();
         tokio::spawn(async move {
@@ -416,6 +421,12 @@ mod tests {
             r[24..32].copy_from_slice(&buf[40..48]);
             server.send_to(&r, peer).await.unwrap();
         });
+        addr
+    }
+
+    #[tokio::test]
+    async fn queries_a_real_udp_server() {
+        let addr = hour_ahead_server().await;
         let sample = query(addr, &talos_node_sys::fs::Linux).await.unwrap();
         assert!(
             (sample.offset_ns - 3_600_000_000_000).abs() < 1_000_000_000,
@@ -428,6 +439,31 @@ mod tests {
         assert_eq!(
             server_address("10.0.2.2").await.unwrap(),
             "10.0.2.2:123".parse().unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_step_is_reported_so_certificates_are_reissued() {
+        let addr = hour_ahead_server().await;
+        let fake = Arc::new(FakeSystem::default());
+        *fake.clock.lock().unwrap() = Some(SystemTime::now());
+        let (stepped, mut steps) = tokio::sync::mpsc::unbounded_channel();
+        let sync = tokio::spawn(run(
+            fake.clone(),
+            move || vec![addr.to_string()],
+            None,
+            ServiceRegistry::default(),
+            move || stepped.send(()).unwrap(),
+        ));
+        tokio::time::timeout(Duration::from_secs(10), steps.recv())
+            .await
+            .expect("no step reported within 10 s")
+            .unwrap();
+        sync.abort();
+        assert!(
+            matches!(fake.calls()[..], [Call::StepClock(_)]),
+            "{:?}",
+            fake.calls()
         );
     }
 }

@@ -14,4 +14,4 @@ pub use client::{
 };
 pub use endpoint::{DEFAULT_PORT, Endpoint};
 pub use error::ClientError;
-pub use tls::TlsMode;
+pub use tls::{TlsMode, presented_certificate};

@@ -1,7 +1,7 @@
 //! rustls client configurations (ring provider, ALPN h2) for the two ways of reaching apid.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
@@ -9,7 +9,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Serve
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use talos_machinery::pki;
 
-use crate::ClientError;
+use crate::{ClientError, Endpoint};
 
 /// How to secure the connection to apid.
 #[derive(Clone, PartialEq, Eq)]
@@ -48,9 +48,7 @@ pub(crate) fn client_config(mode: &TlsMode) -> Result<ClientConfig, ClientError>
     let mut config = match mode {
         TlsMode::Insecure => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert {
-                algorithms: provider.signature_verification_algorithms,
-            }))
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert::new(&provider)))
             .with_no_client_auth(),
         TlsMode::Mutual {
             ca_pem,
@@ -90,21 +88,69 @@ fn pem_certs(pem: &str, what: &'static str) -> Result<Vec<CertificateDer<'static
     Ok(certs.into_iter().map(CertificateDer::from).collect())
 }
 
-/// Trusts any server certificate; used only for maintenance mode.
+/// The certificate `endpoint` presents in a TLS handshake, unverified (what `openssl s_client`
+/// shows); a node that then refuses the missing client certificate has shown its own already.
+pub async fn presented_certificate(endpoint: &Endpoint) -> Result<Vec<u8>, ClientError> {
+    let failed = |reason: String| ClientError::Connect {
+        endpoint: endpoint.to_string(),
+        reason,
+    };
+    let provider = provider();
+    let verifier = Arc::new(AcceptAnyServerCert::new(&provider));
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(ClientError::TlsConfig)?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier.clone())
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect((endpoint.host(), endpoint.port()))
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let name =
+        ServerName::try_from(endpoint.host().to_owned()).map_err(|e| failed(e.to_string()))?;
+    let handshake = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await;
+    let presented = verifier
+        .presented
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    presented.ok_or_else(|| {
+        failed(handshake.err().map_or_else(
+            || "the server presented no certificate".to_owned(),
+            |e| e.to_string(),
+        ))
+    })
+}
+
+/// Trusts any server certificate (maintenance mode), keeping the last one presented.
 #[derive(Debug)]
 struct AcceptAnyServerCert {
     algorithms: WebPkiSupportedAlgorithms,
+    presented: Mutex<Option<Vec<u8>>>,
+}
+
+impl AcceptAnyServerCert {
+    fn new(provider: &CryptoProvider) -> AcceptAnyServerCert {
+        AcceptAnyServerCert {
+            algorithms: provider.signature_verification_algorithms,
+            presented: Mutex::default(),
+        }
+    }
 }
 
 impl ServerCertVerifier for AcceptAnyServerCert {
     fn verify_server_cert(
         &self,
-        _end_entity: &CertificateDer<'_>,
+        end_entity: &CertificateDer<'_>,
         _intermediates: &[CertificateDer<'_>],
         _server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        *self.presented.lock().unwrap_or_else(|p| p.into_inner()) = Some(end_entity.to_vec());
         Ok(ServerCertVerified::assertion())
     }
 

@@ -282,6 +282,24 @@ async fn insecure_mode_skips_verification() {
 }
 
 #[tokio::test]
+async fn an_mtls_server_shows_its_certificate_before_refusing_a_client_without_one() {
+    let pki = pki(&["127.0.0.1"]);
+    let server = start(&pki, true).await;
+    let presented = talos_client::presented_certificate(&server).await.unwrap();
+    assert_eq!(presented, pki.server_cert.to_vec());
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let nobody = endpoint(closed.local_addr().unwrap());
+    drop(closed);
+    let err = talos_client::presented_certificate(&nobody)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().starts_with("Connecting to 127.0.0.1:"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
 async fn insecure_client_is_refused_by_an_mtls_server() {
     let pki = pki(&["127.0.0.1"]);
     let endpoint = start(&pki, true).await;

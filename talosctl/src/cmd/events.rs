@@ -3,6 +3,7 @@
 
 use clap::Args;
 use prost::Message;
+use talos_client::Client;
 use talos_proto::machine::{
     EventsRequest, MachineStatusEvent, PhaseEvent, SequenceEvent, ServiceStateEvent, TaskEvent,
     phase_event, sequence_event, service_state_event, task_event,
@@ -77,6 +78,36 @@ pub fn describe(type_url: &str, value: &[u8]) -> (String, String) {
         _ => None,
     };
     (kind, message.unwrap_or_else(|| "(not decoded)".to_owned()))
+}
+
+/// The error the sequence `actor_id` started ends with, once it ends with one; `None` when it
+/// ends well or the node stops sending events (it went down).
+pub async fn sequence_failure(client: &Client, actor_id: &str) -> Option<String> {
+    let request = EventsRequest {
+        tail_events: -1,
+        with_actor_id: actor_id.to_owned(),
+        ..Default::default()
+    };
+    let mut events = client
+        .machine()
+        .events(client.request(request))
+        .await
+        .ok()?
+        .into_inner();
+    while let Ok(Some(event)) = events.message().await {
+        let Some(stop) = event
+            .data
+            .filter(|any| any.type_url.ends_with("/machine.SequenceEvent"))
+            .and_then(|any| SequenceEvent::decode(&any.value[..]).ok())
+            .filter(|e| e.action == sequence_event::Action::Stop as i32)
+        else {
+            continue;
+        };
+        return stop
+            .error
+            .map(|e| format!("{}: {}", stop.sequence, e.message));
+    }
+    None
 }
 
 pub async fn run(global: &GlobalArgs, args: EventsArgs) -> anyhow::Result<()> {

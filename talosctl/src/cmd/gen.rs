@@ -513,7 +513,7 @@ mod tests {
         let worker = Config::from_bytes(&fs::read(out.join("worker.yaml")).unwrap()).unwrap();
         assert_eq!(
             worker.machine_token(),
-            Some(bundle.trustdinfo.token.as_str())
+            Some(bundle.trustdinfo.token.expose())
         );
         assert_eq!(
             worker.os_ca().unwrap().unwrap().cert_pem,

@@ -10,6 +10,7 @@ use talos_proto::machine::{ResetPartitionSpec, ResetRequest, reset_request};
 use tokio::task::JoinSet;
 
 use crate::cmd::apply::parse_duration;
+use crate::cmd::events;
 use crate::global::{self, GlobalArgs};
 use crate::output::go_duration;
 
@@ -33,9 +34,9 @@ talos-rs nodes wipe STATE (the default when no label is named) and accept the la
 EPHEMERAL and META; they refuse --user-disks-to-wipe. A graceful reset of a control plane
 removes its etcd member first, which etcd refuses for the only member of a cluster: reset a
 single control plane with --graceful=false. talos-rs nodes run no kubelet, so there is nothing
-to drain. Upstream talosctl waits by default by
-following the node's events; talos-rs nodes have no Events API yet, so here --wait is off by
-default and watches the node go down and answer again instead.";
+to drain. The node answers as soon as the reset has started; --wait follows its events and
+reports a reset that fails (such as a graceful one refused by etcd), then watches the node go
+down and answer again. Upstream talosctl waits by default; here --wait is off by default.";
 
 /// `--wipe-mode` choices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -99,7 +100,7 @@ pub struct ResetArgs {
     pub wipe_mode: WipeMode,
 
     /// Wait until the node has gone down and, with --reboot, answers again (in maintenance
-    /// mode once STATE was wiped).
+    /// mode once STATE was wiped); a reset that fails on the node is reported as an error.
     #[arg(
         long,
         action = ArgAction::Set,
@@ -146,7 +147,7 @@ pub async fn run(global: &GlobalArgs, args: ResetArgs) -> anyhow::Result<()> {
     for (label, (client, reply)) in ok {
         let node = global::node_label(&label, reply.metadata.as_ref());
         println!("{node}: reset requested (actor ID {})", reply.actor_id);
-        waits.push((node, client));
+        waits.push((node, client, reply.actor_id));
     }
     if args.wait {
         failed += wait_all(waits, args.reboot, args.timeout).await;
@@ -162,17 +163,22 @@ enum Outcome {
     Maintenance,
 }
 
-async fn wait_all(waits: Vec<(String, Client)>, reboot: bool, timeout: Duration) -> usize {
+async fn wait_all(waits: Vec<(String, Client, String)>, reboot: bool, timeout: Duration) -> usize {
     let deadline = Instant::now() + timeout;
     let multi = MultiProgress::new();
     let style = ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
         .expect("valid template");
     let mut tasks = JoinSet::new();
-    for (node, client) in waits {
+    for (node, client, actor_id) in waits {
         let bar = multi.add(ProgressBar::new_spinner().with_style(style.clone()));
         bar.enable_steady_tick(Duration::from_millis(200));
         tasks.spawn(async move {
-            let result = wait_one(&client, &node, reboot, deadline, timeout, &bar).await;
+            let wait = Wait {
+                reboot,
+                deadline,
+                timeout,
+            };
+            let result = wait_one(&client, &node, &actor_id, wait, &bar).await;
             bar.finish_and_clear();
             (node, result)
         });
@@ -202,14 +208,26 @@ fn maintenance_endpoint(node: Option<&str>, endpoint: &Endpoint) -> Endpoint {
         .unwrap_or_else(|| endpoint.clone())
 }
 
-/// Waits until the node stops answering; then, with `reboot`, until it answers again, with
-/// mutual TLS (still configured) or in maintenance mode.
-async fn wait_one(
-    client: &Client,
-    node: &str,
+/// How long, and for what, `wait_one` waits.
+#[derive(Debug, Clone, Copy)]
+struct Wait {
     reboot: bool,
     deadline: Instant,
     timeout: Duration,
+}
+
+/// Waits until the node stops answering, failing if the reset fails first (its events say so);
+/// then, with `reboot`, until it answers again, with mutual TLS (still configured) or in
+/// maintenance mode.
+async fn wait_one(
+    client: &Client,
+    node: &str,
+    actor_id: &str,
+    Wait {
+        reboot,
+        deadline,
+        timeout,
+    }: Wait,
     bar: &ProgressBar,
 ) -> anyhow::Result<Outcome> {
     let waited = || go_duration(i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX));
@@ -217,13 +235,21 @@ async fn wait_one(
         || tokio::time::sleep(POLL_PAUSE.min(deadline.saturating_duration_since(Instant::now())));
 
     bar.set_message(format!("{node}: waiting for the node to reset"));
-    loop {
-        if Instant::now() >= deadline {
-            bail!("still answering after {} (--timeout)", waited());
+    let went_down = async {
+        loop {
+            if Instant::now() >= deadline {
+                bail!("still answering after {} (--timeout)", waited());
+            }
+            match tokio::time::timeout(CALL_TIMEOUT, client.version()).await {
+                Ok(Ok(_)) => pause().await,
+                Ok(Err(_)) | Err(_) => return Ok(()),
+            }
         }
-        match tokio::time::timeout(CALL_TIMEOUT, client.version()).await {
-            Ok(Ok(_)) => pause().await,
-            Ok(Err(_)) | Err(_) => break,
+    };
+    tokio::select! {
+        down = went_down => down?,
+        Some(failure) = events::sequence_failure(client, actor_id) => {
+            bail!("the reset failed, and the node stays up: {failure}")
         }
     }
     if !reboot {

@@ -9,6 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{KindDocument, Schema, schema};
 use crate::config::raw::RawValue;
+use crate::secret::Secret;
 
 pub(super) const SCHEMAS: &[Schema] = &[
     schema::<KubeClusterConfig>(),
@@ -205,7 +206,7 @@ pub struct KubeCertificateAndKey {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
+    pub key: Option<Secret>,
 }
 
 /// `kind: KubeClusterConfig`: the cluster's name and control-plane endpoint.
@@ -390,7 +391,7 @@ impl KindDocument for KubeServiceAccountConfig {
 pub struct KubeServiceAccountIssuer {
     /// PEM private key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub private_key: Option<String>,
+    pub private_key: Option<Secret>,
     #[serde(rename = "issuerURL", default, skip_serializing_if = "Option::is_none")]
     pub issuer_url: Option<String>,
 }
@@ -683,8 +684,9 @@ impl KindDocument for KubeAuthorizerConfig {
     const KIND: &'static str = "KubeAuthorizerConfig";
 }
 
-/// `kind: KubeEtcdEncryptionConfig`: the kube-apiserver `EncryptionConfiguration`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `kind: KubeEtcdEncryptionConfig`: the kube-apiserver `EncryptionConfiguration`. `Debug`
+/// never prints it: it holds the encryption keys.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct KubeEtcdEncryptionConfig {
     pub api_version: String,
@@ -699,6 +701,16 @@ pub struct KubeEtcdEncryptionConfig {
 
 impl KindDocument for KubeEtcdEncryptionConfig {
     const KIND: &'static str = "KubeEtcdEncryptionConfig";
+}
+
+impl fmt::Debug for KubeEtcdEncryptionConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KubeEtcdEncryptionConfig")
+            .field("api_version", &self.api_version)
+            .field("kind", &self.kind)
+            .field("config", &self.config.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// `kind: KubeStaticPodConfig`: a static pod the kubelet runs.
@@ -1340,5 +1352,24 @@ allowedKubernetesNamespaces:
                 other => panic!("{kind}: expected a codec error, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn debug_shows_no_key_material() {
+        let config = Config::from_bytes(with_v1alpha1(ALL_KINDS).as_bytes()).expect("decode");
+        let debug = format!(
+            "{config:?} {:?} {:?} {:?}",
+            typed::<KubeServiceAccountConfig>(&config),
+            typed::<KubeAPIServerCAConfig>(&config),
+            typed::<KubeEtcdEncryptionConfig>(&config),
+        );
+        for secret in [
+            "UFFS",
+            "REVG",
+            "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI=",
+        ] {
+            assert!(!debug.contains(secret), "{secret} leaks into Debug");
+        }
+        assert!(debug.contains("private_key: Some(<redacted>)"), "{debug}");
     }
 }

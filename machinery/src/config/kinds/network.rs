@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{KindDocument, Schema, schema};
+use crate::secret::Secret;
 
 pub(super) const SCHEMAS: &[Schema] = &[
     schema::<LinkConfig>(),
@@ -483,7 +484,7 @@ link_document! {
         pub name: String,
         /// A base64 private key.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub private_key: Option<String>,
+        pub private_key: Option<Secret>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub listen_port: Option<i64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -501,7 +502,7 @@ pub struct WireguardPeer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub preshared_key: Option<String>,
+    pub preshared_key: Option<Secret>,
     /// An `address:port`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
@@ -524,7 +525,7 @@ pub struct HCloudVIPConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub api_token: Option<String>,
+    pub api_token: Option<Secret>,
 }
 
 impl KindDocument for HCloudVIPConfig {
@@ -1331,5 +1332,24 @@ timeout: 2s
                 other => panic!("{document}: expected an unknown-key error, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let config = parse(EVERY_KIND).unwrap();
+        let debug = format!(
+            "{config:?} {:?} {:?}",
+            typed::<WireguardConfig>(&config),
+            typed::<HCloudVIPConfig>(&config),
+        );
+        for secret in [
+            "cGxhY2Vob2xkZXItcHJpdmF0ZS1rZXktMzItYnl0ZXM=",
+            "cGxhY2Vob2xkZXItcHJlc2hhcmVkLWtleS0zMi1ieXQ=",
+            "hcloud-token-placeholder",
+        ] {
+            assert!(!debug.contains(secret), "{secret} leaks into Debug");
+        }
+        // Public keys are not secret.
+        assert!(debug.contains("cGxhY2Vob2xkZXItcHVibGljLWtleS0zMi1ieXRlcyE="));
     }
 }

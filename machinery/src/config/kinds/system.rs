@@ -11,6 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use super::{KindDocument, Schema, schema};
 use crate::config::raw::RawValue;
+use crate::secret::Secret;
 
 pub(super) const SCHEMAS: &[Schema] = &[
     schema::<UnattendedInstallConfig>(),
@@ -126,7 +127,7 @@ pub struct DiscoveryIdentityConfig {
     pub cluster_id: Option<String>,
     /// Base64 of 32 random bytes; encrypts what the node publishes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cluster_secret: Option<String>,
+    pub cluster_secret: Option<Secret>,
 }
 
 impl KindDocument for DiscoveryIdentityConfig {
@@ -367,7 +368,7 @@ pub struct VolumeEncryptionKey {
 #[serde(deny_unknown_fields)]
 pub struct VolumeEncryptionStaticKey {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub passphrase: Option<String>,
+    pub passphrase: Option<Secret>,
 }
 
 /// A key derived from the node ID; has no settings.
@@ -710,12 +711,12 @@ pub struct RegistryAuthConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// Base64 of `username:password`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auth: Option<String>,
+    pub auth: Option<Secret>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub identity_token: Option<String>,
+    pub identity_token: Option<Secret>,
 }
 
 impl KindDocument for RegistryAuthConfig {
@@ -749,7 +750,7 @@ pub struct RegistryTlsClientIdentity {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
+    pub key: Option<Secret>,
 }
 
 /// `kind: TrustedRootsConfig`: extra CA certificates the system trusts.
@@ -1230,9 +1231,9 @@ pub struct SideroLinkConfig {
     pub kind: String,
     /// `https://` or `grpc://`, with the join token as the `jointoken` query parameter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub api_url: Option<String>,
+    pub api_url: Option<Secret>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unique_token: Option<String>,
+    pub unique_token: Option<Secret>,
 }
 
 impl KindDocument for SideroLinkConfig {
@@ -1974,5 +1975,31 @@ uniqueToken: 7f3c1e2a-node-token
                 other => panic!("{document}: expected an unknown-key error, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let config = parse(EVERY_KIND).unwrap();
+        let debug = format!(
+            "{config:?} {:?} {:?} {:?} {:?} {:?}",
+            typed::<RegistryAuthConfig>(&config),
+            typed::<RegistryTLSConfig>(&config),
+            typed::<UserVolumeConfig>(&config),
+            typed::<DiscoveryIdentityConfig>(&config),
+            typed::<SideroLinkConfig>(&config),
+        );
+        for secret in [
+            "hunter2",
+            "cm9ib3Q6aHVudGVyMg==",
+            "opaque-token",
+            "MHcclientkey",
+            "correct-horse-battery-staple",
+            "c2VjcmV0LWZvci1lbmNyeXB0aW5nLWFmZmlsaWF0ZXM=",
+            "c2lkZXJvbGluaw",
+            "7f3c1e2a-node-token",
+        ] {
+            assert!(!debug.contains(secret), "{secret} leaks into Debug");
+        }
+        assert!(debug.contains("username: Some(\"robot\")"), "{debug}");
     }
 }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::b64::Base64Text;
 use crate::config::raw::RawValue;
+use crate::secret::Secret;
 
 use super::PemPair;
 
@@ -182,11 +183,11 @@ pub struct RegistryAuth {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auth: Option<String>,
+    pub auth: Option<Secret>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub identity_token: Option<String>,
+    pub identity_token: Option<Secret>,
 }
 
 /// `machine.systemDiskEncryption` (deprecated upstream in favour of `VolumeConfig`).
@@ -236,7 +237,7 @@ pub struct EncryptionKey {
 #[serde(deny_unknown_fields)]
 pub struct StaticKey {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub passphrase: Option<String>,
+    pub passphrase: Option<Secret>,
 }
 
 /// A key derived from the node's identity; it has no settings.

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::secret::Secret;
+
 /// Picks a link by its properties instead of its name.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -179,7 +181,7 @@ pub struct DhcpOptions {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Wireguard {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub private_key: Option<String>,
+    pub private_key: Option<Secret>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listen_port: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -219,7 +221,7 @@ pub struct Vip {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct VipApiToken {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub api_token: Option<String>,
+    pub api_token: Option<Secret>,
 }
 
 /// One `extraHostEntries` item: an IP and the names that resolve to it.

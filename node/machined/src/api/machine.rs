@@ -490,7 +490,7 @@ impl MachineService for MachineApi {
             force: mode == pb::reboot_request::Mode::Force as i32,
             ..Default::default()
         };
-        actions::run(&self.node, Sequence::Reboot, &actor_id, request).await?;
+        actions::start(&self.node, Sequence::Reboot, &actor_id, request)?;
         Ok(Response::new(RebootResponse {
             messages: vec![Reboot {
                 metadata: None,
@@ -556,7 +556,7 @@ impl MachineService for MachineApi {
             reboot_after_reset: req.reboot,
             ..Default::default()
         };
-        actions::run(&self.node, sequence, &actor_id, request).await?;
+        actions::start(&self.node, sequence, &actor_id, request)?;
         Ok(Response::new(ResetResponse {
             messages: vec![Reset {
                 metadata: None,
@@ -576,7 +576,7 @@ impl MachineService for MachineApi {
             force,
             ..Default::default()
         };
-        actions::run(&self.node, Sequence::Shutdown, &actor_id, request).await?;
+        actions::start(&self.node, Sequence::Shutdown, &actor_id, request)?;
         Ok(Response::new(ShutdownResponse {
             messages: vec![Shutdown {
                 metadata: None,

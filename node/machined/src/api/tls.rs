@@ -15,6 +15,8 @@ use talos_machinery::pki::{self, CertAndKey, ExtKeyUsage, SubjectAltName};
 
 /// Upstream issues API server certificates for 24 hours.
 pub const SERVER_CERT_VALIDITY: Duration = Duration::from_secs(24 * 3600);
+/// A certificate is reissued this long after it was issued, well before it expires.
+pub const SERVER_CERT_RENEWAL: Duration = Duration::from_secs(12 * 3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
