@@ -435,6 +435,69 @@ async fn arm64_config_from_kernel_command_line_url() {
     node.qemu.power_off_hard().unwrap();
 }
 
+/// `talos.config=` with upstream's variables in the query: the node fills in its SMBIOS UUID
+/// and serial (QEMU's `-uuid` and `-smbios`), its MAC and its hostname, percent-encoded.
+#[tokio::test]
+async fn amd64_config_url_variables_come_from_the_node() {
+    let Some(art) = artifacts(Arch::Amd64) else {
+        return;
+    };
+    const UUID: &str = "6b7a3f5e-1d2c-4b5a-8e9f-0a1b2c3d4e5f";
+    let (_, generated) = cluster("vars");
+    let config = generated.controlplane.clone();
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    let (requested, requests) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in server.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 2048];
+            let n = stream.read(&mut buf).unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let path = head.split(' ').nth(1).unwrap_or_default().to_owned();
+            let _ = requested.send(path);
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{config}",
+                config.len()
+            );
+            let _ = stream.write_all(reply.as_bytes());
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut board = board(Arch::Amd64);
+    board
+        .qemu
+        .as_mut()
+        .expect("[qemu]")
+        .extra_args
+        .extend(["-uuid", UUID, "-smbios", "type=1,serial=SN/E2E 42"].map(str::to_owned));
+    let node = Node::launch(
+        board,
+        BootSource::Kernel {
+            kernel: art.kernel.clone(),
+            initrd: art.initramfs.clone(),
+            append_extra: vec![format!(
+                "talos.config=http://10.0.2.2:{port}/node.yaml?uuid=${{uuid}}&serial=${{serial}}&mac=${{mac}}&host=${{hostname}}&keep=${{other}}"
+            )],
+        },
+        state_disk(dir.path()),
+        dir.path().join("console.log"),
+    );
+    let admin = connect_when_configured(&node, talosconfig_tls(&generated.talosconfig)).await;
+    admin.version().await.unwrap();
+    let path = requests
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the node fetched its config");
+    // QEMU's first NIC is 52:54:00:12:34:56, so the default hostname is talos-123456.
+    assert_eq!(
+        path,
+        format!(
+            "/node.yaml?uuid={UUID}&serial=SN%2FE2E%2042&mac=52%3A54%3A00%3A12%3A34%3A56&host=talos-123456&keep=${{other}}"
+        )
+    );
+    node.qemu.power_off_hard().unwrap();
+}
+
 /// Where [`with_hostname`] puts the node's network and time settings.
 #[derive(Clone, Copy)]
 enum Layout {

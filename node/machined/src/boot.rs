@@ -174,6 +174,12 @@ impl BootSlots {
         BootFiles { entries, ab }
     }
 
+    /// The value of META key `tag` as text, when META is readable and holds it.
+    pub fn meta_text(&self, tag: u8) -> Option<String> {
+        let meta = self.read_meta().ok()?;
+        String::from_utf8(meta.get(tag)?.to_vec()).ok()
+    }
+
     fn read_meta(&self) -> Result<Meta, BootError> {
         let mut area = vec![0u8; adv::AREA_SIZE];
         File::open(&self.disk.meta)

@@ -3,29 +3,49 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-/// `key=value` pairs and bare flags from /proc/cmdline; the last occurrence of a key wins.
+/// `key=value` pairs and bare flags from /proc/cmdline; [`Cmdline::get`] gives a key's last
+/// occurrence, [`Cmdline::all`] every one in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Cmdline {
-    params: BTreeMap<String, String>,
+    params: BTreeMap<String, Vec<String>>,
 }
 
 impl Cmdline {
     pub fn parse(text: &str) -> Self {
-        let mut params = BTreeMap::new();
+        let mut params: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for token in split_respecting_quotes(text) {
             let (key, value) = token.split_once('=').unwrap_or((token.as_str(), ""));
-            params.insert(key.to_owned(), value.trim_matches('"').to_owned());
+            params
+                .entry(key.to_owned())
+                .or_default()
+                .push(value.trim_matches('"').to_owned());
         }
         Self { params }
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.params.get(key).map(String::as_str)
+        self.params
+            .get(key)
+            .and_then(|values| values.last())
+            .map(String::as_str)
+    }
+
+    /// Every value of `key`, in order.
+    pub fn all(&self, key: &str) -> &[String] {
+        self.params.get(key).map_or(&[], Vec::as_slice)
     }
 
     /// `talos.config=`: where to fetch the machine config from.
     pub fn config_url(&self) -> Option<&str> {
         self.get("talos.config").filter(|v| !v.is_empty())
+    }
+
+    /// `talos.config.early=` (tried right after STATE) or `talos.config.inline=` (tried when
+    /// no URL is given): a config as base64 of its zstd compression, split over as many
+    /// occurrences as the command line needs. `None` when absent.
+    pub fn inline_config(&self, key: InlineConfig) -> Option<String> {
+        let parts = self.all(key.param());
+        (!parts.is_empty()).then(|| parts.concat())
     }
 
     pub fn hostname(&self) -> Option<&str> {
@@ -45,6 +65,22 @@ impl Cmdline {
         match self.get("ip") {
             None | Some("" | "dhcp" | "on" | "any") => Ok(None),
             Some(v) => StaticIp::parse(v).map(Some),
+        }
+    }
+}
+
+/// The two kernel parameters that carry a whole config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InlineConfig {
+    Early,
+    Inline,
+}
+
+impl InlineConfig {
+    pub fn param(self) -> &'static str {
+        match self {
+            InlineConfig::Early => "talos.config.early",
+            InlineConfig::Inline => "talos.config.inline",
         }
     }
 }
@@ -155,6 +191,26 @@ mod tests {
         assert_eq!(c.get("x"), Some("a b"));
         assert_eq!(c.config_url(), Some("http://10.0.2.2:8080/c.yaml"));
         assert_eq!(c.get("missing"), None);
+        assert_eq!(c.all("console"), ["ttyAMA0", "ttyS0"]);
+    }
+
+    #[test]
+    fn inline_configs_join_their_occurrences() {
+        let c = Cmdline::parse(
+            "talos.config.inline=KLUv talos.config.early=AAAA talos.config.inline=/QBY",
+        );
+        assert_eq!(
+            c.inline_config(InlineConfig::Inline).as_deref(),
+            Some("KLUv/QBY")
+        );
+        assert_eq!(
+            c.inline_config(InlineConfig::Early).as_deref(),
+            Some("AAAA")
+        );
+        assert_eq!(
+            Cmdline::parse("quiet").inline_config(InlineConfig::Inline),
+            None
+        );
     }
 
     #[test]

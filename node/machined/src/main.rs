@@ -49,7 +49,8 @@ use talos_disk::slots::BootKind;
 use talos_node_sys::fs::Linux;
 use tokio::sync::watch;
 
-use crate::cmdline::Cmdline;
+use crate::cmdline::{Cmdline, InlineConfig};
+use crate::config_fetch::UrlVariables;
 use crate::logging::LogRing;
 use crate::network::NetworkStatus;
 use crate::node::{Node, NodeParts};
@@ -229,13 +230,23 @@ fn mount_state() -> Option<ConfigStore> {
     }
 }
 
-async fn fetch_config(node: Arc<Node>, url: String) {
+/// Fetches the config from `template` (with its `${...}` variables filled in afresh on each
+/// attempt: the hostname and links may change) until one is adopted.
+async fn fetch_config(node: Arc<Node>, template: String) {
     let mut backoff = Duration::from_secs(1);
     while !node.is_configured() {
-        let attempt = match config_fetch::fetch(&url).await {
-            Ok(data) => node
-                .adopt_and_store(&data, &format!("talos.config={url}"))
-                .map_err(|e| e.to_string()),
+        let code = node
+            .slots
+            .as_ref()
+            .and_then(|s| s.meta_text(talos_disk::adv::tag::DOWNLOAD_URL_CODE));
+        let variables = UrlVariables::read(Path::new("/sys"), node.hostname(), code);
+        let attempt = match config_fetch::expand(&template, &variables) {
+            Ok(url) => match config_fetch::fetch(&url).await {
+                Ok(data) => node
+                    .adopt_and_store(&data, &format!("talos.config={url}"))
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
             Err(e) => Err(e.to_string()),
         };
         match attempt {
@@ -400,9 +411,13 @@ impl Tasks for BootTasks {
                         tracing::info!(url, "fetching the machine config");
                         tokio::spawn(fetch_config(node, url.to_owned()));
                     }
-                    (false, None) => tracing::info!(
-                        "no machine config: maintenance mode, waiting for ApplyConfiguration"
-                    ),
+                    (false, None) => {
+                        if !node.adopt_inline(&self.cmdline, InlineConfig::Inline) {
+                            tracing::info!(
+                                "no machine config: maintenance mode, waiting for ApplyConfiguration"
+                            );
+                        }
+                    }
                     (true, _) => {}
                 }
             }
@@ -464,6 +479,9 @@ impl BootTasks {
             && let Err(e) = node.adopt(&data, "the STATE partition")
         {
             tracing::error!("{e}; staying in maintenance mode");
+        }
+        if !node.is_configured() {
+            node.adopt_inline(&self.cmdline, InlineConfig::Early);
         }
         self.node = Some(node);
         Ok(())

@@ -18,7 +18,8 @@ use tokio::sync::watch;
 
 use crate::api::tls;
 use crate::boot::BootSlots;
-use crate::cmdline::Cmdline;
+use crate::cmdline::{Cmdline, InlineConfig};
+use crate::config_fetch;
 use crate::diff;
 use crate::firmware::{DEFAULT_OVERLAYS, Firmware, FirmwareError};
 use crate::logging::LogRing;
@@ -542,6 +543,26 @@ impl Node {
     }
 
     /// Persists a config that arrived from a boot-time source, then adopts it.
+    /// Adopts and stores the config `param` carries on `cmdline`; true when it did.
+    pub fn adopt_inline(&self, cmdline: &Cmdline, param: InlineConfig) -> bool {
+        let Some(encoded) = cmdline.inline_config(param) else {
+            return false;
+        };
+        let adopted = config_fetch::decode_inline(param.param(), &encoded)
+            .map_err(|e| error_chain(&e))
+            .and_then(|data| {
+                self.adopt_and_store(&data, param.param())
+                    .map_err(|e| e.to_string())
+            });
+        match adopted {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!("{e}; staying in maintenance mode");
+                false
+            }
+        }
+    }
+
     pub fn adopt_and_store(&self, data: &[u8], source: &str) -> Result<(), ApplyError> {
         self.adopt(data, source)?;
         if let Some(store) = &self.store {
@@ -747,6 +768,32 @@ mod tests {
         assert!(error.contains("LeaveEtcd"), "{error}");
         // Once failed, the reset no longer holds the node.
         actions::start(&n, Sequence::Shutdown, "shutdown-actor", Default::default()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_config_on_the_command_line_is_adopted_and_stored() {
+        use base64::Engine;
+        let dir = tempfile::tempdir().unwrap();
+        let n = node(dir.path());
+        let config = config("inline");
+        let compressed = ruzstd::encoding::compress_to_vec(
+            config.as_slice(),
+            ruzstd::encoding::CompressionLevel::Fastest,
+        );
+        let encoded = base64::engine::general_purpose::STANDARD.encode(compressed);
+        let (first, second) = encoded.split_at(encoded.len() / 2);
+        let cmdline = Cmdline::parse(&format!(
+            "talos.config.inline={first} quiet talos.config.inline={second}"
+        ));
+        assert!(!n.adopt_inline(&cmdline, InlineConfig::Early), "not given");
+        assert!(!n.adopt_inline(
+            &Cmdline::parse("talos.config.inline=AAAA"),
+            InlineConfig::Inline
+        ));
+        assert!(!n.is_configured());
+        assert!(n.adopt_inline(&cmdline, InlineConfig::Inline));
+        assert_eq!(current(&n), Some(config.clone()));
+        assert_eq!(ConfigStore::new(dir.path()).load().unwrap(), Some(config));
     }
 
     #[tokio::test]
