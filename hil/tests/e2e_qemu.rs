@@ -508,7 +508,7 @@ enum Layout {
 }
 
 /// The v1alpha1 document of a generated config plus the hostname, a static eth0 (QEMU user
-/// networking's address, MTU 1400) and a time server, in `layout`.
+/// networking's address, MTU 1400), QEMU's nameserver and a time server, in `layout`.
 fn with_hostname(config: &str, hostname: &str, time_server: &str, layout: Layout) -> Vec<u8> {
     let v1alpha1 = config.split("\n---\n").next().expect("a v1alpha1 document");
     assert!(
@@ -518,12 +518,12 @@ fn with_hostname(config: &str, hostname: &str, time_server: &str, layout: Layout
     match layout {
         Layout::V1Alpha1 => {
             let replacement = format!(
-                "\n  network:\n    hostname: {hostname}\n    interfaces:\n      - interface: eth0\n        addresses: [10.0.2.15/24]\n        mtu: 1400\n        routes:\n          - network: 0.0.0.0/0\n            gateway: 10.0.2.2\n  time:\n    servers:\n    - {time_server}\n"
+                "\n  network:\n    hostname: {hostname}\n    nameservers: [10.0.2.3]\n    interfaces:\n      - interface: eth0\n        addresses: [10.0.2.15/24]\n        mtu: 1400\n        routes:\n          - network: 0.0.0.0/0\n            gateway: 10.0.2.2\n  time:\n    servers:\n    - {time_server}\n"
             );
             v1alpha1.replacen("\n  network: {}\n", &replacement, 1)
         }
         Layout::Documents => format!(
-            "{v1alpha1}\n---\napiVersion: v1alpha1\nkind: HostnameConfig\nhostname: {hostname}\n---\napiVersion: v1alpha1\nkind: LinkConfig\nname: eth0\nmtu: 1400\naddresses:\n  - address: 10.0.2.15/24\nroutes:\n  - gateway: 10.0.2.2\n---\napiVersion: v1alpha1\nkind: TimeSyncConfig\nntp:\n  servers: [\"{time_server}\"]\n"
+            "{v1alpha1}\n---\napiVersion: v1alpha1\nkind: HostnameConfig\nhostname: {hostname}\n---\napiVersion: v1alpha1\nkind: LinkConfig\nname: eth0\nmtu: 1400\naddresses:\n  - address: 10.0.2.15/24\nroutes:\n  - gateway: 10.0.2.2\n---\napiVersion: v1alpha1\nkind: TimeSyncConfig\nntp:\n  servers: [\"{time_server}\"]\n---\napiVersion: v1alpha1\nkind: ResolverConfig\nnameservers:\n  - address: 10.0.2.3\n"
         ),
     }
     .into_bytes()
@@ -630,6 +630,13 @@ async fn day2_apply_modes_logs_and_reset(arch: Arch, layout: Layout) {
         "1400\n",
         "the config's MTU is live"
     );
+    assert_eq!(
+        read_file(&admin, "/etc/resolv.conf").await,
+        "nameserver 10.0.2.3\n",
+        "the config's nameserver"
+    );
+    let hosts = read_file(&admin, "/etc/hosts").await;
+    assert!(hosts.contains("\n10.0.2.15 base\n"), "{hosts}");
 
     // The clock follows the configured time server, which runs two minutes ahead.
     let deadline = Instant::now() + Duration::from_secs(90);

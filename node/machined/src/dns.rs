@@ -87,9 +87,9 @@ pub fn nameservers(resolv_conf: &str) -> Vec<Ipv4Addr> {
         .collect()
 }
 
-/// Resolves `name` with the nameservers in /run/resolv.conf.
+/// Resolves `name` with the nameservers in /etc/resolv.conf.
 pub async fn resolve(name: &str) -> Result<Vec<Ipv4Addr>, DnsError> {
-    let servers = nameservers(&std::fs::read_to_string("/run/resolv.conf").unwrap_or_default());
+    let servers = nameservers(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
     if servers.is_empty() {
         return Err(DnsError::NoNameserver(name.to_owned()));
     }

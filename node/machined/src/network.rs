@@ -1,12 +1,12 @@
 //! Brings up lo and the first NIC, with a static `ip=` address or DHCPv4, and keeps the lease.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use talos_machinery::config::Config;
 use talos_machinery::config::kinds::{DHCPv4Config, LinkConfig};
+use talos_machinery::config::{Config, HostEntry};
 use talos_node_sys::SysError;
 use talos_node_sys::net::NetConfig;
 use tokio::sync::watch;
@@ -22,6 +22,8 @@ pub struct NetworkStatus {
     pub addresses: Vec<Ipv4Addr>,
     /// A hostname handed out by `ip=` or DHCP.
     pub hostname: Option<String>,
+    /// Nameservers DHCP handed out.
+    pub dns: Vec<Ipv4Addr>,
 }
 
 /// The first network interface that is not loopback, by name.
@@ -227,12 +229,37 @@ pub fn apply_settings(net: &dyn NetConfig, settings: &LinkSettings) -> Result<()
     Ok(())
 }
 
-/// Writes /etc/resolv.conf-equivalent data for the node's own lookups.
-fn write_resolvers(dns: &[Ipv4Addr]) {
-    let text: String = dns.iter().map(|d| format!("nameserver {d}\n")).collect();
-    if let Err(e) = std::fs::write("/run/resolv.conf", text) {
-        tracing::warn!("writing /run/resolv.conf: {e}");
+/// Upstream's nameservers when neither the config nor DHCP names any.
+pub const DEFAULT_NAMESERVERS: [IpAddr; 2] = [
+    IpAddr::V4(Ipv4Addr::new(1, 1, 1, 1)),
+    IpAddr::V4(Ipv4Addr::new(8, 8, 8, 8)),
+];
+
+/// `/etc/resolv.conf` naming `nameservers`.
+pub fn resolv_conf(nameservers: &[IpAddr]) -> String {
+    nameservers
+        .iter()
+        .map(|n| format!("nameserver {n}\n"))
+        .collect()
+}
+
+/// `/etc/hosts`: loopback, the node's addresses under its hostname (and its first label), and
+/// the config's extra entries.
+pub fn hosts_file(hostname: &str, addresses: &[IpAddr], extra: &[HostEntry]) -> String {
+    let mut text = String::from("127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n");
+    let short = hostname.split('.').next().unwrap_or(hostname);
+    let names = if short == hostname {
+        hostname.to_owned()
+    } else {
+        format!("{hostname} {short}")
+    };
+    for address in addresses {
+        text.push_str(&format!("{address} {names}\n"));
     }
+    for entry in extra {
+        text.push_str(&format!("{} {}\n", entry.ip, entry.aliases.join(" ")));
+    }
+    text
 }
 
 const CLASS_NET: &str = "/sys/class/net";
@@ -301,6 +328,7 @@ pub async fn run(
             link: Some(link),
             addresses: vec![address],
             hostname: None,
+            dns: Vec::new(),
         });
         return;
     }
@@ -327,6 +355,7 @@ pub async fn run(
                     link: Some(link),
                     addresses: vec![ip.address],
                     hostname: ip.hostname,
+                    dns: Vec::new(),
                 });
             }
             Err(e) => {
@@ -378,7 +407,6 @@ async fn run_dhcp(
         if let Err(e) = apply_lease(net.as_ref(), &link, &lease) {
             tracing::error!("{e}");
         }
-        write_resolvers(&lease.dns);
         tracing::info!(link, address = %lease.address, prefix = lease.prefix, lease = ?lease.lease_time, "DHCP lease");
         services.set(
             SERVICE,
@@ -389,6 +417,7 @@ async fn run_dhcp(
             link: Some(link.clone()),
             addresses: vec![lease.address],
             hostname: lease.hostname.clone(),
+            dns: lease.dns.clone(),
         });
         let mut wait = lease.lease_time / 2;
         lease = loop {
@@ -408,6 +437,24 @@ async fn run_dhcp(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_and_resolv_conf_name_the_node_and_its_servers() {
+        let addresses = [IpAddr::from([10, 0, 2, 15])];
+        let extra = [HostEntry {
+            ip: [10, 0, 0, 9].into(),
+            aliases: vec!["registry.lab".into(), "mirror".into()],
+        }];
+        assert_eq!(
+            hosts_file("node-1.lab", &addresses, &extra),
+            "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n10.0.2.15 node-1.lab node-1\n10.0.0.9 registry.lab mirror\n"
+        );
+        assert!(hosts_file("node-1", &addresses, &[]).ends_with("\n10.0.2.15 node-1\n"));
+        assert_eq!(
+            resolv_conf(&DEFAULT_NAMESERVERS),
+            "nameserver 1.1.1.1\nnameserver 8.8.8.8\n"
+        );
+    }
     use talos_node_sys::fake::{Call, FakeSystem};
 
     #[test]

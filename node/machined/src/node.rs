@@ -23,7 +23,7 @@ use crate::config_fetch;
 use crate::diff;
 use crate::firmware::{DEFAULT_OVERLAYS, Firmware, FirmwareError};
 use crate::logging::LogRing;
-use crate::network::NetworkStatus;
+use crate::network::{self, NetworkStatus};
 use crate::sequencer::Sequencer;
 use crate::services::ServiceRegistry;
 use crate::storage::ConfigStore;
@@ -260,10 +260,53 @@ impl Node {
         }
     }
 
-    /// Applies [`Node::hostname`] to the kernel.
+    /// Applies [`Node::hostname`] to the kernel, and writes `/etc/hosts` and
+    /// `/etc/resolv.conf` for it, the addresses and the nameservers: the config's, else
+    /// DHCP's, else upstream's defaults.
     pub fn set_system_hostname(&self) {
         let name = self.hostname();
         if let Err(e) = self.system.set_hostname(&name) {
+            tracing::warn!("{e}");
+        }
+        let config = self.config();
+        let mut nameservers: Vec<IpAddr> = config
+            .as_ref()
+            .map(|c| {
+                c.nameservers()
+                    .iter()
+                    .filter_map(|n| n.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if nameservers.is_empty() {
+            nameservers = self
+                .network
+                .borrow()
+                .dns
+                .iter()
+                .copied()
+                .map(IpAddr::V4)
+                .collect();
+        }
+        if nameservers.is_empty() {
+            nameservers = network::DEFAULT_NAMESERVERS.to_vec();
+        }
+        let extra = config
+            .as_ref()
+            .and_then(|c| c.v1alpha1().machine.network.as_ref())
+            .map(|n| n.extra_host_entries())
+            .transpose()
+            .unwrap_or_else(|e| {
+                tracing::warn!("{e}");
+                None
+            })
+            .unwrap_or_default();
+        let addresses: Vec<IpAddr> = self.addresses();
+        let hosts = network::hosts_file(&name, &addresses, &extra);
+        if let Err(e) = self
+            .system
+            .write_name_files(&hosts, &network::resolv_conf(&nameservers))
+        {
             tracing::warn!("{e}");
         }
     }
@@ -653,6 +696,10 @@ mod tests {
     use super::*;
 
     fn node(store: &std::path::Path) -> Arc<Node> {
+        node_on(store, Arc::new(FakeSystem::default()))
+    }
+
+    fn node_on(store: &std::path::Path, system: Arc<FakeSystem>) -> Arc<Node> {
         Node::new(NodeParts {
             cmdline: Cmdline::parse("talos.hostname=test-node"),
             kernel_release: "6.1.0-test".into(),
@@ -660,7 +707,7 @@ mod tests {
             logs: LogRing::new(1024),
             network: watch::channel(NetworkStatus::default()).1,
             store: Some(ConfigStore::new(store)),
-            system: Arc::new(FakeSystem::default()),
+            system,
             default_hostname: "talos-000000".into(),
             os_version: "v0.0.0-test".into(),
             slots: None,
@@ -794,6 +841,42 @@ mod tests {
         assert!(n.adopt_inline(&cmdline, InlineConfig::Inline));
         assert_eq!(current(&n), Some(config.clone()));
         assert_eq!(ConfigStore::new(dir.path()).load().unwrap(), Some(config));
+    }
+
+    #[tokio::test]
+    async fn name_files_follow_the_config() {
+        use talos_node_sys::fake::Call;
+        let dir = tempfile::tempdir().unwrap();
+        let system = Arc::new(FakeSystem::default());
+        let n = node_on(dir.path(), system.clone());
+        let name_files = || {
+            system
+                .calls()
+                .into_iter()
+                .rev()
+                .find_map(|call| match call {
+                    Call::NameFiles { hosts, resolv_conf } => Some((hosts, resolv_conf)),
+                    _ => None,
+                })
+        };
+        let (hosts, resolv_conf) = name_files().expect("written at start");
+        assert_eq!(resolv_conf, "nameserver 1.1.1.1\nnameserver 8.8.8.8\n");
+        assert!(hosts.starts_with("127.0.0.1 localhost\n"), "{hosts}");
+
+        let config = String::from_utf8(config("names")).unwrap().replacen(
+            "\n  network: {}\n",
+            "\n  network:\n    nameservers: [10.0.0.53]\n    extraHostEntries:\n      - ip: 10.0.0.9\n        aliases: [registry.lab, mirror]\n",
+            1,
+        );
+        n.apply(config.as_bytes(), ApplyMode::Auto, false, TRY)
+            .await
+            .unwrap();
+        let (hosts, resolv_conf) = name_files().unwrap();
+        assert_eq!(resolv_conf, "nameserver 10.0.0.53\n");
+        assert_eq!(
+            hosts,
+            "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n10.0.0.9 registry.lab mirror\n"
+        );
     }
 
     #[tokio::test]

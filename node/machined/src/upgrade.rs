@@ -39,7 +39,7 @@ fn arch() -> &'static str {
 }
 
 /// Resolves registry names as the node does: `machine.network.extraHostEntries` first, then
-/// the nameservers in /run/resolv.conf.
+/// the nameservers in /etc/resolv.conf.
 #[derive(Debug)]
 struct NodeResolver {
     hosts: Vec<HostEntry>,

@@ -21,6 +21,10 @@ pub enum Call {
     Sync,
     Reboot(RebootAction),
     SetHostname(String),
+    NameFiles {
+        hosts: String,
+        resolv_conf: String,
+    },
     LinkUp(String),
     SetIpv4 {
         link: String,
@@ -152,6 +156,14 @@ impl Power for FakeSystem {
 impl Hostname for FakeSystem {
     fn set_hostname(&self, name: &str) -> Result<(), SysError> {
         self.record(Call::SetHostname(name.to_owned()));
+        Ok(())
+    }
+
+    fn write_name_files(&self, hosts: &str, resolv_conf: &str) -> Result<(), SysError> {
+        self.record(Call::NameFiles {
+            hosts: hosts.to_owned(),
+            resolv_conf: resolv_conf.to_owned(),
+        });
         Ok(())
     }
 }

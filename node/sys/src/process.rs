@@ -23,8 +23,12 @@ pub fn reap_children() -> Vec<Reaped> {
     }
 }
 
+/// How the node is named and finds names: the kernel hostname, `/etc/hosts` and
+/// `/etc/resolv.conf`.
 pub trait Hostname {
     fn set_hostname(&self, name: &str) -> Result<(), SysError>;
+    /// Replaces `/etc/hosts` and `/etc/resolv.conf`, each by a rename.
+    fn write_name_files(&self, hosts: &str, resolv_conf: &str) -> Result<(), SysError>;
 }
 
 impl Hostname for crate::fs::Linux {
@@ -33,6 +37,16 @@ impl Hostname for crate::fs::Linux {
         // SAFETY: the pointer and length describe the bytes of a live CString.
         if unsafe { libc::sethostname(c.as_ptr(), name.len()) } != 0 {
             return Err(SysError::last("sethostname", name));
+        }
+        Ok(())
+    }
+
+    fn write_name_files(&self, hosts: &str, resolv_conf: &str) -> Result<(), SysError> {
+        for (path, text) in [("/etc/hosts", hosts), ("/etc/resolv.conf", resolv_conf)] {
+            let tmp = format!("{path}.tmp");
+            std::fs::write(&tmp, text)
+                .and_then(|()| std::fs::rename(&tmp, path))
+                .map_err(|e| SysError::new("write", path, e))?;
         }
         Ok(())
     }
