@@ -719,6 +719,16 @@ fn one_serial_port() -> u32 {
     1
 }
 
+/// Where the board artifacts (Debian packages, unpacked kernels) are cached, kept across clean
+/// clones: `$TALOS_RS_CACHE`, else `~/.cache/talos-rs`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("TALOS_RS_CACHE") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+    home.join(".cache").join("talos-rs")
+}
+
 /// Loads every `<dir>/<name>/board.toml` under `boards_dir`, sorted by name.
 ///
 /// Subdirectories without a board file (such as the crate's own `src/`) are not boards.

@@ -6,25 +6,15 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use talos_boards::{Board, BoardError, BootKind, Placement, Service, find, load_all};
+use talos_boards::{Board, BoardError, BootKind, Placement, Service, cache_dir, find, load_all};
 
 fn boards_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn cache() -> PathBuf {
-    std::env::var_os("TALOS_RS_CACHE").map_or_else(
-        || {
-            PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
-                .join(".cache/talos-rs")
-        },
-        PathBuf::from,
-    )
-}
-
 /// The unpacked Debian arm64 kernel `cargo xtask deps` leaves in the cache.
 fn arm64_kernel() -> Option<(String, PathBuf)> {
-    let root = cache().join("kernels/arm64");
+    let root = cache_dir().join("kernels/arm64");
     let release = fs::read_to_string(root.join("release"))
         .ok()?
         .trim()
@@ -125,7 +115,7 @@ fn dtbs_exist_in_the_debian_kernel_tree() {
     let Some((release, root)) = arm64_kernel() else {
         println!(
             "skipped: no arm64 kernel in {} (run `cargo xtask deps`)",
-            cache().display()
+            cache_dir().display()
         );
         return;
     };
@@ -159,7 +149,7 @@ fn module_names(modules_dep: &Path) -> BTreeSet<String> {
 #[test]
 fn board_modules_exist_in_the_debian_kernels() {
     for arch in ["arm64", "amd64"] {
-        let root = cache().join("kernels").join(arch);
+        let root = cache_dir().join("kernels").join(arch);
         let Ok(release) = fs::read_to_string(root.join("release")) else {
             println!("skipped {arch}: no kernel in {}", root.display());
             continue;
@@ -197,7 +187,7 @@ fn package_files(package: &str, arch: &str) -> Option<BTreeSet<String>> {
             return Some(text.lines().map(str::to_owned).collect());
         }
     }
-    let debs = cache().join("debs");
+    let debs = cache_dir().join("debs");
     let deb = fs::read_dir(debs)
         .ok()?
         .filter_map(Result::ok)

@@ -19,16 +19,6 @@ use talos_dtb::fdt::Fdt;
 
 use fat::extract_fat;
 
-fn cache() -> PathBuf {
-    std::env::var_os("TALOS_RS_CACHE").map_or_else(
-        || {
-            PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
-                .join(".cache/talos-rs")
-        },
-        PathBuf::from,
-    )
-}
-
 fn image(board: &str) -> Option<PathBuf> {
     let required = std::env::var_os("TALOS_RS_E2E_REQUIRED").is_some();
     let Some(out) = std::env::var_os("TALOS_RS_OUT") else {
@@ -54,14 +44,14 @@ fn package_file(package: &str, path: &str) -> PathBuf {
     if host.is_file() {
         return host;
     }
-    cache()
+    talos_boards::cache_dir()
         .join("packages")
         .join(format!("{package}_arm64"))
         .join(path.trim_start_matches('/'))
 }
 
 fn kernel_dtb_dir() -> PathBuf {
-    let root = cache().join("kernels/arm64");
+    let root = talos_boards::cache_dir().join("kernels/arm64");
     let release = std::fs::read_to_string(root.join("release")).expect("the arm64 kernel release");
     root.join("usr/lib")
         .join(format!("linux-image-{}", release.trim()))

@@ -24,11 +24,7 @@ pub fn out(arch: Arch) -> PathBuf {
 /// Downloads and unpacked packages, kept across clean clones (`$TALOS_RS_CACHE`, else
 /// `~/.cache/talos-rs`).
 pub fn cache() -> PathBuf {
-    if let Some(dir) = std::env::var_os("TALOS_RS_CACHE") {
-        return PathBuf::from(dir);
-    }
-    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
-    home.join(".cache").join("talos-rs")
+    talos_boards::cache_dir()
 }
 
 pub fn boards() -> PathBuf {

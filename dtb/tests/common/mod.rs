@@ -4,14 +4,7 @@ use std::path::PathBuf;
 
 /// The Debian arm64 kernel's device trees (`linux-image-<release>/`), if fetched.
 pub fn kernel_dtb_dir() -> Option<PathBuf> {
-    let cache = std::env::var_os("TALOS_RS_CACHE").map_or_else(
-        || {
-            PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
-                .join(".cache/talos-rs")
-        },
-        PathBuf::from,
-    );
-    let root = cache.join("kernels/arm64");
+    let root = talos_boards::cache_dir().join("kernels/arm64");
     let Ok(release) = std::fs::read_to_string(root.join("release")) else {
         println!("skipped: no arm64 kernel in {}", root.display());
         return None;
