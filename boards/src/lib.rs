@@ -729,6 +729,74 @@ pub fn cache_dir() -> PathBuf {
     home.join(".cache").join("talos-rs")
 }
 
+/// Where `cargo xtask` unpacks the Debian package `package` built for `arch`.
+pub fn unpacked_package_dir(package: &str, arch: Arch) -> PathBuf {
+    cache_dir()
+        .join("packages")
+        .join(format!("{package}_{}", arch.as_str()))
+}
+
+/// `file` (absolute, as inside `package`) as the images take it: the host's copy when the host
+/// has one, else the copy unpacked in the cache; `None` when neither exists yet.
+pub fn package_file(package: &str, file: &str, arch: Arch) -> Option<PathBuf> {
+    let host = Path::new(file);
+    if host.is_file() {
+        return Some(host.to_owned());
+    }
+    let inside = unpacked_package_dir(package, arch).join(file.trim_start_matches('/'));
+    inside.is_file().then_some(inside)
+}
+
+/// A Debian kernel package that `cargo xtask deps` unpacked into the cache, at
+/// `<cache>/kernels/<arch>/` with its release named in the file `release`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DebianKernel {
+    pub root: PathBuf,
+    pub release: String,
+}
+
+impl DebianKernel {
+    /// Where `deps` unpacks the kernel for `arch`.
+    pub fn root(arch: Arch) -> PathBuf {
+        cache_dir().join("kernels").join(arch.as_str())
+    }
+
+    /// The kernel unpacked for `arch`; `None` until `deps` has fetched it.
+    pub fn unpacked(arch: Arch) -> Option<Self> {
+        let root = Self::root(arch);
+        let release = fs::read_to_string(root.join("release")).ok()?;
+        Some(DebianKernel {
+            release: release.trim().to_owned(),
+            root,
+        })
+    }
+
+    pub fn vmlinuz(&self) -> PathBuf {
+        self.root
+            .join("boot")
+            .join(format!("vmlinuz-{}", self.release))
+    }
+
+    /// The kernel's build configuration.
+    pub fn config(&self) -> PathBuf {
+        self.root
+            .join("boot")
+            .join(format!("config-{}", self.release))
+    }
+
+    /// The module tree, with `modules.dep`.
+    pub fn modules_dir(&self) -> PathBuf {
+        self.root.join("lib/modules").join(&self.release)
+    }
+
+    /// The package's device trees, e.g. `broadcom/bcm2837-rpi-3-b.dtb` below it.
+    pub fn dtb_dir(&self) -> PathBuf {
+        self.root
+            .join("usr/lib")
+            .join(format!("linux-image-{}", self.release))
+    }
+}
+
 /// Loads every `<dir>/<name>/board.toml` under `boards_dir`, sorted by name.
 ///
 /// Subdirectories without a board file (such as the crate's own `src/`) are not boards.

@@ -6,20 +6,13 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use talos_boards::{Board, BoardError, BootKind, Placement, Service, cache_dir, find, load_all};
+use talos_boards::{
+    Board, BoardError, BootKind, DebianKernel, Placement, Service, cache_dir, find, load_all,
+};
+use talos_machinery::Arch;
 
 fn boards_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The unpacked Debian arm64 kernel `cargo xtask deps` leaves in the cache.
-fn arm64_kernel() -> Option<(String, PathBuf)> {
-    let root = cache_dir().join("kernels/arm64");
-    let release = fs::read_to_string(root.join("release"))
-        .ok()?
-        .trim()
-        .to_owned();
-    Some((release, root))
 }
 
 #[test]
@@ -112,14 +105,14 @@ fn memory_profiles_carry_the_reservations() {
 
 #[test]
 fn dtbs_exist_in_the_debian_kernel_tree() {
-    let Some((release, root)) = arm64_kernel() else {
+    let Some(kernel) = DebianKernel::unpacked(Arch::Arm64) else {
         println!(
             "skipped: no arm64 kernel in {} (run `cargo xtask deps`)",
-            cache_dir().display()
+            DebianKernel::root(Arch::Arm64).display()
         );
         return;
     };
-    let dtb_dir = root.join("usr/lib").join(format!("linux-image-{release}"));
+    let dtb_dir = kernel.dtb_dir();
     let mut checked = 0;
     for board in load_all(&boards_dir()).expect("boards") {
         for file in board.dtb.iter().flat_map(|d| &d.files) {
@@ -148,20 +141,17 @@ fn module_names(modules_dep: &Path) -> BTreeSet<String> {
 
 #[test]
 fn board_modules_exist_in_the_debian_kernels() {
-    for arch in ["arm64", "amd64"] {
-        let root = cache_dir().join("kernels").join(arch);
-        let Ok(release) = fs::read_to_string(root.join("release")) else {
-            println!("skipped {arch}: no kernel in {}", root.display());
+    for arch in [Arch::Arm64, Arch::Amd64] {
+        let Some(kernel) = DebianKernel::unpacked(arch) else {
+            println!(
+                "skipped {arch}: no kernel in {}",
+                DebianKernel::root(arch).display()
+            );
             continue;
         };
-        let names = module_names(
-            &root
-                .join("lib/modules")
-                .join(release.trim())
-                .join("modules.dep"),
-        );
+        let names = module_names(&kernel.modules_dir().join("modules.dep"));
         for board in load_all(&boards_dir()).expect("boards") {
-            if board.arch.as_str() != arch {
+            if board.arch != arch {
                 continue;
             }
             for module in board.modules.iter().chain(&board.modules_on_demand) {

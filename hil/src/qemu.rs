@@ -31,6 +31,8 @@ const TAIL_LINES: usize = 100;
 const STDERR_LIMIT: usize = 16 * 1024;
 /// How long a QEMU monitor command may take.
 const MONITOR_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an unterminated console line must stay unchanged to count as a prompt.
+const PROMPT_SETTLE: Duration = Duration::from_millis(500);
 
 /// The QEMU accelerator. Only TCG: this machine's /dev/kvm (PVM) runs stock kernels too slowly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -115,6 +117,87 @@ impl Console {
 struct Shared {
     console: Mutex<Console>,
     changed: Condvar,
+}
+
+/// Why `Shared::wait_for_line` found no line.
+#[derive(Debug)]
+enum Missed {
+    Closed { tail: String, stderr: String },
+    Timeout { tail: String },
+}
+
+impl Console {
+    /// Appends serial output received at `at` (since launch).
+    fn push(&mut self, chunk: &[u8], at: Duration) {
+        for &byte in chunk {
+            if byte == b'\n' {
+                let mut raw = std::mem::take(&mut self.partial);
+                while raw.last() == Some(&b'\r') {
+                    raw.pop();
+                }
+                let text = String::from_utf8_lossy(&raw).into_owned();
+                self.lines.push(SerialLine { at, text });
+            } else {
+                self.partial.push(byte);
+            }
+        }
+    }
+}
+
+impl Shared {
+    fn console(&self) -> MutexGuard<'_, Console> {
+        self.console.lock().expect("console lock is not poisoned")
+    }
+
+    fn wait_for_line(&self, pattern: &str, timeout: Duration) -> Result<String, Missed> {
+        let deadline = Instant::now() + timeout;
+        let mut console = self.console();
+        // When the unterminated line first matched, and its length then.
+        let mut partial_match: Option<(Instant, usize)> = None;
+        loop {
+            let start = console.cursor.min(console.lines.len());
+            if let Some(offset) = console.lines[start..]
+                .iter()
+                .position(|line| line.text.contains(pattern))
+            {
+                console.cursor = start + offset + 1;
+                return Ok(console.lines[start + offset].text.clone());
+            }
+            let partial = (console.cursor <= console.lines.len())
+                .then(|| String::from_utf8_lossy(&console.partial).into_owned())
+                .filter(|partial| partial.contains(pattern));
+            let now = Instant::now();
+            partial_match = match (partial_match, &partial) {
+                (Some((since, len)), Some(p)) if len == p.len() => Some((since, len)),
+                (_, Some(p)) => Some((now, p.len())),
+                (_, None) => None,
+            };
+            if let (Some(partial), Some((since, _))) = (partial, partial_match)
+                && (now >= since + PROMPT_SETTLE || now >= deadline || console.drained())
+            {
+                console.cursor = console.lines.len() + 1;
+                return Ok(partial);
+            }
+            if console.drained() {
+                return Err(Missed::Closed {
+                    tail: tail(&console),
+                    stderr: console.stderr.clone(),
+                });
+            }
+            if now >= deadline {
+                return Err(Missed::Timeout {
+                    tail: tail(&console),
+                });
+            }
+            let wake =
+                partial_match.map_or(deadline, |(since, _)| deadline.min(since + PROMPT_SETTLE));
+            console = self
+                .changed
+                .wait_timeout(console, wake.saturating_duration_since(now))
+                .expect("console lock is not poisoned")
+                .0;
+        }
+    }
 }
 
 /// A running QEMU guest. Dropping it kills QEMU.
@@ -225,51 +308,24 @@ impl QemuBoard {
     ///
     /// Matching starts after the line of the previous successful match, so successive calls
     /// follow the console in order (a second boot's lines after a reboot, say). A partial line
-    /// (no newline yet, such as a prompt) also matches.
+    /// (no newline yet) matches once it has stayed unchanged for `PROMPT_SETTLE`, as a prompt
+    /// does; a line still being printed is returned whole when its newline arrives.
     pub fn wait_for_line(&self, pattern: &str, timeout: Duration) -> Result<String, HilError> {
-        let deadline = Instant::now() + timeout;
-        let mut console = self.console();
-        loop {
-            let start = console.cursor.min(console.lines.len());
-            if let Some(offset) = console.lines[start..]
-                .iter()
-                .position(|line| line.text.contains(pattern))
-            {
-                console.cursor = start + offset + 1;
-                return Ok(console.lines[start + offset].text.clone());
-            }
-            if console.cursor <= console.lines.len() {
-                let partial = String::from_utf8_lossy(&console.partial).into_owned();
-                if partial.contains(pattern) {
-                    console.cursor = console.lines.len() + 1;
-                    return Ok(partial);
-                }
-            }
-            if console.drained() {
-                let (tail, stderr) = (tail(&console), console.stderr.clone());
-                drop(console);
-                return Err(HilError::ConsoleClosed {
+        self.shared
+            .wait_for_line(pattern, timeout)
+            .map_err(|missed| match missed {
+                Missed::Closed { tail, stderr } => HilError::ConsoleClosed {
                     pattern: pattern.to_owned(),
                     status: self.status_text(),
                     stderr,
                     tail,
-                });
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(HilError::Timeout {
+                },
+                Missed::Timeout { tail } => HilError::Timeout {
                     pattern: pattern.to_owned(),
                     timeout,
-                    tail: tail(&console),
-                });
-            }
-            console = self
-                .shared
-                .changed
-                .wait_timeout(console, deadline - now)
-                .expect("console lock is not poisoned")
-                .0;
-        }
+                    tail,
+                },
+            })
     }
 
     /// All complete serial lines so far.
@@ -330,10 +386,7 @@ impl QemuBoard {
     }
 
     fn console(&self) -> MutexGuard<'_, Console> {
-        self.shared
-            .console
-            .lock()
-            .expect("console lock is not poisoned")
+        self.shared.console()
     }
 
     fn child(&self) -> MutexGuard<'_, Child> {
@@ -576,20 +629,9 @@ fn spawn_console_reader(
             // A failing log must not stop the in-memory console that tests wait on.
             log_ok = log_ok && log.write_all(chunk).and_then(|()| log.flush()).is_ok();
             let at = launched_at.elapsed();
-            let mut console = shared.console.lock().expect("console lock is not poisoned");
+            let mut console = shared.console();
             let first_new = console.lines.len();
-            for &byte in chunk {
-                if byte == b'\n' {
-                    let mut raw = std::mem::take(&mut console.partial);
-                    while raw.last() == Some(&b'\r') {
-                        raw.pop();
-                    }
-                    let text = String::from_utf8_lossy(&raw).into_owned();
-                    console.lines.push(SerialLine { at, text });
-                } else {
-                    console.partial.push(byte);
-                }
-            }
+            console.push(chunk, at);
             let plug = late_nic.take_if(|late| {
                 console.lines[first_new..]
                     .iter()
@@ -848,6 +890,69 @@ exit_on_poweroff = false
         assert!(
             matches!(err, HilError::MissingInput { what: "kernel", .. }),
             "{err:?}"
+        );
+    }
+
+    fn console_fed_by(steps: Vec<(Duration, &'static [u8])>) -> Arc<Shared> {
+        let shared = Arc::new(Shared::default());
+        let feeder = Arc::clone(&shared);
+        std::thread::spawn(move || {
+            for (pause, bytes) in steps {
+                std::thread::sleep(pause);
+                feeder.console().push(bytes, Duration::ZERO);
+                feeder.changed.notify_all();
+            }
+        });
+        shared
+    }
+
+    #[test]
+    fn a_line_matched_while_printing_is_returned_whole() {
+        let ms = Duration::from_millis;
+        let shared = console_fed_by(vec![
+            (ms(0), b"INFO booted from slot A"),
+            (ms(100), b" (Normal) disk=/dev/"),
+            (ms(100), b"vda\r\nnext"),
+        ]);
+        let line = shared
+            .wait_for_line("booted from slot", Duration::from_secs(5))
+            .unwrap();
+        assert_eq!(line, "INFO booted from slot A (Normal) disk=/dev/vda");
+        assert_eq!(shared.console().cursor, 1);
+    }
+
+    #[test]
+    fn a_prompt_without_newline_matches_once_settled_and_waits_follow_on() {
+        let ms = Duration::from_millis;
+        let shared = console_fed_by(vec![
+            (ms(0), b"U-Boot 2023\nHit any key to stop autoboot: "),
+            (ms(0), b"2 "),
+        ]);
+        let started = Instant::now();
+        let prompt = shared
+            .wait_for_line("stop autoboot", Duration::from_secs(5))
+            .unwrap();
+        assert!(prompt.starts_with("Hit any key"), "{prompt}");
+        assert!(started.elapsed() >= PROMPT_SETTLE);
+        // The same prompt is not matched twice, and a later timeout names the tail.
+        let missed = shared.wait_for_line("stop autoboot", ms(50)).unwrap_err();
+        assert!(matches!(missed, Missed::Timeout { tail } if tail.contains("U-Boot 2023")));
+    }
+
+    #[test]
+    fn a_closed_console_ends_the_wait_with_its_stderr() {
+        let shared = console_fed_by(vec![(Duration::ZERO, b"booting\n")]);
+        {
+            let mut console = shared.console();
+            console.stdout_closed = true;
+            console.stderr_closed = true;
+            console.stderr = "qemu: could not open disk".to_owned();
+        }
+        let missed = shared
+            .wait_for_line("API ready", Duration::from_secs(5))
+            .unwrap_err();
+        assert!(
+            matches!(missed, Missed::Closed { stderr, .. } if stderr.contains("could not open"))
         );
     }
 

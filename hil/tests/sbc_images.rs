@@ -12,10 +12,11 @@ mod fat;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use talos_boards::{Board, Placement};
+use talos_boards::{Board, DebianKernel, Placement, package_file};
 use talos_disk::gpt::Table;
 use talos_dtb::PRISTINE_DTB_DIR;
 use talos_dtb::fdt::Fdt;
+use talos_machinery::Arch;
 
 use fat::extract_fat;
 
@@ -38,25 +39,6 @@ fn image(board: &str) -> Option<PathBuf> {
     Some(image)
 }
 
-/// Where xtask took a package file from: the host, else the unpacked package in the cache.
-fn package_file(package: &str, path: &str) -> PathBuf {
-    let host = PathBuf::from(path);
-    if host.is_file() {
-        return host;
-    }
-    talos_boards::cache_dir()
-        .join("packages")
-        .join(format!("{package}_arm64"))
-        .join(path.trim_start_matches('/'))
-}
-
-fn kernel_dtb_dir() -> PathBuf {
-    let root = talos_boards::cache_dir().join("kernels/arm64");
-    let release = std::fs::read_to_string(root.join("release")).expect("the arm64 kernel release");
-    root.join("usr/lib")
-        .join(format!("linux-image-{}", release.trim()))
-}
-
 fn check(board_name: &str, own_overlay: &str, node: &str) {
     let Some(image) = image(board_name) else {
         return;
@@ -75,8 +57,11 @@ fn check(board_name: &str, own_overlay: &str, node: &str) {
     let mut raw_end = 0;
     for artifact in &firmware.artifacts {
         if let Placement::Raw { offset, .. } = artifact.placement {
-            let want = std::fs::read(package_file(&artifact.package, &artifact.path))
-                .expect("the bootloader from its package");
+            let want = std::fs::read(
+                package_file(&artifact.package, &artifact.path, Arch::Arm64)
+                    .expect("the package file the image was built from"),
+            )
+            .expect("the bootloader from its package");
             let at = usize::try_from(offset).unwrap();
             assert_eq!(
                 &bytes[at..at + want.len()],
@@ -100,6 +85,7 @@ fn check(board_name: &str, own_overlay: &str, node: &str) {
     let fat = tempfile::tempdir().unwrap();
     extract_fat(&image, efi.offset(), fat.path());
     let dtbs = board.dtb.as_ref().expect("DTBs");
+    let kernel = DebianKernel::unpacked(Arch::Arm64).expect("the arm64 kernel the image took");
     let overlays: Vec<String> = std::fs::read_dir(fat.path().join("overlays"))
         .expect("overlays/ on the EFI partition")
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -109,7 +95,7 @@ fn check(board_name: &str, own_overlay: &str, node: &str) {
         Fdt::parse(&std::fs::read(fat.path().join("overlays").join(&overlays[0])).unwrap())
             .expect("the overlay");
     for file in &dtbs.files {
-        let packaged = std::fs::read(kernel_dtb_dir().join(file)).expect("the packaged DTB");
+        let packaged = std::fs::read(kernel.dtb_dir().join(file)).expect("the packaged DTB");
         let loaded = std::fs::read(fat.path().join(dtbs.destination(file))).expect("dtb/");
         let pristine =
             std::fs::read(fat.path().join(PRISTINE_DTB_DIR).join(file)).expect("dtb-base/");

@@ -40,5 +40,5 @@ pub use local_registry::{
 pub use reference::{Reference, ReferenceError};
 pub use registry::{MAX_MANIFEST_BYTES, Pushed, Registry, RegistryError, RegistryOptions};
 pub use transport::{
-    BoxFuture, ClientIdentity, RegistryTls, Resolve, SystemResolver, TlsConfigError,
+    BoxFuture, ClientIdentity, RegistryTls, Resolve, SystemResolver, TlsConfigError, client_config,
 };

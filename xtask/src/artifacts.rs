@@ -6,47 +6,26 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::Context;
+use talos_boards::{package_file, unpacked_package_dir};
 use talos_machinery::Arch;
 
 use crate::{cmd, paths};
 
-fn debian_arch(arch: Arch) -> &'static str {
-    match arch {
-        Arch::Arm64 => "arm64",
-        Arch::Amd64 => "amd64",
-    }
-}
-
-fn unpacked(package: &str, arch: Arch) -> PathBuf {
-    paths::cache()
-        .join("packages")
-        .join(format!("{package}_{}", debian_arch(arch)))
-}
-
 /// The path of `file` (absolute, as inside the package) for `arch`.
 pub fn resolve(package: &str, file: &str, arch: Arch) -> anyhow::Result<PathBuf> {
-    let host = Path::new(file);
-    if host.is_file() {
-        return Ok(host.to_owned());
+    if let Some(found) = package_file(package, file, arch) {
+        return Ok(found);
     }
-    let root = unpacked(package, arch);
-    let inside = root.join(file.trim_start_matches('/'));
-    if inside.is_file() {
-        return Ok(inside);
-    }
+    let root = unpacked_package_dir(package, arch);
     let deb = download(package, arch).with_context(|| format!("fetching {package} for {file}"))?;
     unpack_into(&deb, &root)?;
-    anyhow::ensure!(
-        inside.is_file(),
-        "{} does not contain {file}",
-        deb.display()
-    );
-    Ok(inside)
+    package_file(package, file, arch)
+        .with_context(|| format!("{} does not contain {file}", deb.display()))
 }
 
 /// The whole of `package` for `arch`, unpacked (never the host's copy).
 pub fn unpack(package: &str, arch: Arch) -> anyhow::Result<PathBuf> {
-    let root = unpacked(package, arch);
+    let root = unpacked_package_dir(package, arch);
     if !root.is_dir() {
         let deb = download(package, arch)?;
         unpack_into(&deb, &root)?;
@@ -56,7 +35,7 @@ pub fn unpack(package: &str, arch: Arch) -> anyhow::Result<PathBuf> {
 
 /// `apt-get download`s `<package>:<arch>` (or `:all`) into the cache; returns the `.deb`.
 fn download(package: &str, arch: Arch) -> anyhow::Result<PathBuf> {
-    let qualified = format!("{package}:{}", debian_arch(arch));
+    let qualified = format!("{package}:{}", arch.as_str());
     let debs = paths::cache().join("debs");
     std::fs::create_dir_all(&debs)?;
     let download = |name: &str| {
@@ -71,7 +50,7 @@ fn download(package: &str, arch: Arch) -> anyhow::Result<PathBuf> {
         .or_else(|_| download(&format!("{package}:all")))
         .with_context(|| format!("downloading {qualified} or {package}:all"))?;
     let prefix = format!("{package}_");
-    let suffix = format!("_{}.deb", debian_arch(arch));
+    let suffix = format!("_{}.deb", arch.as_str());
     std::fs::read_dir(&debs)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {

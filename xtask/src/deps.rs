@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, bail};
+use talos_boards::DebianKernel;
 use talos_machinery::Arch;
 
 use crate::cmd;
@@ -113,7 +114,7 @@ pub fn ensure() -> anyhow::Result<()> {
     }
     for arch in Arch::ALL {
         let k = kernel(arch)?;
-        eprintln!("kernel {arch}: {} ({})", k.release, k.vmlinuz.display());
+        eprintln!("kernel {arch}: {} ({})", k.release, k.vmlinuz().display());
     }
     eprintln!("dependencies: all present");
     Ok(())
@@ -267,54 +268,22 @@ fn firmware_sources() -> anyhow::Result<Option<String>> {
     firmware_stanza(&apt_sources())
 }
 
-/// An unpacked Debian kernel: its image and its module tree (with modules.dep).
-#[derive(Debug, Clone)]
-pub struct Kernel {
-    pub release: String,
-    pub vmlinuz: PathBuf,
-    pub modules_dir: PathBuf,
-}
-
-impl Kernel {
-    /// The package's device trees, e.g. `broadcom/bcm2837-rpi-3-b.dtb` below it.
-    pub fn dtb_dir(&self) -> PathBuf {
-        let root = self
-            .modules_dir
-            .ancestors()
-            .nth(3)
-            .unwrap_or(Path::new("/"));
-        root.join("usr/lib")
-            .join(format!("linux-image-{}", self.release))
-    }
-}
-
-fn kernel_root(arch: Arch) -> PathBuf {
-    paths::cache().join("kernels").join(arch.as_str())
-}
-
-/// The unpacked kernel for `arch`, if `deps` has fetched it.
-pub fn kernel(arch: Arch) -> anyhow::Result<Kernel> {
-    let root = kernel_root(arch);
-    let release = std::fs::read_to_string(root.join("release")).with_context(|| {
+/// The unpacked kernel for `arch`, if `deps` has fetched it completely.
+pub fn kernel(arch: Arch) -> anyhow::Result<DebianKernel> {
+    let root = DebianKernel::root(arch);
+    let kernel = DebianKernel::unpacked(arch).with_context(|| {
         format!(
             "no kernel for {arch} in {}: run `cargo xtask deps`",
             root.display()
         )
     })?;
-    let release = release.trim().to_owned();
-    let vmlinuz = root.join("boot").join(format!("vmlinuz-{release}"));
-    let modules_dir = root.join("lib/modules").join(&release);
-    if !vmlinuz.exists() || !modules_dir.join("modules.dep").exists() {
+    if !kernel.vmlinuz().exists() || !kernel.modules_dir().join("modules.dep").exists() {
         bail!(
             "the kernel in {} is incomplete: run `cargo xtask deps`",
             root.display()
         );
     }
-    Ok(Kernel {
-        release,
-        vmlinuz,
-        modules_dir,
-    })
+    Ok(kernel)
 }
 
 /// The versioned package the `linux-image-<arch>` meta-package points at.
@@ -364,7 +333,7 @@ fn fetch_kernel(arch: Arch) -> anyhow::Result<()> {
             debs.display()
         )
     })?;
-    let root = kernel_root(arch);
+    let root = DebianKernel::root(arch);
     let tmp = root.with_extension("partial");
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp)?;

@@ -133,7 +133,7 @@ pub fn image(arch: Arch) -> anyhow::Result<PathBuf> {
     let spec = InitramfsSpec {
         init,
         kernel_modules: Some(ModulesSpec {
-            modules_dir: kernel.modules_dir.clone(),
+            modules_dir: kernel.modules_dir(),
             kernel_release: kernel.release.clone(),
             wanted: vec!["configfs".to_owned()],
             on_demand: Vec::new(),
@@ -151,7 +151,7 @@ pub fn image(arch: Arch) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(&out)?;
     let path = out.join("gpiosim-initramfs.zst");
     write_if_changed(&path, &initramfs.bytes)?;
-    write_if_changed(&out.join("vmlinuz"), &std::fs::read(&kernel.vmlinuz)?)?;
+    write_if_changed(&out.join("vmlinuz"), &std::fs::read(kernel.vmlinuz())?)?;
     write_if_changed(
         &out.join("kernel-release"),
         format!("{}\n", kernel.release).as_bytes(),

@@ -156,7 +156,7 @@ fn pack_with(
     let spec = InitramfsSpec {
         init: init.to_owned(),
         kernel_modules: Some(ModulesSpec {
-            modules_dir: kernel.modules_dir.clone(),
+            modules_dir: kernel.modules_dir(),
             kernel_release: kernel.release.clone(),
             wanted: board.modules.clone(),
             on_demand: board.modules_on_demand.clone(),
@@ -201,7 +201,7 @@ fn pack_with(
     let initramfs_path = out.join(name);
     write_if_changed(&initramfs_path, &initramfs.bytes)?;
     let kernel_path = out.join("vmlinuz");
-    write_if_changed(&kernel_path, &std::fs::read(&kernel.vmlinuz)?)?;
+    write_if_changed(&kernel_path, &std::fs::read(kernel.vmlinuz())?)?;
     write_if_changed(
         &out.join("kernel-release"),
         format!("{}\n", kernel.release).as_bytes(),

@@ -2,11 +2,9 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use talos_kernel::{KernelConfig, check as check_config, fragments};
 use talos_machinery::Arch;
-
-use crate::paths;
 
 /// Checks `config`, or else both Debian kernels' configs in the cache; fails only when a
 /// required option is missing (hardening gaps are printed, not fatal).
@@ -40,12 +38,5 @@ pub fn check(config: Option<PathBuf>) -> anyhow::Result<()> {
 }
 
 fn debian_config(arch: Arch) -> anyhow::Result<PathBuf> {
-    let root = paths::cache().join("kernels").join(arch.as_str());
-    let release = std::fs::read_to_string(root.join("release")).with_context(|| {
-        format!(
-            "no kernel for {arch} in {}: run `cargo xtask deps`",
-            root.display()
-        )
-    })?;
-    Ok(root.join("boot").join(format!("config-{}", release.trim())))
+    Ok(crate::deps::kernel(arch)?.config())
 }

@@ -2,15 +2,17 @@
 
 use std::path::PathBuf;
 
+use talos_boards::DebianKernel;
+use talos_machinery::Arch;
+
 /// The Debian arm64 kernel's device trees (`linux-image-<release>/`), if fetched.
 pub fn kernel_dtb_dir() -> Option<PathBuf> {
-    let root = talos_boards::cache_dir().join("kernels/arm64");
-    let Ok(release) = std::fs::read_to_string(root.join("release")) else {
-        println!("skipped: no arm64 kernel in {}", root.display());
+    let Some(kernel) = DebianKernel::unpacked(Arch::Arm64) else {
+        println!(
+            "skipped: no arm64 kernel in {}",
+            DebianKernel::root(Arch::Arm64).display()
+        );
         return None;
     };
-    Some(
-        root.join("usr/lib")
-            .join(format!("linux-image-{}", release.trim())),
-    )
+    Some(kernel.dtb_dir())
 }

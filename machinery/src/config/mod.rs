@@ -33,8 +33,8 @@ pub use generate::{
 };
 pub use patch::{Patch, PatchError};
 pub use registries::{
-    ClientCertificate, HostEntry, MirrorEndpoint, RegistryCredentials, RegistryMirrors,
-    RegistryTlsConfig,
+    BadHostEntry, ClientCertificate, HostEntry, MirrorEndpoint, RegistryCredentials,
+    RegistryMirrors, RegistryTlsConfig,
 };
 pub use v1alpha1::{MachineType, V1Alpha1};
 pub use validate::{Problem, ValidationMode, ValidationReport};

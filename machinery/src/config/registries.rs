@@ -1,13 +1,13 @@
 //! What the node needs for pulling images, from either config layout: per-registry TLS,
-//! credentials and mirrors (`machine.registries` or the `Registry*Config` documents), and
-//! `machine.network.extraHostEntries`.
+//! credentials and mirrors (`machine.registries` or the `Registry*Config` documents), and static
+//! host names (`machine.network.extraHostEntries` or `StaticHostConfig`).
 
 use std::fmt;
 use std::net::IpAddr;
 
 use super::Config;
-use super::kinds::{RegistryAuthConfig, RegistryMirrorConfig, RegistryTLSConfig};
-use super::v1alpha1::{Network, Registries};
+use super::kinds::{RegistryAuthConfig, RegistryMirrorConfig, RegistryTLSConfig, StaticHostConfig};
+use super::v1alpha1::Registries;
 use crate::b64;
 use crate::secret::Secret;
 
@@ -79,7 +79,7 @@ pub struct MirrorEndpoint {
     pub override_path: bool,
 }
 
-/// One `machine.network.extraHostEntries` entry: `ip` and the names that map to it.
+/// One static host: an IP address and the names that map to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostEntry {
     pub ip: IpAddr,
@@ -216,26 +216,52 @@ impl Config {
     }
 }
 
-impl Network {
-    /// `extraHostEntries`; errors name the malformed entry.
-    pub fn extra_host_entries(&self) -> Result<Vec<HostEntry>, String> {
-        self.extra_host_entries
-            .iter()
-            .flatten()
-            .enumerate()
-            .map(|(i, entry)| {
-                let ip = entry.ip.parse().map_err(|_| {
-                    format!(
-                        "machine.network.extraHostEntries[{i}].ip: {:?} is not an IP address",
-                        entry.ip
-                    )
-                })?;
-                Ok(HostEntry {
-                    ip,
-                    aliases: entry.aliases.clone(),
-                })
+/// A host entry whose address is not an IP address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {value:?} is not an IP address")]
+pub struct BadHostEntry {
+    /// The field, e.g. `machine.network.extraHostEntries[0].ip`.
+    pub path: String,
+    pub value: String,
+}
+
+impl Config {
+    /// The static names for `/etc/hosts` and registry lookups: `machine.network.extraHostEntries`,
+    /// then each `StaticHostConfig` document, in input order.
+    pub fn host_entries(&self) -> Result<Vec<HostEntry>, BadHostEntry> {
+        let parse = |path: String, value: &str| {
+            value.parse::<IpAddr>().map_err(|_| BadHostEntry {
+                path,
+                value: value.to_owned(),
             })
-            .collect()
+        };
+        let mut entries = Vec::new();
+        let extra = self
+            .v1alpha1
+            .machine
+            .network
+            .as_ref()
+            .and_then(|n| n.extra_host_entries.as_deref())
+            .unwrap_or_default();
+        for (i, entry) in extra.iter().enumerate() {
+            entries.push(HostEntry {
+                ip: parse(
+                    format!("machine.network.extraHostEntries[{i}].ip"),
+                    &entry.ip,
+                )?,
+                aliases: entry.aliases.clone(),
+            });
+        }
+        for document in self.documents_of::<StaticHostConfig>().unwrap_or_default() {
+            entries.push(HostEntry {
+                ip: parse(
+                    format!("StaticHostConfig[{}].name", document.name),
+                    &document.name,
+                )?,
+                aliases: document.hostnames,
+            });
+        }
+        Ok(entries)
     }
 }
 
@@ -243,10 +269,6 @@ impl Network {
 mod tests {
     use super::{MirrorEndpoint, RegistryCredentials, RegistryMirrors};
     use crate::config::{Config, V1Alpha1};
-
-    fn parse(machine: &str) -> V1Alpha1 {
-        crate::codec::from_yaml(&format!("version: v1alpha1\nmachine:\n{machine}")).unwrap()
-    }
 
     fn config(text: &str) -> Config {
         Config::from_bytes(
@@ -377,29 +399,42 @@ mod tests {
     }
 
     #[test]
-    fn reads_extra_host_entries() {
-        let config = parse(
-            "  network:\n    extraHostEntries:\n      - ip: 10.0.2.2\n        aliases: [registry.test, r]\n      - ip: fd00::1\n",
+    fn host_entries_come_from_extra_host_entries_then_static_host_documents() {
+        let config = config(
+            "  network:\n    extraHostEntries:\n      - ip: 10.0.2.2\n        aliases: [registry.test, r]\n      \
+             - ip: fd00::1\n---\napiVersion: v1alpha1\nkind: StaticHostConfig\nname: 10.0.0.9\nhostnames: [mirror.lab]\n",
         );
-        let network = config.machine.network.as_ref().unwrap();
-        let entries = network.extra_host_entries().unwrap();
-        assert_eq!(entries.len(), 2);
+        let entries = config.host_entries().unwrap();
+        let listed: Vec<(String, Vec<String>)> = entries
+            .iter()
+            .map(|e| (e.ip.to_string(), e.aliases.clone()))
+            .collect();
         assert_eq!(
-            entries[0].ip,
-            "10.0.2.2".parse::<std::net::IpAddr>().unwrap()
+            listed,
+            [
+                (
+                    "10.0.2.2".to_owned(),
+                    vec!["registry.test".to_owned(), "r".to_owned()]
+                ),
+                ("fd00::1".to_owned(), vec![]),
+                ("10.0.0.9".to_owned(), vec!["mirror.lab".to_owned()]),
+            ]
         );
-        assert_eq!(entries[0].aliases, ["registry.test", "r"]);
-        assert!(entries[1].aliases.is_empty());
-        let config = parse("  network:\n    extraHostEntries:\n      - ip: nope\n");
-        let e = config
-            .machine
-            .network
-            .unwrap()
-            .extra_host_entries()
-            .unwrap_err();
+    }
+
+    #[test]
+    fn a_host_entry_that_is_not_an_ip_is_named() {
+        let bad = config("  network:\n    extraHostEntries:\n      - ip: nope\n");
         assert_eq!(
-            e,
+            bad.host_entries().unwrap_err().to_string(),
             "machine.network.extraHostEntries[0].ip: \"nope\" is not an IP address"
+        );
+        let bad = config(
+            "---\napiVersion: v1alpha1\nkind: StaticHostConfig\nname: mirror\nhostnames: [m]\n",
+        );
+        assert_eq!(
+            bad.host_entries().unwrap_err().to_string(),
+            "StaticHostConfig[mirror].name: \"mirror\" is not an IP address"
         );
     }
 }

@@ -375,6 +375,9 @@ fn check_network(config: &Config, report: &mut ValidationReport) {
         check_interface(interfaces, i, interface, report);
     }
     check_link_documents(config, interfaces, report);
+    if let Err(bad) = config.host_entries() {
+        report.error(bad.path, format!("{:?} is not an IP address", bad.value));
+    }
     if let Some(network) = config.v1alpha1.machine.network.as_ref() {
         for (i, server) in network.nameservers.iter().enumerate() {
             if server.parse::<IpAddr>().is_err() {

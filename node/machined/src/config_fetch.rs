@@ -5,12 +5,15 @@
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
 use talos_machinery::codec::MAX_CONFIG_BYTES;
 
 use crate::dns::DnsError;
@@ -38,6 +41,13 @@ pub enum FetchError {
         #[source]
         source: std::io::Error,
     },
+    #[error("talos.config={url}: TLS handshake with {addr} failed")]
+    Tls {
+        url: String,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("talos.config={url}: HTTP exchange failed")]
     Http {
         url: String,
@@ -55,7 +65,7 @@ pub enum FetchError {
 
 const FETCH_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Where an `http://` URL points.
+/// Where a config URL points.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Host {
     Ip(IpAddr),
@@ -63,9 +73,10 @@ pub enum Host {
     Name(String),
 }
 
-/// An `http://` URL, split for the request.
+/// An `http://` or `https://` URL, split for the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigUrl {
+    pub https: bool,
     pub host: Host,
     pub port: u16,
     pub authority: String,
@@ -78,13 +89,11 @@ impl ConfigUrl {
             url: url.to_owned(),
             reason,
         };
-        let rest = url.strip_prefix("http://").ok_or_else(|| {
-            err(if url.starts_with("https://") {
-                "https is not supported yet (no CA bundle on the node); serve the config over http"
-            } else {
-                "only http:// URLs are supported"
-            })
-        })?;
+        let (https, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+            (Some(rest), _) => (true, rest),
+            (None, Some(rest)) => (false, rest),
+            (None, None) => return Err(err("only http:// and https:// URLs are supported")),
+        };
         let (authority, path) = rest
             .find(['/', '?'])
             .map_or((rest, "/"), |i| (&rest[..i], &rest[i..]));
@@ -101,7 +110,7 @@ impl ConfigUrl {
             },
         };
         let port = port
-            .map_or(Ok(80), str::parse::<u16>)
+            .map_or(Ok(if https { 443 } else { 80 }), str::parse::<u16>)
             .map_err(|_| err("the port is not a number"))?;
         let host = match host.parse::<IpAddr>() {
             Ok(ip) => Host::Ip(ip),
@@ -109,6 +118,7 @@ impl ConfigUrl {
             Err(_) => return Err(err("the host is neither an IP address nor a DNS name")),
         };
         Ok(Self {
+            https,
             host,
             port,
             authority: authority.to_owned(),
@@ -274,20 +284,21 @@ pub fn decode_inline(param: &'static str, encoded: &str) -> Result<Vec<u8>, Inli
     Ok(config)
 }
 
-pub async fn fetch(url: &str) -> Result<Vec<u8>, FetchError> {
+/// GETs the config at `url`; `https://` servers are verified against `tls`'s roots.
+pub async fn fetch(url: &str, tls: &Arc<ClientConfig>) -> Result<Vec<u8>, FetchError> {
     let parsed = ConfigUrl::parse(url)?;
-    tokio::time::timeout(FETCH_TIMEOUT, fetch_parsed(url, &parsed))
+    tokio::time::timeout(FETCH_TIMEOUT, fetch_parsed(url, &parsed, tls))
         .await
         .map_err(|_| FetchError::Timeout {
             url: url.to_owned(),
         })?
 }
 
-async fn fetch_parsed(url: &str, parsed: &ConfigUrl) -> Result<Vec<u8>, FetchError> {
-    let http = |source: Box<dyn std::error::Error + Send + Sync>| FetchError::Http {
-        url: url.to_owned(),
-        source,
-    };
+async fn fetch_parsed(
+    url: &str,
+    parsed: &ConfigUrl,
+    tls: &Arc<ClientConfig>,
+) -> Result<Vec<u8>, FetchError> {
     let ip = match &parsed.host {
         Host::Ip(ip) => *ip,
         Host::Name(name) => IpAddr::V4(
@@ -307,6 +318,36 @@ async fn fetch_parsed(url: &str, parsed: &ConfigUrl) -> Result<Vec<u8>, FetchErr
             addr,
             source,
         })?;
+    if !parsed.https {
+        return get(url, parsed, stream).await;
+    }
+    let server_name = match &parsed.host {
+        Host::Ip(ip) => ServerName::IpAddress((*ip).into()),
+        Host::Name(name) => ServerName::try_from(name.clone()).map_err(|_| FetchError::Url {
+            url: url.to_owned(),
+            reason: "the host is not a valid TLS server name",
+        })?,
+    };
+    let stream = tokio_rustls::TlsConnector::from(Arc::clone(tls))
+        .connect(server_name, stream)
+        .await
+        .map_err(|source| FetchError::Tls {
+            url: url.to_owned(),
+            addr,
+            source,
+        })?;
+    get(url, parsed, stream).await
+}
+
+/// One HTTP/1.1 GET of `parsed.path` over `stream`; the body is capped at the config limit.
+async fn get<S>(url: &str, parsed: &ConfigUrl, stream: S) -> Result<Vec<u8>, FetchError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let http = |source: Box<dyn std::error::Error + Send + Sync>| FetchError::Http {
+        url: url.to_owned(),
+        source,
+    };
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| http(e.into()))?;
@@ -351,6 +392,9 @@ mod tests {
         assert_eq!(u.host, Host::Ip("fd00::1".parse().unwrap()));
         assert_eq!(u.port, 80);
         assert_eq!(ConfigUrl::parse("http://10.0.0.1").unwrap().path, "/");
+        let u = ConfigUrl::parse("https://config.lab.example/n.yaml").unwrap();
+        assert_eq!((u.https, u.port), (true, 443));
+        assert!(!ConfigUrl::parse("http://10.0.0.1:8443").unwrap().https);
         let u = ConfigUrl::parse("http://config.lab.example?u=1").unwrap();
         assert_eq!(u.host, Host::Name("config.lab.example".into()));
         assert_eq!(
@@ -361,10 +405,10 @@ mod tests {
 
     #[test]
     fn refuses_what_it_cannot_fetch_and_says_why() {
-        let e = ConfigUrl::parse("https://10.0.2.2/c")
+        let e = ConfigUrl::parse("tftp://10.0.2.2/c")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("https is not supported"), "{e}");
+        assert!(e.contains("only http:// and https://"), "{e}");
         let e = ConfigUrl::parse("http://config_server!/c")
             .unwrap_err()
             .to_string();
@@ -463,30 +507,102 @@ mod tests {
         assert!(error(&bomb).contains("larger than"), "{}", error(&bomb));
     }
 
+    /// Answers one request on `stream`: a config for `GET /ok`, else 404.
+    async fn answer<S>(mut stream: S)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = [0u8; 1024];
+        let n = stream.read(&mut buf).await.unwrap();
+        let reply = if buf[..n].starts_with(b"GET /ok ") {
+            "HTTP/1.1 200 OK\r\nContent-Length: 19\r\nConnection: close\r\n\r\nversion: v1alpha1\r\n"
+        } else {
+            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        };
+        stream.write_all(reply.as_bytes()).await.unwrap();
+        stream.shutdown().await.unwrap();
+    }
+
+    fn public_roots() -> Arc<ClientConfig> {
+        talos_oci::client_config(&talos_oci::RegistryTls::default()).unwrap()
+    }
+
     #[tokio::test]
     async fn fetches_from_a_real_http_server_and_reports_status() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
             for _ in 0..2 {
-                let (mut s, _) = listener.accept().await.unwrap();
-                let mut buf = [0u8; 1024];
-                let n = s.read(&mut buf).await.unwrap();
-                let req = String::from_utf8_lossy(&buf[..n]).to_string();
-                let reply = if req.starts_with("GET /ok ") {
-                    "HTTP/1.1 200 OK\r\nContent-Length: 19\r\nConnection: close\r\n\r\nversion: v1alpha1\r\n"
-                } else {
-                    "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                };
-                s.write_all(reply.as_bytes()).await.unwrap();
+                answer(listener.accept().await.unwrap().0).await;
             }
         });
-        let body = fetch(&format!("http://{addr}/ok")).await.unwrap();
+        let body = fetch(&format!("http://{addr}/ok"), &public_roots())
+            .await
+            .unwrap();
         assert_eq!(body, b"version: v1alpha1\r\n");
-        let e = fetch(&format!("http://{addr}/missing")).await.unwrap_err();
+        let e = fetch(&format!("http://{addr}/missing"), &public_roots())
+            .await
+            .unwrap_err();
         assert!(
             matches!(e, FetchError::Status { status, .. } if status == http::StatusCode::NOT_FOUND)
+        );
+    }
+
+    #[tokio::test]
+    async fn https_servers_must_chain_to_the_trusted_roots() {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+        use talos_machinery::pki::{self, CaSubject, SubjectAltName};
+        let now = std::time::SystemTime::now();
+        let ca = pki::new_ecdsa_ca(CaSubject::CommonName("config server CA".into()), now).unwrap();
+        let cert = pki::issue_server_cert(
+            &ca,
+            "config server",
+            &[SubjectAltName::Ip([127, 0, 0, 1].into())],
+            Duration::from_secs(3600),
+            now,
+        )
+        .unwrap();
+        let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(cert.cert_der().unwrap())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key_der().unwrap())),
+        )
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                if let Ok(tls) = acceptor.accept(tcp).await {
+                    answer(tls).await;
+                }
+            }
+        });
+        let url = format!("https://{addr}/ok");
+        let trusted = talos_oci::client_config(&talos_oci::RegistryTls {
+            ca_pem: Some(ca.cert_pem.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            fetch(&url, &trusted).await.unwrap(),
+            b"version: v1alpha1\r\n"
+        );
+        let refused = fetch(&url, &public_roots()).await.unwrap_err();
+        let FetchError::Tls { source, .. } = &refused else {
+            panic!("{refused:?}");
+        };
+        assert!(source.to_string().contains("UnknownIssuer"), "{source}");
+        assert_eq!(
+            refused.to_string(),
+            format!("talos.config={url}: TLS handshake with {addr} failed")
         );
     }
 }

@@ -233,6 +233,14 @@ fn mount_state() -> Option<ConfigStore> {
 /// Fetches the config from `template` (with its `${...}` variables filled in afresh on each
 /// attempt: the hostname and links may change) until one is adopted.
 async fn fetch_config(node: Arc<Node>, template: String) {
+    // https:// servers are checked against Mozilla's roots, built into machined.
+    let tls = match talos_oci::client_config(&talos_oci::RegistryTls::default()) {
+        Ok(tls) => tls,
+        Err(e) => {
+            tracing::error!("talos.config: {e}");
+            return;
+        }
+    };
     let mut backoff = Duration::from_secs(1);
     while !node.is_configured() {
         let code = node
@@ -241,7 +249,7 @@ async fn fetch_config(node: Arc<Node>, template: String) {
             .and_then(|s| s.meta_text(talos_disk::adv::tag::DOWNLOAD_URL_CODE));
         let variables = UrlVariables::read(Path::new("/sys"), node.hostname(), code);
         let attempt = match config_fetch::expand(&template, &variables) {
-            Ok(url) => match config_fetch::fetch(&url).await {
+            Ok(url) => match config_fetch::fetch(&url, &tls).await {
                 Ok(data) => node
                     .adopt_and_store(&data, &format!("talos.config={url}"))
                     .map_err(|e| e.to_string()),

@@ -293,8 +293,7 @@ impl Node {
         }
         let extra = config
             .as_ref()
-            .and_then(|c| c.v1alpha1().machine.network.as_ref())
-            .map(|n| n.extra_host_entries())
+            .map(|c| c.host_entries())
             .transpose()
             .unwrap_or_else(|e| {
                 tracing::warn!("{e}");
@@ -867,7 +866,7 @@ mod tests {
             "\n  network: {}\n",
             "\n  network:\n    nameservers: [10.0.0.53]\n    extraHostEntries:\n      - ip: 10.0.0.9\n        aliases: [registry.lab, mirror]\n",
             1,
-        );
+        ) + "---\napiVersion: v1alpha1\nkind: StaticHostConfig\nname: 10.0.0.10\nhostnames: [cache.lab]\n";
         n.apply(config.as_bytes(), ApplyMode::Auto, false, TRY)
             .await
             .unwrap();
@@ -875,7 +874,7 @@ mod tests {
         assert_eq!(resolv_conf, "nameserver 10.0.0.53\n");
         assert_eq!(
             hosts,
-            "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n10.0.0.9 registry.lab mirror\n"
+            "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n10.0.0.9 registry.lab mirror\n10.0.0.10 cache.lab\n"
         );
     }
 

@@ -38,7 +38,7 @@ fn arch() -> &'static str {
     }
 }
 
-/// Resolves registry names as the node does: `machine.network.extraHostEntries` first, then
+/// Resolves registry names as the node does: the config's static hosts first, then
 /// the nameservers in /etc/resolv.conf.
 #[derive(Debug)]
 struct NodeResolver {
@@ -59,7 +59,7 @@ impl Resolve for NodeResolver {
             }
             let found = crate::dns::resolve(host)
                 .await
-                .map_err(|e| format!("not in machine.network.extraHostEntries, and DNS: {e}"))?;
+                .map_err(|e| format!("not among the static hosts, and DNS: {e}"))?;
             Ok(found.into_iter().map(IpAddr::V4).collect())
         })
     }
@@ -83,10 +83,9 @@ fn url_authority(url: &str) -> &str {
 /// TLS settings and credentials for its host and the node's resolver.
 fn sources(reference: &Reference, config: Option<&Config>) -> Result<Vec<Source>, UpgradeError> {
     let hosts = config
-        .and_then(|c| c.v1alpha1().machine.network.as_ref())
-        .map(|n| n.extra_host_entries())
+        .map(Config::host_entries)
         .transpose()
-        .map_err(UpgradeError::Config)?
+        .map_err(|e| UpgradeError::Config(e.to_string()))?
         .unwrap_or_default();
     let resolver: Arc<dyn Resolve> = Arc::new(NodeResolver { hosts });
     let options = |host: &str| -> Result<RegistryOptions, UpgradeError> {

@@ -663,3 +663,23 @@ fn the_endpoint_is_set_once_in_either_layout() {
         ["KubeClusterConfig.endpoint: \"http://10.0.0.9\" must start with https://"]
     );
 }
+
+#[test]
+fn static_hosts_must_be_ip_addresses() {
+    let patch = "machine:
+  network:
+    extraHostEntries:
+      - ip: 10.0.0.9
+        aliases: [registry.lab]
+---
+apiVersion: v1alpha1
+kind: StaticHostConfig
+name: registry.lab
+hostnames: [mirror]
+";
+    let (errors, _) = check_with(&base().worker, patch, ValidationMode::Metal);
+    assert_eq!(
+        errors,
+        ["StaticHostConfig[registry.lab].name: \"registry.lab\" is not an IP address"]
+    );
+}
