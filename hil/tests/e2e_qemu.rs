@@ -19,9 +19,10 @@ use talos_client::{Client, ClientError, Endpoint, TlsMode};
 use talos_hil::BootSource;
 use talos_machinery::Arch;
 use talos_machinery::config::{GenerateInput, Generated, generate};
-use talos_machinery::pki::{self, CertAndKey};
+use talos_machinery::pki::{self, CaSubject, CertAndKey, SubjectAltName};
 use talos_machinery::role::Role;
 use talos_machinery::secrets::SecretsBundle;
+use talos_oci::{LocalRegistry, RegistryTlsFiles};
 use talos_proto::machine::apply_configuration_request::Mode as ApplyMode;
 use talos_proto::machine::reboot_request::Mode as RebootMode;
 
@@ -498,17 +499,83 @@ async fn amd64_config_url_variables_come_from_the_node() {
     node.qemu.power_off_hard().unwrap();
 }
 
+/// `talos.config=https://…` is checked against the public roots machined carries, as upstream
+/// checks its CA bundle: a real HTTPS server (docker-registry) with a private CA is refused,
+/// the console says why, and maintenance mode serves meanwhile.
+#[tokio::test]
+async fn amd64_https_config_url_must_chain_to_public_roots() {
+    let Some(art) = artifacts(Arch::Amd64) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // Valid from two days back, so only the issuer can be wrong whatever the guest clock says.
+    let issued = SystemTime::now() - Duration::from_secs(2 * 86400);
+    let ca = pki::new_ecdsa_ca(CaSubject::CommonName("private CA".into()), issued).unwrap();
+    let sans = [
+        SubjectAltName::Ip([10, 0, 2, 2].into()),
+        SubjectAltName::Ip([127, 0, 0, 1].into()),
+    ];
+    let cert = pki::issue_peer_cert(
+        &ca,
+        "config server",
+        &sans,
+        Duration::from_secs(5 * 86400),
+        issued,
+    )
+    .unwrap();
+    let server = LocalRegistry::start_with(
+        &dir.path().join("server"),
+        Some(RegistryTlsFiles {
+            cert_pem: cert.cert_pem,
+            key_pem: cert.key_pem,
+            ca_pem: ca.cert_pem,
+            guest_host: "10.0.2.2".into(),
+            client_auth: None,
+        }),
+    )
+    .expect("docker-registry serves HTTPS");
+    let port = server.addr().port();
+    let url = format!("https://10.0.2.2:{port}/v2/");
+    let node = Node::launch(
+        board(Arch::Amd64),
+        BootSource::Kernel {
+            kernel: art.kernel.clone(),
+            initrd: art.initramfs.clone(),
+            append_extra: vec![format!("talos.config={url}")],
+        },
+        state_disk(dir.path()),
+        dir.path().join("console.log"),
+    );
+    let refused = node
+        .qemu
+        .wait_for_line("TLS handshake with", BOOT_TIMEOUT)
+        .expect("the node tries the server");
+    assert!(
+        refused.contains(&format!(
+            "talos.config={url}: TLS handshake with 10.0.2.2:{port} failed: invalid peer certificate: UnknownIssuer"
+        )),
+        "{refused}"
+    );
+    let maintenance = connect(&node, TlsMode::Insecure)
+        .await
+        .expect("maintenance mode serves while the fetch retries");
+    maintenance.version().await.unwrap();
+    node.qemu.power_off_hard().unwrap();
+}
+
 /// Where [`with_hostname`] puts the node's network and time settings.
 #[derive(Clone, Copy)]
 enum Layout {
     /// `machine.network` and `machine.time` in the v1alpha1 document.
     V1Alpha1,
-    /// `HostnameConfig`, `LinkConfig` and `TimeSyncConfig` documents (Talos 1.14 style).
+    /// `HostnameConfig`, `LinkConfig`, `TimeSyncConfig`, `ResolverConfig` and `StaticHostConfig`
+    /// documents (Talos 1.14 style).
     Documents,
 }
 
 /// The v1alpha1 document of a generated config plus the hostname, a static eth0 (QEMU user
-/// networking's address, MTU 1400), QEMU's nameserver and a time server, in `layout`.
+/// networking's address, MTU 1400), QEMU's nameserver, a static host for the gateway and a time
+/// server, in `layout`.
 fn with_hostname(config: &str, hostname: &str, time_server: &str, layout: Layout) -> Vec<u8> {
     let v1alpha1 = config.split("\n---\n").next().expect("a v1alpha1 document");
     assert!(
@@ -518,12 +585,12 @@ fn with_hostname(config: &str, hostname: &str, time_server: &str, layout: Layout
     match layout {
         Layout::V1Alpha1 => {
             let replacement = format!(
-                "\n  network:\n    hostname: {hostname}\n    nameservers: [10.0.2.3]\n    interfaces:\n      - interface: eth0\n        addresses: [10.0.2.15/24]\n        mtu: 1400\n        routes:\n          - network: 0.0.0.0/0\n            gateway: 10.0.2.2\n  time:\n    servers:\n    - {time_server}\n"
+                "\n  network:\n    hostname: {hostname}\n    nameservers: [10.0.2.3]\n    interfaces:\n      - interface: eth0\n        addresses: [10.0.2.15/24]\n        mtu: 1400\n        routes:\n          - network: 0.0.0.0/0\n            gateway: 10.0.2.2\n    extraHostEntries:\n      - ip: 10.0.2.2\n        aliases: [gateway.lab]\n  time:\n    servers:\n    - {time_server}\n"
             );
             v1alpha1.replacen("\n  network: {}\n", &replacement, 1)
         }
         Layout::Documents => format!(
-            "{v1alpha1}\n---\napiVersion: v1alpha1\nkind: HostnameConfig\nhostname: {hostname}\n---\napiVersion: v1alpha1\nkind: LinkConfig\nname: eth0\nmtu: 1400\naddresses:\n  - address: 10.0.2.15/24\nroutes:\n  - gateway: 10.0.2.2\n---\napiVersion: v1alpha1\nkind: TimeSyncConfig\nntp:\n  servers: [\"{time_server}\"]\n---\napiVersion: v1alpha1\nkind: ResolverConfig\nnameservers:\n  - address: 10.0.2.3\n"
+            "{v1alpha1}\n---\napiVersion: v1alpha1\nkind: HostnameConfig\nhostname: {hostname}\n---\napiVersion: v1alpha1\nkind: LinkConfig\nname: eth0\nmtu: 1400\naddresses:\n  - address: 10.0.2.15/24\nroutes:\n  - gateway: 10.0.2.2\n---\napiVersion: v1alpha1\nkind: TimeSyncConfig\nntp:\n  servers: [\"{time_server}\"]\n---\napiVersion: v1alpha1\nkind: ResolverConfig\nnameservers:\n  - address: 10.0.2.3\n---\napiVersion: v1alpha1\nkind: StaticHostConfig\nname: 10.0.2.2\nhostnames: [gateway.lab]\n"
         ),
     }
     .into_bytes()
@@ -637,6 +704,10 @@ async fn day2_apply_modes_logs_and_reset(arch: Arch, layout: Layout) {
     );
     let hosts = read_file(&admin, "/etc/hosts").await;
     assert!(hosts.contains("\n10.0.2.15 base\n"), "{hosts}");
+    assert!(
+        hosts.ends_with("\n10.0.2.2 gateway.lab\n"),
+        "the config's static host: {hosts}"
+    );
 
     // The clock follows the configured time server, which runs two minutes ahead.
     let deadline = Instant::now() + Duration::from_secs(90);

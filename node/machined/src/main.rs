@@ -253,9 +253,9 @@ async fn fetch_config(node: Arc<Node>, template: String) {
                 Ok(data) => node
                     .adopt_and_store(&data, &format!("talos.config={url}"))
                     .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(crate::node::error_chain(&e)),
             },
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(crate::node::error_chain(&e)),
         };
         match attempt {
             Ok(()) => return,
