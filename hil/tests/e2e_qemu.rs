@@ -19,6 +19,7 @@ use talos_client::{Client, ClientError, Endpoint, TlsMode};
 use talos_hil::BootSource;
 use talos_machinery::Arch;
 use talos_machinery::config::{GenerateInput, Generated, generate};
+use talos_machinery::etcd_snapshot::SnapshotCheck;
 use talos_machinery::pki::{self, CaSubject, CertAndKey, SubjectAltName};
 use talos_machinery::role::Role;
 use talos_machinery::secrets::SecretsBundle;
@@ -1019,6 +1020,35 @@ async fn services_bootstrap_and_restart(arch: Arch) {
         read_file(&admin, &format!("/proc/{etcd_pid}/cgroup")).await,
         "0::/podruntime/etcd\n"
     );
+
+    // `talosctl etcd members` and `etcd snapshot`: one member, this node; a checked snapshot.
+    let members = admin
+        .etcd_member_list()
+        .await
+        .expect("EtcdMemberList")
+        .members;
+    assert_eq!(members.len(), 1, "{members:?}");
+    assert_eq!(members[0].hostname, admin.hostname().await.unwrap());
+    assert!(
+        members[0].peer_urls.iter().all(|u| u.ends_with(":2380"))
+            && members[0].client_urls.iter().any(|u| u.ends_with(":2379")),
+        "{members:?}"
+    );
+    reader
+        .etcd_member_list()
+        .await
+        .expect("a reader may list members");
+    assert_eq!(
+        code(reader.etcd_snapshot().await.map(|_| ())),
+        Some(tonic::Code::PermissionDenied)
+    );
+    let mut chunks = admin.etcd_snapshot().await.expect("EtcdSnapshot");
+    let mut check = SnapshotCheck::default();
+    while let Some(chunk) = chunks.next_chunk().await.expect("the snapshot stream") {
+        check.update(&chunk);
+    }
+    let database = check.finish().expect("an intact snapshot");
+    eprintln!("etcd snapshot: {database} bytes of database");
 
     // logs -f follows containerd across a restart.
     let mut followed = admin

@@ -6,6 +6,7 @@ pub mod arch;
 mod b64;
 pub mod codec;
 pub mod config;
+pub mod etcd_snapshot;
 pub mod file_mode;
 pub mod pki;
 pub mod role;

@@ -153,6 +153,10 @@ enum Command {
     /// --recover-from) is not supported yet.
     Bootstrap,
 
+    /// Inspect and back up the etcd cluster of control-plane nodes.
+    #[command(after_help = cmd::etcd::ETCD_EXAMPLES)]
+    Etcd(cmd::etcd::EtcdArgs),
+
     /// Work with Talos disk images on this machine.
     Image(cmd::image::ImageArgs),
 
@@ -203,6 +207,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Upgrade(args) => cmd::upgrade::upgrade(global, args).await,
         Command::Rollback(args) => cmd::upgrade::rollback(global, args).await,
         Command::Bootstrap => cmd::bootstrap::run(global).await,
+        Command::Etcd(args) => cmd::etcd::run(global, args).await,
         Command::Image(args) => cmd::image::run(args),
         Command::Hostname => cmd::hostname::run(global).await,
         Command::Gen(args) => cmd::r#gen::run(args),

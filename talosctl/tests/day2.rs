@@ -15,6 +15,7 @@ use common::{
 use talos_proto::common::Data;
 use talos_proto::machine::machine_service_server::{MachineService, MachineServiceServer};
 use talos_proto::machine::{
+    EtcdMember, EtcdMemberListRequest, EtcdMemberListResponse, EtcdMembers, EtcdSnapshotRequest,
     Event, EventsRequest, FileInfo, ListRequest, LogsRequest, MountStat, Mounts, MountsResponse,
     Process, ProcessInfo, ProcessesResponse, ReadRequest, Reset, ResetPartitionSpec, ResetRequest,
     ResetResponse, SequenceEvent, Version, VersionInfo, VersionResponse, sequence_event,
@@ -43,6 +44,17 @@ struct DayTwo {
     down: Arc<Notify>,
     /// Set: the reset fails with this error, as its stop event says, and the node stays up.
     reset_fails: Option<&'static str>,
+    /// What EtcdSnapshot streams, in 1000-byte chunks.
+    snapshot: Arc<Mutex<Vec<u8>>>,
+}
+
+/// A snapshot as etcd streams it: a (tiny) bbolt database, then its SHA-256.
+fn etcd_snapshot_bytes() -> Vec<u8> {
+    let mut db: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
+    db[16..20].copy_from_slice(&0xED0C_DAEDu32.to_le_bytes());
+    let sum = ring::digest::digest(&ring::digest::SHA256, &db);
+    db.extend_from_slice(sum.as_ref());
+    db
 }
 
 fn data(bytes: &[u8]) -> Result<Data, Status> {
@@ -108,6 +120,34 @@ impl MachineService for DayTwo {
         let head = futures_util::stream::iter([data(b"line one\n")]);
         let stream = futures_util::StreamExt::chain(head, futures_util::stream::pending());
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn etcd_member_list(
+        &self,
+        request: Request<EtcdMemberListRequest>,
+    ) -> Result<Response<EtcdMemberListResponse>, Status> {
+        Ok(Response::new(EtcdMemberListResponse {
+            messages: vec![EtcdMembers {
+                metadata: echoed_node(&request),
+                legacy_members: vec![],
+                members: vec![EtcdMember {
+                    id: 0x0123_4567_89ab_cdef,
+                    hostname: "cp-1".into(),
+                    peer_urls: vec!["https://10.0.0.7:2380".into()],
+                    client_urls: vec!["https://10.0.0.7:2379".into()],
+                    is_learner: false,
+                }],
+            }],
+        }))
+    }
+
+    async fn etcd_snapshot(
+        &self,
+        _: Request<EtcdSnapshotRequest>,
+    ) -> Result<Response<BoxStream<Data>>, Status> {
+        let bytes = self.snapshot.lock().unwrap().clone();
+        let chunks: Vec<_> = bytes.chunks(1000).map(data).collect();
+        Ok(Response::new(Box::pin(futures_util::stream::iter(chunks))))
     }
 
     async fn read(
@@ -314,6 +354,17 @@ async fn start() -> (String, DayTwo) {
     (yaml, node)
 }
 
+/// Runs `talosctl --talosconfig CONFIG -n 10.0.0.7 ARGS...`.
+fn on_node(config: &str, args: &[&str]) -> impl Future<Output = std::process::Output> + use<> {
+    let mut all = vec!["--talosconfig", config, "-n", "10.0.0.7"];
+    all.extend_from_slice(args);
+    let all: Vec<String> = all.into_iter().map(str::to_owned).collect();
+    async move {
+        let args: Vec<&str> = all.iter().map(String::as_str).collect();
+        talosctl(&args, &[]).await
+    }
+}
+
 fn seen(node: &DayTwo) -> Vec<Seen> {
     std::mem::take(&mut *node.seen.lock().unwrap())
 }
@@ -323,15 +374,7 @@ async fn logs_read_and_list() {
     let (yaml, node) = start().await;
     let (_dir, path) = write_talosconfig(&yaml);
     let config = path.to_str().unwrap();
-    let run = |args: &'static [&'static str]| {
-        let mut all = vec!["--talosconfig", config, "-n", "10.0.0.7"];
-        all.extend_from_slice(args);
-        let all: Vec<String> = all.into_iter().map(str::to_owned).collect();
-        async move {
-            let args: Vec<&str> = all.iter().map(String::as_str).collect();
-            talosctl(&args, &[]).await
-        }
-    };
+    let run = |args: &[&str]| on_node(config, args);
 
     // logs: every line prefixed, the unterminated last line printed too
     let out = run(&["logs", "machined", "--tail", "5"]).await;
@@ -456,6 +499,52 @@ async fn logs_read_and_list() {
         text(&out.stderr),
         "error: only one of flags --recurse and --depth can be specified at the same time\n"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_members_and_a_checked_snapshot() {
+    let (yaml, node) = start().await;
+    let (dir, path) = write_talosconfig(&yaml);
+    let config = path.to_str().unwrap();
+    let saved = dir.path().join("db.snapshot");
+    let saved_arg = saved.to_str().unwrap();
+    let run = |args: &[&str]| on_node(config, args);
+
+    let out = run(&["etcd", "members"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "NODE       ID                 HOSTNAME   PEER URLS               CLIENT URLS             LEARNER\n\
+         10.0.0.7   0123456789abcdef   cp-1       https://10.0.0.7:2380   https://10.0.0.7:2379   false\n"
+    );
+
+    let good = etcd_snapshot_bytes();
+    *node.snapshot.lock().unwrap() = good.clone();
+    let out = run(&["etcd", "snapshot", saved_arg]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        format!(
+            "etcd snapshot saved to {saved_arg:?} (4128 bytes: a 4.00 KiB database and its SHA-256, verified)\n"
+        )
+    );
+    assert_eq!(std::fs::read(&saved).unwrap(), good);
+
+    // A damaged stream leaves the saved snapshot as it was, and no partial file.
+    let mut damaged = good.clone();
+    damaged[2000] ^= 0xff;
+    *node.snapshot.lock().unwrap() = damaged;
+    let out = run(&["etcd", "snapshot", saved_arg]).await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains(
+            "the snapshot failed its check: the snapshot's SHA-256 does not match its database"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(std::fs::read(&saved).unwrap(), good);
+    assert!(!dir.path().join("db.snapshot.part").exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

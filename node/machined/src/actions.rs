@@ -2,13 +2,12 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use talos_node_sys::power::RebootAction;
 use tokio::task::JoinHandle;
 use tonic::Status;
 
-use crate::etcd_member::{self, EtcdClient};
+use crate::etcd_member;
 use crate::node::Node;
 use crate::sequencer::{Sequence, SequenceError, Task, Tasks};
 use crate::supervisor::stack;
@@ -110,9 +109,7 @@ impl NodeTasks {
             .node
             .config()
             .ok_or("the node has no machine config, so no etcd CA")?;
-        let ca = stack::etcd_ca(&config)?;
-        let tls = etcd_member::client_tls(&ca, SystemTime::now()).map_err(|e| e.to_string())?;
-        let mut client = EtcdClient::connect(etcd_member::LOCAL_ENDPOINT, tls)
+        let mut client = etcd_member::connect_local(&config)
             .await
             .map_err(|e| e.to_string())?;
         let peer_urls: Vec<String> = self

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use talos_machinery::config::Config;
 use talos_machinery::pki::{self, CertAndKey};
 use tonic::transport::Channel;
 
@@ -38,6 +39,10 @@ pub struct Member {
     pub name: String,
     #[prost(string, repeated, tag = "3")]
     pub peer_urls: Vec<String>,
+    #[prost(string, repeated, tag = "4")]
+    pub client_urls: Vec<String>,
+    #[prost(bool, tag = "5")]
+    pub is_learner: bool,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -65,10 +70,22 @@ pub struct MemberRemoveResponse {
     pub members: Vec<Member>,
 }
 
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SnapshotRequest {}
+
+/// One chunk of `Maintenance/Snapshot`: the database, then etcd's SHA-256 of it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SnapshotResponse {
+    #[prost(bytes = "vec", tag = "3")]
+    pub blob: Vec<u8>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
     #[error("etcd client certificate: {0}")]
     Certificate(String),
+    #[error("{0}")]
+    Config(String),
     #[error("connecting to etcd at {endpoint}: {source}")]
     Connect {
         endpoint: SocketAddr,
@@ -127,6 +144,13 @@ pub fn client_tls(ca: &CertAndKey, now: SystemTime) -> Result<Arc<ClientConfig>,
     Ok(Arc::new(config))
 }
 
+/// A client of this node's etcd, authenticated with a certificate from the config's etcd CA.
+pub async fn connect_local(config: &Config) -> Result<EtcdClient, EtcdError> {
+    let ca = stack::etcd_ca(config).map_err(EtcdError::Config)?;
+    let tls = client_tls(&ca, SystemTime::now())?;
+    EtcdClient::connect(LOCAL_ENDPOINT, tls).await
+}
+
 /// A connection to one etcd member's client port.
 #[derive(Debug, Clone)]
 pub struct EtcdClient {
@@ -169,6 +193,22 @@ impl EtcdClient {
         })
     }
 
+    /// Waits until the channel can take `method`; the error names it.
+    async fn ready(&mut self, method: &'static str) -> Result<(), EtcdError> {
+        self.grpc
+            .ready()
+            .await
+            .map_err(|e| self.rpc_error(method, tonic::Status::unavailable(e.to_string())))
+    }
+
+    fn rpc_error(&self, method: &'static str, status: tonic::Status) -> EtcdError {
+        EtcdError::Rpc {
+            method,
+            endpoint: self.endpoint,
+            status: Box::new(status),
+        }
+    }
+
     async fn unary<Request, Response>(
         &mut self,
         method: &'static str,
@@ -178,18 +218,9 @@ impl EtcdClient {
         Request: prost::Message + Send + Sync + 'static,
         Response: prost::Message + Default + Send + Sync + 'static,
     {
-        let endpoint = self.endpoint;
-        let rpc_error = |status| EtcdError::Rpc {
-            method,
-            endpoint,
-            status: Box::new(status),
-        };
-        self.grpc
-            .ready()
-            .await
-            .map_err(|e| rpc_error(tonic::Status::unavailable(e.to_string())))?;
+        self.ready(method).await?;
         let path = http::uri::PathAndQuery::from_static(method);
-        let response = self
+        match self
             .grpc
             .unary(
                 tonic::Request::new(request),
@@ -197,13 +228,33 @@ impl EtcdClient {
                 tonic_prost::ProstCodec::default(),
             )
             .await
-            .map_err(rpc_error)?;
-        Ok(response.into_inner())
+        {
+            Ok(response) => Ok(response.into_inner()),
+            Err(status) => Err(self.rpc_error(method, status)),
+        }
     }
 
     pub async fn member_list(&mut self) -> Result<MemberListResponse, EtcdError> {
         self.unary("/etcdserverpb.Cluster/MemberList", MemberListRequest {})
             .await
+    }
+
+    /// Streams the member's database (`Maintenance/Snapshot`).
+    pub async fn snapshot(&mut self) -> Result<tonic::Streaming<SnapshotResponse>, EtcdError> {
+        const METHOD: &str = "/etcdserverpb.Maintenance/Snapshot";
+        self.ready(METHOD).await?;
+        match self
+            .grpc
+            .server_streaming(
+                tonic::Request::new(SnapshotRequest {}),
+                http::uri::PathAndQuery::from_static(METHOD),
+                tonic_prost::ProstCodec::default(),
+            )
+            .await
+        {
+            Ok(response) => Ok(response.into_inner()),
+            Err(status) => Err(self.rpc_error(METHOD, status)),
+        }
     }
 
     /// Removes member `id`; the answer lists the members left.

@@ -356,6 +356,27 @@ impl Client {
         first("ServiceList", resp.map(|r| r.into_inner().messages))
     }
 
+    /// MachineService/EtcdMemberList: the members of the node's etcd cluster.
+    pub async fn etcd_member_list(&self) -> Result<machine::EtcdMembers, ClientError> {
+        let request = machine::EtcdMemberListRequest { query_local: false };
+        let resp = self.machine().etcd_member_list(self.request(request)).await;
+        first("EtcdMemberList", resp.map(|r| r.into_inner().messages))
+    }
+
+    /// MachineService/EtcdSnapshot: the node's etcd database as a stream of byte chunks, ending
+    /// with etcd's SHA-256 of what precedes it.
+    pub async fn etcd_snapshot(&self) -> Result<DataStream, ClientError> {
+        let resp = self
+            .machine()
+            .etcd_snapshot(self.request(machine::EtcdSnapshotRequest {}))
+            .await
+            .map_err(|status| ClientError::Rpc {
+                method: "EtcdSnapshot",
+                status,
+            })?;
+        Ok(DataStream::new("EtcdSnapshot", resp.into_inner()))
+    }
+
     /// MachineService/Dmesg: the kernel log as a stream of byte chunks.
     pub async fn dmesg(&self, follow: bool, tail: bool) -> Result<DataStream, ClientError> {
         let resp = self

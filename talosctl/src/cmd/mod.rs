@@ -4,6 +4,7 @@ pub mod apply;
 pub mod bootstrap;
 pub mod config;
 pub mod dmesg;
+pub mod etcd;
 pub mod events;
 pub mod r#gen;
 pub mod hostname;

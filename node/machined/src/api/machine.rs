@@ -26,6 +26,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::etcd_member::{self, EtcdClient, EtcdError};
 use crate::files;
 use crate::kmsg;
 use crate::node::{ApplyError, Node};
@@ -58,6 +59,31 @@ type DataStream =
 #[derive(Debug, Clone)]
 pub struct MachineApi {
     pub node: Arc<Node>,
+}
+
+impl MachineApi {
+    /// A client of this control-plane node's etcd.
+    async fn local_etcd(&self) -> Result<EtcdClient, Status> {
+        let config = self.node.config().ok_or_else(|| {
+            Status::failed_precondition("the node is in maintenance mode: apply a config first")
+        })?;
+        if config.machine_type() != MachineType::ControlPlane {
+            return Err(Status::failed_precondition(
+                "etcd runs only on control-plane nodes",
+            ));
+        }
+        etcd_member::connect_local(&config)
+            .await
+            .map_err(etcd_status)
+    }
+}
+
+fn etcd_status(e: EtcdError) -> Status {
+    match &e {
+        EtcdError::Connect { .. } => Status::unavailable(format!("{e} (is etcd running?)")),
+        EtcdError::Rpc { status, .. } => Status::new(status.code(), e.to_string()),
+        _ => Status::internal(e.to_string()),
+    }
 }
 
 fn actor_id() -> String {
@@ -374,6 +400,55 @@ impl MachineService for MachineApi {
                 resp: format!("Service {id:?} restarted"),
             }],
         }))
+    }
+
+    async fn etcd_member_list(
+        &self,
+        _: Request<pb::EtcdMemberListRequest>,
+    ) -> Result<Response<pb::EtcdMemberListResponse>, Status> {
+        let mut etcd = self.local_etcd().await?;
+        let members = etcd.member_list().await.map_err(etcd_status)?.members;
+        Ok(Response::new(pb::EtcdMemberListResponse {
+            messages: vec![pb::EtcdMembers {
+                metadata: None,
+                legacy_members: Vec::new(),
+                members: members
+                    .into_iter()
+                    .map(|m| pb::EtcdMember {
+                        id: m.id,
+                        hostname: m.name,
+                        peer_urls: m.peer_urls,
+                        client_urls: m.client_urls,
+                        is_learner: m.is_learner,
+                    })
+                    .collect(),
+            }],
+        }))
+    }
+
+    async fn etcd_snapshot(
+        &self,
+        _: Request<pb::EtcdSnapshotRequest>,
+    ) -> Result<Response<DataStream>, Status> {
+        let mut etcd = self.local_etcd().await?;
+        let chunks = etcd.snapshot().await.map_err(etcd_status)?;
+        tracing::info!("streaming an etcd snapshot");
+        // The client moves into the stream so its connection lives as long as the stream.
+        let data = chunks.map(move |chunk| {
+            let _connection = &etcd;
+            chunk
+                .map(|c| Data {
+                    metadata: None,
+                    bytes: c.blob,
+                })
+                .map_err(|status| {
+                    Status::new(
+                        status.code(),
+                        format!("etcd snapshot: {}", status.message()),
+                    )
+                })
+        });
+        Ok(Response::new(Box::pin(data)))
     }
 
     async fn bootstrap(

@@ -214,6 +214,33 @@ async fn lists_both_members_removes_one_and_refuses_the_last() {
     );
 }
 
+#[tokio::test]
+async fn snapshots_carry_the_database_and_its_checksum() {
+    if !etcd_installed() {
+        return;
+    }
+    let ca = pki::new_ecdsa_ca(CaSubject::Organization("etcd".into()), SystemTime::now()).unwrap();
+    let cluster = start_cluster(&ca, &["cp-solo"]);
+    let tls = client_tls(&ca, SystemTime::now()).unwrap();
+    let mut client = client_when_started(&cluster[0], &tls, 1).await;
+    let members = client.member_list().await.unwrap().members;
+    assert_eq!(
+        members[0].client_urls,
+        [format!("https://{}", cluster[0].client)]
+    );
+    assert!(!members[0].is_learner);
+
+    let mut chunks = client.snapshot().await.unwrap();
+    let mut check = talos_machinery::etcd_snapshot::SnapshotCheck::default();
+    let mut received = 0;
+    while let Some(chunk) = chunks.message().await.unwrap() {
+        received += chunk.blob.len();
+        check.update(&chunk.blob);
+    }
+    let database = check.finish().unwrap();
+    assert_eq!(database as usize + 32, received);
+}
+
 #[test]
 fn clearing_the_data_keeps_the_directory() {
     let dir = tempfile::tempdir().unwrap();
