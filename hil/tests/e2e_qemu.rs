@@ -1021,7 +1021,8 @@ async fn services_bootstrap_and_restart(arch: Arch) {
         "0::/podruntime/etcd\n"
     );
 
-    // `talosctl etcd members` and `etcd snapshot`: one member, this node; a checked snapshot.
+    // `talosctl etcd members|status|remove-member|snapshot`: one member, this node, leading;
+    // no stranger to remove; a checked snapshot.
     let members = admin
         .etcd_member_list()
         .await
@@ -1033,6 +1034,26 @@ async fn services_bootstrap_and_restart(arch: Arch) {
         members[0].peer_urls.iter().all(|u| u.ends_with(":2380"))
             && members[0].client_urls.iter().any(|u| u.ends_with(":2379")),
         "{members:?}"
+    );
+    let status = reader
+        .etcd_status()
+        .await
+        .expect("a reader may read etcd's status")
+        .member_status
+        .expect("a member status");
+    assert_eq!(
+        (status.member_id, status.leader),
+        (members[0].id, members[0].id)
+    );
+    assert!(status.db_size > 0 && status.raft_index > 0, "{status:?}");
+    assert_eq!(
+        code(reader.etcd_remove_member_by_id(0xdead).await),
+        Some(tonic::Code::PermissionDenied)
+    );
+    assert_eq!(
+        code(admin.etcd_remove_member_by_id(0xdead).await),
+        Some(tonic::Code::NotFound),
+        "etcd knows no such member"
     );
     reader
         .etcd_member_list()

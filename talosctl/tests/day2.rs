@@ -15,10 +15,12 @@ use common::{
 use talos_proto::common::Data;
 use talos_proto::machine::machine_service_server::{MachineService, MachineServiceServer};
 use talos_proto::machine::{
-    EtcdMember, EtcdMemberListRequest, EtcdMemberListResponse, EtcdMembers, EtcdSnapshotRequest,
-    Event, EventsRequest, FileInfo, ListRequest, LogsRequest, MountStat, Mounts, MountsResponse,
-    Process, ProcessInfo, ProcessesResponse, ReadRequest, Reset, ResetPartitionSpec, ResetRequest,
-    ResetResponse, SequenceEvent, Version, VersionInfo, VersionResponse, sequence_event,
+    EtcdMember, EtcdMemberListRequest, EtcdMemberListResponse, EtcdMemberStatus, EtcdMembers,
+    EtcdRemoveMemberById, EtcdRemoveMemberByIdRequest, EtcdRemoveMemberByIdResponse,
+    EtcdSnapshotRequest, EtcdStatus, EtcdStatusResponse, Event, EventsRequest, FileInfo,
+    ListRequest, LogsRequest, MountStat, Mounts, MountsResponse, Process, ProcessInfo,
+    ProcessesResponse, ReadRequest, Reset, ResetPartitionSpec, ResetRequest, ResetResponse,
+    SequenceEvent, Version, VersionInfo, VersionResponse, sequence_event,
 };
 use talos_proto::prost_types::Timestamp;
 use talos_proto::time::time_service_server::{TimeService, TimeServiceServer};
@@ -35,6 +37,7 @@ enum Seen {
     Logs(LogsRequest),
     List(ListRequest),
     Reset(ResetRequest),
+    RemoveMember(u64),
 }
 
 #[derive(Clone, Default)]
@@ -138,6 +141,42 @@ impl MachineService for DayTwo {
                     is_learner: false,
                 }],
             }],
+        }))
+    }
+
+    async fn etcd_status(
+        &self,
+        request: Request<()>,
+    ) -> Result<Response<EtcdStatusResponse>, Status> {
+        Ok(Response::new(EtcdStatusResponse {
+            messages: vec![EtcdStatus {
+                metadata: echoed_node(&request),
+                member_status: Some(EtcdMemberStatus {
+                    member_id: 0x0123_4567_89ab_cdef,
+                    leader: 0x0123_4567_89ab_cdef,
+                    db_size: 2_000_000,
+                    db_size_in_use: 500_000,
+                    raft_index: 1234,
+                    raft_term: 3,
+                    raft_applied_index: 1234,
+                    errors: vec!["NOSPACE".into()],
+                    ..Default::default()
+                }),
+            }],
+        }))
+    }
+
+    async fn etcd_remove_member_by_id(
+        &self,
+        request: Request<EtcdRemoveMemberByIdRequest>,
+    ) -> Result<Response<EtcdRemoveMemberByIdResponse>, Status> {
+        let id = request.into_inner().member_id;
+        self.seen.lock().unwrap().push(Seen::RemoveMember(id));
+        if id != 0x0123_4567_89ab_cdef {
+            return Err(Status::not_found("etcdserver: member not found"));
+        }
+        Ok(Response::new(EtcdRemoveMemberByIdResponse {
+            messages: vec![EtcdRemoveMemberById { metadata: None }],
         }))
     }
 
@@ -502,7 +541,7 @@ async fn logs_read_and_list() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn etcd_members_and_a_checked_snapshot() {
+async fn etcd_members_status_removal_and_a_checked_snapshot() {
     let (yaml, node) = start().await;
     let (dir, path) = write_talosconfig(&yaml);
     let config = path.to_str().unwrap();
@@ -516,6 +555,35 @@ async fn etcd_members_and_a_checked_snapshot() {
         text(&out.stdout),
         "NODE       ID                 HOSTNAME   PEER URLS               CLIENT URLS             LEARNER\n\
          10.0.0.7   0123456789abcdef   cp-1       https://10.0.0.7:2380   https://10.0.0.7:2379   false\n"
+    );
+
+    let out = run(&["etcd", "status"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "NODE       MEMBER             DB SIZE   IN USE            LEADER             RAFT INDEX   RAFT TERM   RAFT APPLIED INDEX   LEARNER   ERRORS\n\
+         10.0.0.7   0123456789abcdef   2.0 MB    500 kB (25.00%)   0123456789abcdef   1234         3           1234                 false     NOSPACE\n"
+    );
+
+    let out = run(&["etcd", "remove-member", "0x123456789abcdef"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "10.0.0.7: removed etcd member 0123456789abcdef\n"
+    );
+    let out = run(&["etcd", "remove-member", "ffff"]).await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("error removing etcd member 000000000000ffff"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        seen(&node),
+        [
+            Seen::RemoveMember(0x0123_4567_89ab_cdef),
+            Seen::RemoveMember(0xffff)
+        ]
     );
 
     let good = etcd_snapshot_bytes();

@@ -71,6 +71,36 @@ pub struct MemberRemoveResponse {
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
+pub struct StatusRequest {}
+
+/// `Maintenance/Status`: the member's view of its database and of raft.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StatusResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    #[prost(string, tag = "2")]
+    pub version: String,
+    #[prost(int64, tag = "3")]
+    pub db_size: i64,
+    #[prost(uint64, tag = "4")]
+    pub leader: u64,
+    #[prost(uint64, tag = "5")]
+    pub raft_index: u64,
+    #[prost(uint64, tag = "6")]
+    pub raft_term: u64,
+    #[prost(uint64, tag = "7")]
+    pub raft_applied_index: u64,
+    #[prost(string, repeated, tag = "8")]
+    pub errors: Vec<String>,
+    #[prost(int64, tag = "9")]
+    pub db_size_in_use: i64,
+    #[prost(bool, tag = "10")]
+    pub is_learner: bool,
+    #[prost(string, tag = "11")]
+    pub storage_version: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
 pub struct SnapshotRequest {}
 
 /// One chunk of `Maintenance/Snapshot`: the database, then etcd's SHA-256 of it.
@@ -236,6 +266,11 @@ impl EtcdClient {
 
     pub async fn member_list(&mut self) -> Result<MemberListResponse, EtcdError> {
         self.unary("/etcdserverpb.Cluster/MemberList", MemberListRequest {})
+            .await
+    }
+
+    pub async fn status(&mut self) -> Result<StatusResponse, EtcdError> {
+        self.unary("/etcdserverpb.Maintenance/Status", StatusRequest {})
             .await
     }
 

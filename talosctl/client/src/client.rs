@@ -363,6 +363,26 @@ impl Client {
         first("EtcdMemberList", resp.map(|r| r.into_inner().messages))
     }
 
+    /// MachineService/EtcdStatus: the node's etcd member, its database and raft state.
+    pub async fn etcd_status(&self) -> Result<machine::EtcdStatus, ClientError> {
+        let resp = self.machine().etcd_status(self.request(())).await;
+        first("EtcdStatus", resp.map(|r| r.into_inner().messages))
+    }
+
+    /// MachineService/EtcdRemoveMemberByID: removes member `member_id` from the node's cluster.
+    pub async fn etcd_remove_member_by_id(&self, member_id: u64) -> Result<(), ClientError> {
+        let request = machine::EtcdRemoveMemberByIdRequest { member_id };
+        let resp = self
+            .machine()
+            .etcd_remove_member_by_id(self.request(request))
+            .await;
+        first(
+            "EtcdRemoveMemberByID",
+            resp.map(|r| r.into_inner().messages),
+        )
+        .map(|_| ())
+    }
+
     /// MachineService/EtcdSnapshot: the node's etcd database as a stream of byte chunks, ending
     /// with etcd's SHA-256 of what precedes it.
     pub async fn etcd_snapshot(&self) -> Result<DataStream, ClientError> {

@@ -1,4 +1,4 @@
-//! `talosctl etcd members|snapshot`.
+//! `talosctl etcd members|status|remove-member|snapshot`.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -18,10 +18,16 @@ Examples:
   # The members of the etcd cluster, as a control-plane node sees them
   talosctl -n 10.5.0.2 etcd members
 
+  # Database size, leader and raft progress of each control-plane node's member
+  talosctl -n 10.5.0.2,10.5.0.3,10.5.0.4 etcd status
+
+  # Remove the member of a control-plane node that is gone for good (ID from `etcd members`)
+  talosctl -n 10.5.0.2 etcd remove-member 8e9e05c52164694d
+
   # Back up etcd: the database and its checksum, checked before the file is kept
   talosctl -n 10.5.0.2 etcd snapshot db.snapshot
 
-Both need a control-plane node whose etcd is running: a worker, or a node in maintenance mode,
+All need a control-plane node whose etcd is running: a worker, or a node in maintenance mode,
 answers FailedPrecondition; a node whose etcd is not up answers Unavailable.";
 
 #[derive(Debug, Args)]
@@ -41,6 +47,27 @@ pub enum EtcdCommand {
         /// Output format.
         #[arg(short, long, value_enum, default_value_t)]
         output: OutputFormat,
+    },
+
+    /// Show the status of the etcd member of each target node.
+    ///
+    /// Columns: NODE MEMBER DB SIZE IN USE LEADER RAFT INDEX RAFT TERM RAFT APPLIED INDEX LEARNER
+    /// ERRORS, sizes in SI units as upstream prints them. Needs the os:reader role or above.
+    Status {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+
+    /// Remove a member from the etcd cluster, by its ID as `etcd members` prints it (hex).
+    ///
+    /// For a control-plane node that is gone for good; a node that is still up leaves with
+    /// `talosctl reset --graceful` instead. Sent to one node, which asks its etcd to remove the
+    /// member; etcd refuses to remove the last one. Needs os:admin.
+    RemoveMember {
+        /// The member's ID in hex, with or without 0x.
+        #[arg(value_name = "MEMBER_ID", value_parser = parse_member_id)]
+        id: u64,
     },
 
     /// Save a snapshot of etcd's database from one control-plane node to PATH.
@@ -82,8 +109,140 @@ impl MemberView {
 pub async fn run(global: &GlobalArgs, args: EtcdArgs) -> anyhow::Result<()> {
     match args.command {
         EtcdCommand::Members { output } => members(global, output).await,
+        EtcdCommand::Status { output } => status(global, output).await,
+        EtcdCommand::RemoveMember { id } => remove_member(global, id).await,
         EtcdCommand::Snapshot { path } => snapshot(global, &path).await,
     }
+}
+
+fn parse_member_id(text: &str) -> Result<u64, String> {
+    let hex = text.strip_prefix("0x").unwrap_or(text);
+    u64::from_str_radix(hex, 16)
+        .map_err(|e| format!("{text:?} is not a member ID in hex as `etcd members` prints it: {e}"))
+}
+
+/// The target, when the command talks to exactly one node.
+fn single<'a>(targets: &'a [global::Target], command: &str) -> anyhow::Result<&'a global::Target> {
+    match targets {
+        [target] => Ok(target),
+        _ => bail!(
+            "command \"{command}\" requires exactly one node (got {})",
+            targets.len()
+        ),
+    }
+}
+
+/// One member's status as its node reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatusView {
+    pub node: String,
+    pub member: String,
+    pub db_size: i64,
+    pub db_size_in_use: i64,
+    pub leader: String,
+    pub raft_index: u64,
+    pub raft_term: u64,
+    pub raft_applied_index: u64,
+    pub learner: bool,
+    pub errors: Vec<String>,
+}
+
+async fn status(global: &GlobalArgs, format: OutputFormat) -> anyhow::Result<()> {
+    let targets = global::targets(global, false).await?;
+    let (ok, failed) = global::each(
+        &targets,
+        |t| async move { Ok(t.client.etcd_status().await?) },
+    )
+    .await;
+    let views: Vec<StatusView> = ok
+        .into_iter()
+        .map(|(label, reply)| {
+            let status = reply.member_status.unwrap_or_default();
+            StatusView {
+                node: global::node_label(&label, reply.metadata.as_ref()),
+                member: format!("{:016x}", status.member_id),
+                db_size: status.db_size,
+                db_size_in_use: status.db_size_in_use,
+                leader: format!("{:016x}", status.leader),
+                raft_index: status.raft_index,
+                raft_term: status.raft_term,
+                raft_applied_index: status.raft_applied_index,
+                learner: status.is_learner,
+                errors: status.errors,
+            }
+        })
+        .collect();
+    match format {
+        OutputFormat::Table => print!("{}", status_table(&views)),
+        format => print!("{}", output::render(format, &views)?),
+    }
+    global::check_failures(failed, targets.len())
+}
+
+pub fn status_table(views: &[StatusView]) -> String {
+    let mut rows = vec![
+        [
+            "NODE",
+            "MEMBER",
+            "DB SIZE",
+            "IN USE",
+            "LEADER",
+            "RAFT INDEX",
+            "RAFT TERM",
+            "RAFT APPLIED INDEX",
+            "LEARNER",
+            "ERRORS",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    ];
+    rows.extend(views.iter().map(|s| {
+        let in_use = if s.db_size > 0 {
+            s.db_size_in_use as f64 * 100.0 / s.db_size as f64
+        } else {
+            0.0
+        };
+        vec![
+            s.node.clone(),
+            s.member.clone(),
+            si_bytes(s.db_size),
+            format!("{} ({in_use:.2}%)", si_bytes(s.db_size_in_use)),
+            s.leader.clone(),
+            s.raft_index.to_string(),
+            s.raft_term.to_string(),
+            s.raft_applied_index.to_string(),
+            s.learner.to_string(),
+            s.errors.join(", "),
+        ]
+    }));
+    output::table(&rows)
+}
+
+/// Bytes in SI units as upstream prints them: `532 B`, `4.1 kB`, `25 MB`.
+fn si_bytes(bytes: i64) -> String {
+    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    if bytes < 10 {
+        return format!("{bytes} B");
+    }
+    let exponent = ((bytes as f64).log10() / 3.0).floor() as usize;
+    let value = (bytes as f64 / 1000f64.powi(exponent as i32) * 10.0 + 0.5).floor() / 10.0;
+    if value < 10.0 {
+        format!("{value:.1} {}", UNITS[exponent])
+    } else {
+        format!("{value:.0} {}", UNITS[exponent])
+    }
+}
+
+async fn remove_member(global: &GlobalArgs, id: u64) -> anyhow::Result<()> {
+    let targets = global::targets(global, false).await?;
+    let target = single(&targets, "etcd remove-member")?;
+    target
+        .client
+        .etcd_remove_member_by_id(id)
+        .await
+        .with_context(|| format!("error removing etcd member {id:016x}"))?;
+    println!("{}: removed etcd member {id:016x}", target.label);
+    Ok(())
 }
 
 async fn members(global: &GlobalArgs, format: OutputFormat) -> anyhow::Result<()> {
@@ -138,12 +297,7 @@ pub fn members_table(views: &[MemberView]) -> String {
 
 async fn snapshot(global: &GlobalArgs, path: &Path) -> anyhow::Result<()> {
     let targets = global::targets(global, false).await?;
-    let [target] = targets.as_slice() else {
-        bail!(
-            "command \"etcd snapshot\" requires exactly one node (got {})",
-            targets.len()
-        );
-    };
+    let target = single(&targets, "etcd snapshot")?;
     let mut partial = path.as_os_str().to_owned();
     partial.push(".part");
     let partial = PathBuf::from(partial);
@@ -197,6 +351,52 @@ async fn snapshot(global: &GlobalArgs, path: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_print_in_si_units_like_upstream() {
+        let printed: Vec<String> = [0, 9, 532, 4096, 24_576, 1_000_000, 123_456_789]
+            .map(si_bytes)
+            .to_vec();
+        assert_eq!(
+            printed,
+            ["0 B", "9 B", "532 B", "4.1 kB", "25 kB", "1.0 MB", "124 MB"]
+        );
+    }
+
+    #[test]
+    fn member_ids_are_hex_as_members_prints_them() {
+        assert_eq!(
+            parse_member_id("8e9e05c52164694d"),
+            Ok(0x8e9e_05c5_2164_694d)
+        );
+        assert_eq!(parse_member_id("0x10"), Ok(16));
+        assert!(
+            parse_member_id("cp-1")
+                .unwrap_err()
+                .starts_with("\"cp-1\" is not a member ID in hex")
+        );
+    }
+
+    #[test]
+    fn status_prints_as_upstream_columns() {
+        let view = StatusView {
+            node: "10.5.0.2".into(),
+            member: "8e9e05c52164694d".into(),
+            db_size: 24_576,
+            db_size_in_use: 12_288,
+            leader: "8e9e05c52164694d".into(),
+            raft_index: 9,
+            raft_term: 2,
+            raft_applied_index: 9,
+            learner: false,
+            errors: vec![],
+        };
+        assert_eq!(
+            status_table(&[view]),
+            "NODE       MEMBER             DB SIZE   IN USE           LEADER             RAFT INDEX   RAFT TERM   RAFT APPLIED INDEX   LEARNER   ERRORS\n\
+             10.5.0.2   8e9e05c52164694d   25 kB     12 kB (50.00%)   8e9e05c52164694d   9            2           9                    false     \n"
+        );
+    }
 
     #[test]
     fn members_print_as_upstream_columns() {

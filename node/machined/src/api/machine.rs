@@ -426,6 +426,45 @@ impl MachineService for MachineApi {
         }))
     }
 
+    async fn etcd_status(
+        &self,
+        _: Request<()>,
+    ) -> Result<Response<pb::EtcdStatusResponse>, Status> {
+        let mut etcd = self.local_etcd().await?;
+        let status = etcd.status().await.map_err(etcd_status)?;
+        Ok(Response::new(pb::EtcdStatusResponse {
+            messages: vec![pb::EtcdStatus {
+                metadata: None,
+                member_status: Some(pb::EtcdMemberStatus {
+                    storage_version: status.storage_version,
+                    member_id: status.header.map_or(0, |h| h.member_id),
+                    protocol_version: status.version,
+                    db_size: status.db_size,
+                    db_size_in_use: status.db_size_in_use,
+                    leader: status.leader,
+                    raft_index: status.raft_index,
+                    raft_term: status.raft_term,
+                    raft_applied_index: status.raft_applied_index,
+                    errors: status.errors,
+                    is_learner: status.is_learner,
+                }),
+            }],
+        }))
+    }
+
+    async fn etcd_remove_member_by_id(
+        &self,
+        request: Request<pb::EtcdRemoveMemberByIdRequest>,
+    ) -> Result<Response<pb::EtcdRemoveMemberByIdResponse>, Status> {
+        let id = request.into_inner().member_id;
+        let mut etcd = self.local_etcd().await?;
+        etcd.member_remove(id).await.map_err(etcd_status)?;
+        tracing::info!("removed etcd member {id:016x}");
+        Ok(Response::new(pb::EtcdRemoveMemberByIdResponse {
+            messages: vec![pb::EtcdRemoveMemberById { metadata: None }],
+        }))
+    }
+
     async fn etcd_snapshot(
         &self,
         _: Request<pb::EtcdSnapshotRequest>,

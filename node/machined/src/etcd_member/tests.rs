@@ -229,6 +229,14 @@ async fn snapshots_carry_the_database_and_its_checksum() {
         [format!("https://{}", cluster[0].client)]
     );
     assert!(!members[0].is_learner);
+    let status = client.status().await.unwrap();
+    let own = status.header.as_ref().unwrap().member_id;
+    assert_eq!((own, status.leader), (members[0].id, members[0].id));
+    assert!(status.db_size >= status.db_size_in_use && status.db_size_in_use > 0);
+    assert!(
+        status.raft_index > 0 && status.version.starts_with("3."),
+        "{status:?}"
+    );
 
     let mut chunks = client.snapshot().await.unwrap();
     let mut check = talos_machinery::etcd_snapshot::SnapshotCheck::default();
