@@ -1055,6 +1055,11 @@ async fn services_bootstrap_and_restart(arch: Arch) {
         Some(tonic::Code::NotFound),
         "etcd knows no such member"
     );
+    // The only member cannot leave; etcd keeps running.
+    assert_eq!(
+        code(admin.etcd_leave_cluster().await),
+        Some(tonic::Code::FailedPrecondition)
+    );
     reader
         .etcd_member_list()
         .await

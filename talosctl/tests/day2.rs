@@ -15,12 +15,13 @@ use common::{
 use talos_proto::common::Data;
 use talos_proto::machine::machine_service_server::{MachineService, MachineServiceServer};
 use talos_proto::machine::{
-    EtcdMember, EtcdMemberListRequest, EtcdMemberListResponse, EtcdMemberStatus, EtcdMembers,
-    EtcdRemoveMemberById, EtcdRemoveMemberByIdRequest, EtcdRemoveMemberByIdResponse,
-    EtcdSnapshotRequest, EtcdStatus, EtcdStatusResponse, Event, EventsRequest, FileInfo,
-    ListRequest, LogsRequest, MountStat, Mounts, MountsResponse, Process, ProcessInfo,
-    ProcessesResponse, ReadRequest, Reset, ResetPartitionSpec, ResetRequest, ResetResponse,
-    SequenceEvent, Version, VersionInfo, VersionResponse, sequence_event,
+    EtcdLeaveClusterRequest, EtcdLeaveClusterResponse, EtcdMember, EtcdMemberListRequest,
+    EtcdMemberListResponse, EtcdMemberStatus, EtcdMembers, EtcdRemoveMemberById,
+    EtcdRemoveMemberByIdRequest, EtcdRemoveMemberByIdResponse, EtcdSnapshotRequest, EtcdStatus,
+    EtcdStatusResponse, Event, EventsRequest, FileInfo, ListRequest, LogsRequest, MountStat,
+    Mounts, MountsResponse, Process, ProcessInfo, ProcessesResponse, ReadRequest, Reset,
+    ResetPartitionSpec, ResetRequest, ResetResponse, SequenceEvent, Version, VersionInfo,
+    VersionResponse, sequence_event,
 };
 use talos_proto::prost_types::Timestamp;
 use talos_proto::time::time_service_server::{TimeService, TimeServiceServer};
@@ -38,6 +39,7 @@ enum Seen {
     List(ListRequest),
     Reset(ResetRequest),
     RemoveMember(u64),
+    LeaveEtcd,
 }
 
 #[derive(Clone, Default)]
@@ -164,6 +166,16 @@ impl MachineService for DayTwo {
                 }),
             }],
         }))
+    }
+
+    async fn etcd_leave_cluster(
+        &self,
+        _: Request<EtcdLeaveClusterRequest>,
+    ) -> Result<Response<EtcdLeaveClusterResponse>, Status> {
+        self.seen.lock().unwrap().push(Seen::LeaveEtcd);
+        Err(Status::failed_precondition(
+            "etcd member \"cp-1\" (0123456789abcdef) is the only member of its cluster",
+        ))
     }
 
     async fn etcd_remove_member_by_id(
@@ -541,7 +553,7 @@ async fn logs_read_and_list() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn etcd_members_status_removal_and_a_checked_snapshot() {
+async fn etcd_members_status_removal_leave_and_a_checked_snapshot() {
     let (yaml, node) = start().await;
     let (dir, path) = write_talosconfig(&yaml);
     let config = path.to_str().unwrap();
@@ -578,11 +590,19 @@ async fn etcd_members_status_removal_and_a_checked_snapshot() {
         "{}",
         text(&out.stderr)
     );
+    let out = run(&["etcd", "leave"]).await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("error on node 10.0.0.7: EtcdLeaveCluster: rpc error: code = FailedPrecondition desc = etcd member \"cp-1\""),
+        "{}",
+        text(&out.stderr)
+    );
     assert_eq!(
         seen(&node),
         [
             Seen::RemoveMember(0x0123_4567_89ab_cdef),
-            Seen::RemoveMember(0xffff)
+            Seen::RemoveMember(0xffff),
+            Seen::LeaveEtcd
         ]
     );
 

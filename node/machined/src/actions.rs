@@ -7,7 +7,7 @@ use talos_node_sys::power::RebootAction;
 use tokio::task::JoinHandle;
 use tonic::Status;
 
-use crate::etcd_member;
+use crate::etcd_member::{self, EtcdError};
 use crate::node::Node;
 use crate::sequencer::{Sequence, SequenceError, Task, Tasks};
 use crate::supervisor::stack;
@@ -102,37 +102,34 @@ impl Tasks for NodeTasks {
 }
 
 impl NodeTasks {
-    /// Removes this node's etcd member through the local etcd, then stops etcd and empties its
-    /// data directory, as upstream does: a removed member cannot start on that data again.
     async fn leave_etcd(&self) -> Result<(), String> {
-        let config = self
-            .node
-            .config()
-            .ok_or("the node has no machine config, so no etcd CA")?;
-        let mut client = etcd_member::connect_local(&config)
-            .await
-            .map_err(|e| e.to_string())?;
-        let peer_urls: Vec<String> = self
-            .node
-            .addresses()
-            .into_iter()
-            .map(|a| stack::etcd_url(a, stack::ETCD_PEER_PORT))
-            .collect();
-        let member = etcd_member::leave(&mut client, &self.node.hostname(), &peer_urls)
-            .await
-            .map_err(|e| e.to_string())?;
-        tracing::info!(
-            "left etcd: member {:?} ({:016x}) removed",
-            member.name,
-            member.id
-        );
-        self.node
-            .supervisor
-            .stop("etcd")
-            .await
-            .map_err(|e| e.to_string())?;
-        etcd_member::clear_data(Path::new(stack::ETCD_DATA)).map_err(|e| e.to_string())
+        leave_etcd(&self.node).await.map_err(|e| e.to_string())
     }
+}
+
+/// Removes this node's etcd member through the local etcd, then stops etcd and empties its
+/// data directory, as upstream does: a removed member cannot start on that data again.
+pub async fn leave_etcd(node: &Node) -> Result<(), EtcdError> {
+    let config = node.config().ok_or_else(|| {
+        EtcdError::Config("the node has no machine config, so no etcd CA".to_owned())
+    })?;
+    let mut client = etcd_member::connect_local(&config).await?;
+    let peer_urls: Vec<String> = node
+        .addresses()
+        .into_iter()
+        .map(|a| stack::etcd_url(a, stack::ETCD_PEER_PORT))
+        .collect();
+    let member = etcd_member::leave(&mut client, &node.hostname(), &peer_urls).await?;
+    tracing::info!(
+        "left etcd: member {:?} ({:016x}) removed",
+        member.name,
+        member.id
+    );
+    node.supervisor
+        .stop("etcd")
+        .await
+        .map_err(|e| EtcdError::Stop(e.to_string()))?;
+    etcd_member::clear_data(Path::new(stack::ETCD_DATA))
 }
 
 fn status(e: &SequenceError) -> Status {

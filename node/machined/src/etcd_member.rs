@@ -116,6 +116,8 @@ pub enum EtcdError {
     Certificate(String),
     #[error("{0}")]
     Config(String),
+    #[error("stopping etcd: {0}")]
+    Stop(String),
     #[error("connecting to etcd at {endpoint}: {source}")]
     Connect {
         endpoint: SocketAddr,

@@ -383,6 +383,17 @@ impl Client {
         .map(|_| ())
     }
 
+    /// MachineService/EtcdLeaveCluster: the node removes its own member, then stops etcd and
+    /// empties its data.
+    pub async fn etcd_leave_cluster(&self) -> Result<(), ClientError> {
+        let request = machine::EtcdLeaveClusterRequest {};
+        let resp = self
+            .machine()
+            .etcd_leave_cluster(self.request(request))
+            .await;
+        first("EtcdLeaveCluster", resp.map(|r| r.into_inner().messages)).map(|_| ())
+    }
+
     /// MachineService/EtcdSnapshot: the node's etcd database as a stream of byte chunks, ending
     /// with etcd's SHA-256 of what precedes it.
     pub async fn etcd_snapshot(&self) -> Result<DataStream, ClientError> {

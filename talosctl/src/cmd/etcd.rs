@@ -1,4 +1,4 @@
-//! `talosctl etcd members|status|remove-member|snapshot`.
+//! `talosctl etcd members|status|leave|remove-member|snapshot`.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -59,6 +59,13 @@ pub enum EtcdCommand {
         output: OutputFormat,
     },
 
+    /// Make each target node leave the etcd cluster.
+    ///
+    /// The node removes its own member through its etcd, then stops etcd and empties its data
+    /// directory, as `reset --graceful` does before wiping. etcd refuses to remove its last
+    /// member, so the last node of a cluster answers FailedPrecondition. Needs os:admin.
+    Leave,
+
     /// Remove a member from the etcd cluster, by its ID as `etcd members` prints it (hex).
     ///
     /// For a control-plane node that is gone for good; a node that is still up leaves with
@@ -110,6 +117,7 @@ pub async fn run(global: &GlobalArgs, args: EtcdArgs) -> anyhow::Result<()> {
     match args.command {
         EtcdCommand::Members { output } => members(global, output).await,
         EtcdCommand::Status { output } => status(global, output).await,
+        EtcdCommand::Leave => leave(global).await,
         EtcdCommand::RemoveMember { id } => remove_member(global, id).await,
         EtcdCommand::Snapshot { path } => snapshot(global, &path).await,
     }
@@ -231,6 +239,18 @@ fn si_bytes(bytes: i64) -> String {
     } else {
         format!("{value:.0} {}", UNITS[exponent])
     }
+}
+
+async fn leave(global: &GlobalArgs) -> anyhow::Result<()> {
+    let targets = global::targets(global, false).await?;
+    let (ok, failed) = global::each(&targets, |t| async move {
+        Ok(t.client.etcd_leave_cluster().await?)
+    })
+    .await;
+    for (label, ()) in ok {
+        println!("{label}: left etcd");
+    }
+    global::check_failures(failed, targets.len())
 }
 
 async fn remove_member(global: &GlobalArgs, id: u64) -> anyhow::Result<()> {

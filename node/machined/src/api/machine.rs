@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use talos_machinery::config::Config;
 use talos_machinery::config::v1alpha1::MachineType;
 use talos_proto::common::Data;
 use talos_proto::machine::machine_service_server::MachineService;
@@ -62,8 +63,8 @@ pub struct MachineApi {
 }
 
 impl MachineApi {
-    /// A client of this control-plane node's etcd.
-    async fn local_etcd(&self) -> Result<EtcdClient, Status> {
+    /// The config of a configured control-plane node, the only kind that runs etcd.
+    fn control_plane_config(&self) -> Result<Arc<Config>, Status> {
         let config = self.node.config().ok_or_else(|| {
             Status::failed_precondition("the node is in maintenance mode: apply a config first")
         })?;
@@ -72,6 +73,12 @@ impl MachineApi {
                 "etcd runs only on control-plane nodes",
             ));
         }
+        Ok(config)
+    }
+
+    /// A client of this control-plane node's etcd.
+    async fn local_etcd(&self) -> Result<EtcdClient, Status> {
+        let config = self.control_plane_config()?;
         etcd_member::connect_local(&config)
             .await
             .map_err(etcd_status)
@@ -82,6 +89,9 @@ fn etcd_status(e: EtcdError) -> Status {
     match &e {
         EtcdError::Connect { .. } => Status::unavailable(format!("{e} (is etcd running?)")),
         EtcdError::Rpc { status, .. } => Status::new(status.code(), e.to_string()),
+        EtcdError::LastMember { .. } | EtcdError::NotAMember { .. } => {
+            Status::failed_precondition(e.to_string())
+        }
         _ => Status::internal(e.to_string()),
     }
 }
@@ -462,6 +472,17 @@ impl MachineService for MachineApi {
         tracing::info!("removed etcd member {id:016x}");
         Ok(Response::new(pb::EtcdRemoveMemberByIdResponse {
             messages: vec![pb::EtcdRemoveMemberById { metadata: None }],
+        }))
+    }
+
+    async fn etcd_leave_cluster(
+        &self,
+        _: Request<pb::EtcdLeaveClusterRequest>,
+    ) -> Result<Response<pb::EtcdLeaveClusterResponse>, Status> {
+        self.control_plane_config()?;
+        actions::leave_etcd(&self.node).await.map_err(etcd_status)?;
+        Ok(Response::new(pb::EtcdLeaveClusterResponse {
+            messages: vec![pb::EtcdLeaveCluster { metadata: None }],
         }))
     }
 
