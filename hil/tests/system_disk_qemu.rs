@@ -185,6 +185,15 @@ async fn arm64_uboot_first_boot_makes_state_and_ephemeral() {
     );
     input.install_disk = "/dev/vda".into();
     let generated = generate(&input).unwrap();
+    assert_eq!(
+        insecure
+            .meta_write(0x0b, b"x".to_vec())
+            .await
+            .unwrap_err()
+            .code(),
+        Some(tonic::Code::PermissionDenied),
+        "maintenance mode's anonymous callers are readers"
+    );
     insecure
         .apply_configuration(generated.controlplane.into_bytes(), ApplyMode::Auto, false)
         .await
@@ -196,6 +205,19 @@ async fn arm64_uboot_first_boot_makes_state_and_ephemeral() {
         key_pem: ctx.key_pem().unwrap(),
     };
     let admin = connect(&node, &tls).await;
+    // `talosctl meta write 0xb rack-7`: kept on the META partition across the reboot below.
+    admin
+        .meta_write(0x0b, b"rack-7".to_vec())
+        .await
+        .expect("MetaWrite");
+    assert_eq!(
+        admin
+            .meta_write(0x100, b"x".to_vec())
+            .await
+            .unwrap_err()
+            .code(),
+        Some(tonic::Code::InvalidArgument)
+    );
     let rebooted = Instant::now();
     admin.reboot(RebootMode::Default).await.expect("Reboot");
     node.qemu
@@ -212,6 +234,14 @@ async fn arm64_uboot_first_boot_makes_state_and_ephemeral() {
         "{log}"
     );
     assert!(!log.contains("formatted"), "{log}");
+    admin
+        .meta_delete(0x0b)
+        .await
+        .expect("the META key survived the reboot");
+    assert_eq!(
+        admin.meta_delete(0x0b).await.unwrap_err().code(),
+        Some(tonic::Code::NotFound)
+    );
     assert_eq!(
         formatted_at(&admin).await,
         made,

@@ -157,6 +157,10 @@ enum Command {
     #[command(after_help = cmd::etcd::ETCD_EXAMPLES)]
     Etcd(cmd::etcd::EtcdArgs),
 
+    /// Write or delete keys in the META partition of nodes' system disks.
+    #[command(after_help = cmd::meta::META_EXAMPLES)]
+    Meta(cmd::meta::MetaArgs),
+
     /// Work with Talos disk images on this machine.
     Image(cmd::image::ImageArgs),
 
@@ -208,6 +212,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rollback(args) => cmd::upgrade::rollback(global, args).await,
         Command::Bootstrap => cmd::bootstrap::run(global).await,
         Command::Etcd(args) => cmd::etcd::run(global, args).await,
+        Command::Meta(args) => cmd::meta::run(global, args).await,
         Command::Image(args) => cmd::image::run(args),
         Command::Hostname => cmd::hostname::run(global).await,
         Command::Gen(args) => cmd::r#gen::run(args),

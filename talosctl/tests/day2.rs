@@ -18,8 +18,9 @@ use talos_proto::machine::{
     EtcdLeaveClusterRequest, EtcdLeaveClusterResponse, EtcdMember, EtcdMemberListRequest,
     EtcdMemberListResponse, EtcdMemberStatus, EtcdMembers, EtcdRemoveMemberById,
     EtcdRemoveMemberByIdRequest, EtcdRemoveMemberByIdResponse, EtcdSnapshotRequest, EtcdStatus,
-    EtcdStatusResponse, Event, EventsRequest, FileInfo, ListRequest, LogsRequest, MountStat,
-    Mounts, MountsResponse, Process, ProcessInfo, ProcessesResponse, ReadRequest, Reset,
+    EtcdStatusResponse, Event, EventsRequest, FileInfo, ListRequest, LogsRequest,
+    MetaDeleteRequest, MetaDeleteResponse, MetaWrite, MetaWriteRequest, MetaWriteResponse,
+    MountStat, Mounts, MountsResponse, Process, ProcessInfo, ProcessesResponse, ReadRequest, Reset,
     ResetPartitionSpec, ResetRequest, ResetResponse, SequenceEvent, Version, VersionInfo,
     VersionResponse, sequence_event,
 };
@@ -40,6 +41,8 @@ enum Seen {
     Reset(ResetRequest),
     RemoveMember(u64),
     LeaveEtcd,
+    MetaWrite(u32, Vec<u8>),
+    MetaDelete(u32),
 }
 
 #[derive(Clone, Default)]
@@ -166,6 +169,29 @@ impl MachineService for DayTwo {
                 }),
             }],
         }))
+    }
+
+    async fn meta_write(
+        &self,
+        request: Request<MetaWriteRequest>,
+    ) -> Result<Response<MetaWriteResponse>, Status> {
+        let request = request.into_inner();
+        self.seen
+            .lock()
+            .unwrap()
+            .push(Seen::MetaWrite(request.key, request.value));
+        Ok(Response::new(MetaWriteResponse {
+            messages: vec![MetaWrite { metadata: None }],
+        }))
+    }
+
+    async fn meta_delete(
+        &self,
+        request: Request<MetaDeleteRequest>,
+    ) -> Result<Response<MetaDeleteResponse>, Status> {
+        let key = request.into_inner().key;
+        self.seen.lock().unwrap().push(Seen::MetaDelete(key));
+        Err(Status::not_found(format!("META key {key:#04x} is not set")))
     }
 
     async fn etcd_leave_cluster(
@@ -633,6 +659,37 @@ async fn etcd_members_status_removal_leave_and_a_checked_snapshot() {
     );
     assert_eq!(std::fs::read(&saved).unwrap(), good);
     assert!(!dir.path().join("db.snapshot.part").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meta_write_and_delete() {
+    let (yaml, node) = start().await;
+    let (_dir, path) = write_talosconfig(&yaml);
+    let config = path.to_str().unwrap();
+    let out = on_node(config, &["meta", "write", "0xb", "rack 7"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "10.0.0.7: META key 0x0b written\n");
+    let out = on_node(config, &["meta", "delete", "11"]).await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("code = NotFound desc = META key 0x0b is not set"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = on_node(config, &["meta", "write", "0x100", "x"]).await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("\"0x100\" is not a META key from 0x00 to 0xff"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        seen(&node),
+        [
+            Seen::MetaWrite(0x0b, b"rack 7".to_vec()),
+            Seen::MetaDelete(0x0b)
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

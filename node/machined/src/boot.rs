@@ -260,6 +260,25 @@ impl BootSlots {
         Ok(kind)
     }
 
+    /// Sets META key `tag` to `value` (`talosctl meta write`).
+    pub fn meta_write(&self, tag: u8, value: &[u8]) -> Result<(), BootError> {
+        let _guard = self.guard();
+        let mut meta = self.read_meta()?;
+        meta.set(tag, value)?;
+        self.write_meta(&meta)
+    }
+
+    /// Deletes META key `tag` (`talosctl meta delete`); `false` when it was not set.
+    pub fn meta_delete(&self, tag: u8) -> Result<bool, BootError> {
+        let _guard = self.guard();
+        let mut meta = self.read_meta()?;
+        if meta.remove(tag).is_none() {
+            return Ok(false);
+        }
+        self.write_meta(&meta)?;
+        Ok(true)
+    }
+
     /// Empties META (a reset). A pending upgrade trial is dropped with it: the running slot
     /// is committed first, so the next boot cannot take the trial for a rollback.
     pub fn wipe_meta(&self) -> Result<(), BootError> {

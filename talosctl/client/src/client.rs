@@ -394,6 +394,20 @@ impl Client {
         first("EtcdLeaveCluster", resp.map(|r| r.into_inner().messages)).map(|_| ())
     }
 
+    /// MachineService/MetaWrite: sets META key `key` on the node's system disk.
+    pub async fn meta_write(&self, key: u32, value: Vec<u8>) -> Result<(), ClientError> {
+        let request = machine::MetaWriteRequest { key, value };
+        let resp = self.machine().meta_write(self.request(request)).await;
+        first("MetaWrite", resp.map(|r| r.into_inner().messages)).map(|_| ())
+    }
+
+    /// MachineService/MetaDelete: deletes META key `key`; NotFound when it is not set.
+    pub async fn meta_delete(&self, key: u32) -> Result<(), ClientError> {
+        let request = machine::MetaDeleteRequest { key };
+        let resp = self.machine().meta_delete(self.request(request)).await;
+        first("MetaDelete", resp.map(|r| r.into_inner().messages)).map(|_| ())
+    }
+
     /// MachineService/EtcdSnapshot: the node's etcd database as a stream of byte chunks, ending
     /// with etcd's SHA-256 of what precedes it.
     pub async fn etcd_snapshot(&self) -> Result<DataStream, ClientError> {

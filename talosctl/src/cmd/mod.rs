@@ -13,6 +13,7 @@ pub mod list;
 pub mod logs;
 pub mod machineconfig;
 pub mod memory;
+pub mod meta;
 pub mod mounts;
 pub mod power;
 pub mod processes;

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use talos_disk::adv::AdvError;
 use talos_machinery::config::Config;
 use talos_machinery::config::v1alpha1::MachineType;
 use talos_proto::common::Data;
@@ -27,6 +28,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::boot::{BootError, BootSlots};
 use crate::etcd_member::{self, EtcdClient, EtcdError};
 use crate::files;
 use crate::kmsg;
@@ -76,12 +78,38 @@ impl MachineApi {
         Ok(config)
     }
 
+    /// The A/B state of the system disk, which holds META.
+    fn meta(&self) -> Result<Arc<BootSlots>, Status> {
+        self.node.slots.clone().ok_or_else(|| {
+            Status::failed_precondition(
+                "this node has no META partition: it did not boot from a Talos system disk",
+            )
+        })
+    }
+
     /// A client of this control-plane node's etcd.
     async fn local_etcd(&self) -> Result<EtcdClient, Status> {
         let config = self.control_plane_config()?;
         etcd_member::connect_local(&config)
             .await
             .map_err(etcd_status)
+    }
+}
+
+/// META keys are 8 bits wide, though the API carries 32.
+fn meta_tag(key: u32) -> Result<u8, Status> {
+    u8::try_from(key).map_err(|_| {
+        Status::invalid_argument(format!(
+            "META key {key:#x} does not fit in 8 bits (0x00-0xff)"
+        ))
+    })
+}
+
+fn meta_status(e: BootError) -> Status {
+    match e {
+        BootError::Meta(AdvError::ReservedTag(_)) => Status::invalid_argument(e.to_string()),
+        BootError::Meta(AdvError::Full { .. }) => Status::resource_exhausted(e.to_string()),
+        _ => Status::internal(e.to_string()),
     }
 }
 
@@ -472,6 +500,44 @@ impl MachineService for MachineApi {
         tracing::info!("removed etcd member {id:016x}");
         Ok(Response::new(pb::EtcdRemoveMemberByIdResponse {
             messages: vec![pb::EtcdRemoveMemberById { metadata: None }],
+        }))
+    }
+
+    async fn meta_write(
+        &self,
+        request: Request<pb::MetaWriteRequest>,
+    ) -> Result<Response<pb::MetaWriteResponse>, Status> {
+        let request = request.into_inner();
+        let tag = meta_tag(request.key)?;
+        let slots = self.meta()?;
+        let value = request.value;
+        let length = value.len();
+        tokio::task::spawn_blocking(move || slots.meta_write(tag, &value))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(meta_status)?;
+        tracing::info!("META key {tag:#04x} written ({length} bytes)");
+        Ok(Response::new(pb::MetaWriteResponse {
+            messages: vec![pb::MetaWrite { metadata: None }],
+        }))
+    }
+
+    async fn meta_delete(
+        &self,
+        request: Request<pb::MetaDeleteRequest>,
+    ) -> Result<Response<pb::MetaDeleteResponse>, Status> {
+        let tag = meta_tag(request.into_inner().key)?;
+        let slots = self.meta()?;
+        let deleted = tokio::task::spawn_blocking(move || slots.meta_delete(tag))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(meta_status)?;
+        if !deleted {
+            return Err(Status::not_found(format!("META key {tag:#04x} is not set")));
+        }
+        tracing::info!("META key {tag:#04x} deleted");
+        Ok(Response::new(pb::MetaDeleteResponse {
+            messages: vec![pb::MetaDelete { metadata: None }],
         }))
     }
 

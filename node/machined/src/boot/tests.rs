@@ -150,3 +150,21 @@ fn a_reset_empties_meta_and_keeps_the_running_slot() {
     assert_eq!(read(&b, "ab.env"), "talos_active=B\ntalos_try=none\n");
     assert_eq!(b.on_boot().unwrap(), BootKind::Committed);
 }
+
+#[test]
+fn meta_keys_are_written_and_deleted_on_the_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let slots = fresh(dir.path(), Slot::A);
+    slots.meta_write(0x0b, b"rack-7").unwrap();
+    assert_eq!(slots.meta_text(0x0b).as_deref(), Some("rack-7"));
+    // Another view of the same partition, as after a reboot.
+    let reopened = BootSlots::new(slots.disk.clone(), Slot::A, slots.root.clone());
+    assert_eq!(reopened.meta_text(0x0b).as_deref(), Some("rack-7"));
+    assert!(matches!(
+        slots.meta_write(3, b"x"),
+        Err(BootError::Meta(adv::AdvError::ReservedTag(3)))
+    ));
+    assert!(reopened.meta_delete(0x0b).unwrap());
+    assert!(!slots.meta_delete(0x0b).unwrap());
+    assert_eq!(slots.meta_text(0x0b), None);
+}
