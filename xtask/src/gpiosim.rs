@@ -47,15 +47,17 @@ pub fn build(arch: Arch) -> anyhow::Result<PathBuf> {
         .strip_suffix(&format!("-{}", arch.debian()))
         .with_context(|| format!("kernel release {release} does not end in -{arch}"))?;
     let series = release.splitn(3, '.').take(2).collect::<Vec<_>>().join(".");
-    let debs = download(
-        &[
-            format!("linux-source-{series}"),
-            format!("linux-kbuild-{series}"),
-            format!("linux-headers-{abi}-common"),
+    let kbuild = format!("linux-kbuild-{series}");
+    let kbuild_version = same_release_version(&kbuild, &version)?;
+    let debs = download(&[
+        (format!("linux-source-{series}"), version.clone()),
+        (kbuild, kbuild_version),
+        (format!("linux-headers-{abi}-common"), version.clone()),
+        (
             format!("linux-headers-{release}:{}", arch.debian()),
-        ],
-        &version,
-    )?;
+            version.clone(),
+        ),
+    ])?;
     let [source, kbuild, common, headers] = &debs[..] else {
         bail!("expected four packages, got {}", debs.len());
     };
@@ -214,11 +216,39 @@ fn find_deb(name: &str, version: Option<&str>) -> anyhow::Result<Option<PathBuf>
 
 /// Downloads each `package` at `version` into the deb cache unless it is there already, and
 /// returns the `.deb` paths in the same order.
-fn download(packages: &[String], version: &str) -> anyhow::Result<Vec<PathBuf>> {
+/// `version` of `package` if the archive still has it, else the newest build of the same
+/// upstream release: the archive sometimes drops a package's older Debian revision before the
+/// kernel's. linux-kbuild carries only host tools, so another revision builds the same module.
+fn same_release_version(package: &str, version: &str) -> anyhow::Result<String> {
+    let listing = cmd::output(Command::new("apt-cache").arg("madison").arg(package))?;
+    let available: Vec<&str> = listing
+        .lines()
+        .filter_map(|line| line.split('|').nth(1).map(str::trim))
+        .collect();
+    if available.contains(&version) {
+        return Ok(version.to_owned());
+    }
+    let upstream = |v: &str| v.rsplit_once('-').map_or(v, |(u, _)| u).to_owned();
+    let wanted = upstream(version);
+    let chosen = available
+        .iter()
+        .find(|v| upstream(v) == wanted)
+        .with_context(|| {
+            format!(
+                "the archive has no {package} of release {wanted} (it has {})",
+                available.join(", ")
+            )
+        })?;
+    eprintln!("{package} {version} is gone from the archive; using {chosen}");
+    Ok((*chosen).to_owned())
+}
+
+fn download(packages: &[(String, String)]) -> anyhow::Result<Vec<PathBuf>> {
     let dir = debs_dir();
     std::fs::create_dir_all(&dir)?;
     let mut debs = Vec::new();
-    for package in packages {
+    for (package, version) in packages {
+        let version = version.as_str();
         let name = package.split(':').next().unwrap_or(package);
         if find_deb(name, Some(version))?.is_none() {
             cmd::run(
