@@ -15,14 +15,17 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use talos_boards::Board;
-use talos_client::{Client, ClientError, Endpoint, TlsMode};
+use talos_client::{Client, ClientError, DataStream, Endpoint, TlsMode};
 use talos_hil::BootSource;
 use talos_machinery::Arch;
+use talos_machinery::config::Config;
 use talos_machinery::config::{GenerateInput, Generated, generate};
 use talos_machinery::etcd_snapshot::SnapshotCheck;
+use talos_machinery::kubeconfig::Kubeconfig;
 use talos_machinery::pki::{self, CaSubject, CertAndKey, SubjectAltName};
 use talos_machinery::role::Role;
 use talos_machinery::secrets::SecretsBundle;
+use talos_machinery::talosconfig::Talosconfig;
 use talos_oci::{LocalRegistry, RegistryTlsFiles};
 use talos_proto::machine::apply_configuration_request::Mode as ApplyMode;
 use talos_proto::machine::reboot_request::Mode as RebootMode;
@@ -931,6 +934,133 @@ async fn service_logs(client: &Client, id: &str) -> String {
 /// from the board's memory profile, etcd behind Bootstrap with mutual TLS, restart, stop and
 /// start with roles, and `logs -f` following a restart. kubelet is reported as skipped: no Kubernetes binaries
 /// could be fetched to build this image.
+/// The entries of a .tar.gz stream: name, type and content.
+async fn unpacked(mut stream: DataStream) -> Vec<(String, tar::EntryType, Vec<u8>)> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next_chunk().await.expect("the archive stream") {
+        bytes.extend(chunk);
+    }
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes.as_slice()));
+    archive
+        .entries()
+        .expect("a tar.gz")
+        .map(|entry| {
+            let mut entry = entry.expect("a tar entry");
+            let name = entry.path().unwrap().display().to_string();
+            let kind = entry.header().entry_type();
+            let mut content = Vec::new();
+            entry.read_to_end(&mut content).unwrap();
+            (name, kind, content)
+        })
+        .collect()
+}
+
+/// Copy, Kubeconfig and GenerateClientConfiguration: admin only, secrets stay on the node, and
+/// what they hand out works.
+async fn secrets_leave_only_through_admin_rpcs(
+    node: &Node,
+    os_ca: &CertAndKey,
+    admin: &Client,
+    reader: &Client,
+    generated: &Generated,
+) {
+    let etc = unpacked(admin.copy("/etc").await.expect("Copy /etc")).await;
+    let hosts = etc
+        .iter()
+        .find(|(name, _, _)| name == "etc/hosts")
+        .expect("etc/hosts in the copy");
+    assert!(String::from_utf8_lossy(&hosts.2).contains("localhost"));
+    assert_eq!(etc[0].0, "etc", "names start at the copied directory");
+    let var = unpacked(admin.copy("/var").await.expect("Copy /var")).await;
+    assert!(var.iter().all(|(n, _, _)| n.starts_with("var")), "{var:?}");
+    for (path, expected) in [
+        ("/system/state", tonic::Code::PermissionDenied),
+        ("/dev/vda", tonic::Code::InvalidArgument),
+        ("/no/such/path", tonic::Code::NotFound),
+    ] {
+        assert_eq!(
+            code(admin.copy(path).await.map(|_| ())),
+            Some(expected),
+            "{path}"
+        );
+    }
+    assert_eq!(
+        code(reader.copy("/etc").await.map(|_| ())),
+        Some(tonic::Code::PermissionDenied)
+    );
+
+    // The admin kubeconfig: a fresh cluster-admin certificate from the Kubernetes CA.
+    let config = Config::from_bytes(generated.controlplane.as_bytes()).unwrap();
+    let files = unpacked(admin.kubeconfig().await.expect("Kubeconfig")).await;
+    let [(name, kind, content)] = files.as_slice() else {
+        panic!("one file in the kubeconfig archive: {files:?}");
+    };
+    assert_eq!(
+        (name.as_str(), *kind),
+        ("kubeconfig", tar::EntryType::Regular)
+    );
+    let kubeconfig = Kubeconfig::from_yaml(std::str::from_utf8(content).unwrap()).unwrap();
+    let (cluster, _) = kubeconfig
+        .context(&kubeconfig.current_context)
+        .expect("the current context");
+    assert_eq!(
+        kubeconfig.server(cluster),
+        config.control_plane_endpoint().as_deref()
+    );
+    let user = kubeconfig.users[0].body["user"]
+        .get("client-certificate-data")
+        .and_then(|v| v.as_str())
+        .expect("client-certificate-data");
+    let cert_pem = String::from_utf8(
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, user).unwrap(),
+    )
+    .unwrap();
+    let cert = pki::pem_to_der_certs(&cert_pem).unwrap().remove(0);
+    let kubernetes_ca = config.kubernetes_ca().unwrap().cert_der().unwrap();
+    pki::verify_issued_by(&cert, &kubernetes_ca).expect("signed by the Kubernetes CA");
+    assert_eq!(pki::cert_organizations(&cert).unwrap(), ["system:masters"]);
+    assert_eq!(
+        code(reader.kubeconfig().await.map(|_| ())),
+        Some(tonic::Code::PermissionDenied)
+    );
+
+    // A reader certificate minted by the node reads versions but not files.
+    assert_eq!(
+        code(
+            reader
+                .generate_client_configuration(vec!["os:reader".into()], Duration::from_secs(3600))
+                .await
+        ),
+        Some(tonic::Code::PermissionDenied)
+    );
+    assert_eq!(
+        code(
+            admin
+                .generate_client_configuration(vec!["os:root".into()], Duration::from_secs(3600))
+                .await
+        ),
+        Some(tonic::Code::InvalidArgument)
+    );
+    let minted = admin
+        .generate_client_configuration(vec!["os:reader".into()], Duration::from_secs(3600))
+        .await
+        .expect("GenerateClientConfiguration");
+    assert_eq!(minted.ca, os_ca.cert_pem.as_bytes());
+    let talosconfig =
+        Talosconfig::from_yaml(std::str::from_utf8(&minted.talosconfig).unwrap()).unwrap();
+    let minted_reader = connect(node, talosconfig_tls(&talosconfig))
+        .await
+        .expect("connecting with the minted talosconfig");
+    minted_reader
+        .version()
+        .await
+        .expect("a reader reads the version");
+    assert_eq!(
+        code(minted_reader.read("/etc/hosts").await.map(|_| ())),
+        Some(tonic::Code::PermissionDenied)
+    );
+}
+
 async fn services_bootstrap_and_restart(arch: Arch) {
     let Some(art) = artifacts(arch) else {
         return;
@@ -942,7 +1072,11 @@ async fn services_bootstrap_and_restart(arch: Arch) {
         .await
         .expect("maintenance API");
     insecure
-        .apply_configuration(generated.controlplane.into_bytes(), ApplyMode::Auto, false)
+        .apply_configuration(
+            generated.controlplane.clone().into_bytes(),
+            ApplyMode::Auto,
+            false,
+        )
         .await
         .expect("apply");
     let admin_cert = client_cert(&os_ca, Role::Admin);
@@ -1002,6 +1136,8 @@ async fn services_bootstrap_and_restart(arch: Arch) {
         code(reader.bootstrap().await),
         Some(tonic::Code::PermissionDenied)
     );
+
+    secrets_leave_only_through_admin_rpcs(&node, &os_ca, &admin, &reader, &generated).await;
 
     // Bootstrap starts etcd once; a second bootstrap is refused.
     admin.bootstrap().await.expect("Bootstrap");

@@ -4,6 +4,7 @@ mod cmd;
 mod files;
 mod global;
 mod output;
+mod tarball;
 
 use std::process::ExitCode;
 
@@ -77,6 +78,21 @@ enum Command {
     /// InvalidArgument for anything but a regular file) is shown as it sent it.
     #[command(visible_alias = "cat", after_help = cmd::read::READ_EXAMPLES)]
     Read(cmd::read::ReadArgs),
+
+    /// Copy a file or a directory tree from the node.
+    ///
+    /// The node sends a .tar.gz of SRC whose names start at SRC's own name; it is unpacked
+    /// into DEST, or written as it is to stdout with DEST `-`. Needs exactly one target node
+    /// and the os:admin role.
+    #[command(visible_alias = "cp", after_help = cmd::copy::COPY_EXAMPLES)]
+    Copy(cmd::copy::CopyArgs),
+
+    /// Fetch a newly minted admin kubeconfig from a control-plane node.
+    ///
+    /// By default it is merged into ~/.kube/config and its context made current. Needs exactly
+    /// one target node and the os:admin role.
+    #[command(after_help = cmd::kubeconfig::KUBECONFIG_EXAMPLES)]
+    Kubeconfig(cmd::kubeconfig::KubeconfigArgs),
 
     /// List a directory on nodes (by default `/`, one level).
     ///
@@ -202,6 +218,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Events(args) => cmd::events::run(global, args).await,
         Command::Read(args) => cmd::read::run(global, args).await,
         Command::List(args) => cmd::list::run(global, args).await,
+        Command::Copy(args) => cmd::copy::run(global, args).await,
+        Command::Kubeconfig(args) => cmd::kubeconfig::run(global, args).await,
         Command::Processes(args) => cmd::processes::run(global, args).await,
         Command::Mounts(args) => cmd::mounts::run(global, args).await,
         Command::Time(args) => cmd::time::run(global, args).await,
@@ -218,7 +236,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Gen(args) => cmd::r#gen::run(args),
         Command::MachineConfig(args) => cmd::machineconfig::run(args),
         Command::Validate(args) => cmd::validate::run(args),
-        Command::Config(args) => cmd::config::run(global, args),
+        Command::Config(args) => cmd::config::run(global, args).await,
         Command::Completion { shell } => {
             clap_complete::generate(
                 shell,

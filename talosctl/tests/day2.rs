@@ -6,21 +6,29 @@ mod common;
 use std::io::{BufRead as _, BufReader};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use common::{
     command, echoed_node, maintenance_tls, node_tls, serve, serve_routes, talosctl, text,
     write_talosconfig,
 };
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use talos_machinery::kubeconfig::Kubeconfig;
+use talos_machinery::pki;
+use talos_machinery::role::Role;
+use talos_machinery::talosconfig::{Context, Talosconfig};
 use talos_proto::common::Data;
 use talos_proto::machine::machine_service_server::{MachineService, MachineServiceServer};
 use talos_proto::machine::{
-    EtcdLeaveClusterRequest, EtcdLeaveClusterResponse, EtcdMember, EtcdMemberListRequest,
-    EtcdMemberListResponse, EtcdMemberStatus, EtcdMembers, EtcdRemoveMemberById,
-    EtcdRemoveMemberByIdRequest, EtcdRemoveMemberByIdResponse, EtcdSnapshotRequest, EtcdStatus,
-    EtcdStatusResponse, Event, EventsRequest, FileInfo, ListRequest, LogsRequest,
-    MetaDeleteRequest, MetaDeleteResponse, MetaWrite, MetaWriteRequest, MetaWriteResponse,
-    MountStat, Mounts, MountsResponse, Process, ProcessInfo, ProcessesResponse, ReadRequest, Reset,
+    CopyRequest, EtcdLeaveClusterRequest, EtcdLeaveClusterResponse, EtcdMember,
+    EtcdMemberListRequest, EtcdMemberListResponse, EtcdMemberStatus, EtcdMembers,
+    EtcdRemoveMemberById, EtcdRemoveMemberByIdRequest, EtcdRemoveMemberByIdResponse,
+    EtcdSnapshotRequest, EtcdStatus, EtcdStatusResponse, Event, EventsRequest, FileInfo,
+    GenerateClientConfiguration, GenerateClientConfigurationRequest,
+    GenerateClientConfigurationResponse, ListRequest, LogsRequest, MetaDeleteRequest,
+    MetaDeleteResponse, MetaWrite, MetaWriteRequest, MetaWriteResponse, MountStat, Mounts,
+    MountsResponse, Process, ProcessInfo, ProcessesResponse, ReadRequest, Reset,
     ResetPartitionSpec, ResetRequest, ResetResponse, SequenceEvent, Version, VersionInfo,
     VersionResponse, sequence_event,
 };
@@ -43,7 +51,32 @@ enum Seen {
     LeaveEtcd,
     MetaWrite(u32, Vec<u8>),
     MetaDelete(u32),
+    Kubeconfig,
+    ClientConfig(Vec<String>, Duration),
 }
+
+/// What the fake node's Kubeconfig sends; SERIAL counts the calls, so each certificate differs.
+const KUBECONFIG: &str = "\
+apiVersion: v1
+kind: Config
+clusters:
+- name: lab
+  cluster:
+    server: https://10.0.0.7:6443
+    certificate-authority-data: Q0E=
+users:
+- name: admin@lab
+  user:
+    client-certificate-data: SERIAL
+    client-key-data: S0VZ
+contexts:
+- name: admin@lab
+  context:
+    cluster: lab
+    namespace: default
+    user: admin@lab
+current-context: admin@lab
+";
 
 #[derive(Clone, Default)]
 struct DayTwo {
@@ -215,6 +248,83 @@ impl MachineService for DayTwo {
         }
         Ok(Response::new(EtcdRemoveMemberByIdResponse {
             messages: vec![EtcdRemoveMemberById { metadata: None }],
+        }))
+    }
+
+    async fn copy(
+        &self,
+        request: Request<CopyRequest>,
+    ) -> Result<Response<BoxStream<Data>>, Status> {
+        if request.into_inner().root_path != "/etc" {
+            return Err(Status::permission_denied(
+                "path \"/system/state\" resolves into /system/state, which holds secrets",
+            ));
+        }
+        let mut tar = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::default()));
+        let mut dir = tar::Header::new_gnu();
+        dir.set_entry_type(tar::EntryType::Directory);
+        dir.set_mode(0o755);
+        dir.set_size(0);
+        tar.append_data(&mut dir, "etc", std::io::empty()).unwrap();
+        let mut file = tar::Header::new_gnu();
+        file.set_mode(0o644);
+        file.set_size(20);
+        tar.append_data(&mut file, "etc/hosts", &b"127.0.0.1 localhost\n"[..])
+            .unwrap();
+        let mut link = tar::Header::new_gnu();
+        link.set_entry_type(tar::EntryType::Symlink);
+        link.set_size(0);
+        tar.append_link(&mut link, "etc/localtime", "/usr/share/zoneinfo/UTC")
+            .unwrap();
+        let bytes = tar.into_inner().unwrap().finish().unwrap();
+        // Small chunks, so the archive spans many messages.
+        let chunks: Vec<_> = bytes.chunks(7).map(data).collect();
+        Ok(Response::new(Box::pin(futures_util::stream::iter(chunks))))
+    }
+
+    async fn kubeconfig(&self, _: Request<()>) -> Result<Response<BoxStream<Data>>, Status> {
+        let serial = {
+            let mut seen = self.seen.lock().unwrap();
+            seen.push(Seen::Kubeconfig);
+            seen.iter().filter(|s| **s == Seen::Kubeconfig).count()
+        };
+        let yaml = KUBECONFIG.replace("SERIAL", &serial.to_string());
+        let mut tar = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::default()));
+        let mut file = tar::Header::new_gnu();
+        file.set_mode(0o600);
+        file.set_size(yaml.len() as u64);
+        tar.append_data(&mut file, "kubeconfig", yaml.as_bytes())
+            .unwrap();
+        let bytes = tar.into_inner().unwrap().finish().unwrap();
+        Ok(Response::new(Box::pin(futures_util::stream::iter([data(
+            &bytes,
+        )]))))
+    }
+
+    async fn generate_client_configuration(
+        &self,
+        request: Request<GenerateClientConfigurationRequest>,
+    ) -> Result<Response<GenerateClientConfigurationResponse>, Status> {
+        let req = request.into_inner();
+        let ttl = Duration::try_from(req.crt_ttl.unwrap()).unwrap();
+        self.seen
+            .lock()
+            .unwrap()
+            .push(Seen::ClientConfig(req.roles.clone(), ttl));
+        let roles: Vec<Role> = req.roles.iter().filter_map(|r| Role::parse(r)).collect();
+        let now = SystemTime::now();
+        let ca = pki::new_os_ca(now).unwrap();
+        let crt = pki::issue_client_cert(&ca, &roles, ttl, now).unwrap();
+        let context = Context::new(Vec::new(), &ca.cert_pem, &crt.cert_pem, &crt.key_pem);
+        let talosconfig = Talosconfig::with_context("lab", context).to_yaml().unwrap();
+        Ok(Response::new(GenerateClientConfigurationResponse {
+            messages: vec![GenerateClientConfiguration {
+                metadata: None,
+                ca: ca.cert_pem.into_bytes(),
+                crt: crt.cert_pem.into_bytes(),
+                key: crt.key_pem.into_bytes(),
+                talosconfig: talosconfig.into_bytes(),
+            }],
         }))
     }
 
@@ -977,4 +1087,174 @@ async fn reset_defaults_and_power_off() {
             mode: 0,
         })]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_unpacks_or_streams_the_archive() {
+    let (yaml, _node) = start().await;
+    let (dir, path) = write_talosconfig(&yaml);
+    let config = path.to_str().unwrap();
+    let dest = dir.path().join("copied");
+    let out = on_node(config, &["copy", "/etc", dest.to_str().unwrap()]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read_to_string(dest.join("etc/hosts")).unwrap(),
+        "127.0.0.1 localhost\n"
+    );
+    assert_eq!(
+        std::fs::read_link(dest.join("etc/localtime")).unwrap(),
+        std::path::Path::new("/usr/share/zoneinfo/UTC")
+    );
+
+    let out = on_node(config, &["cp", "/etc", "-"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(out.stdout[..2], [0x1f, 0x8b], "a gzip stream");
+
+    let refused = dir.path().join("refused");
+    let out = on_node(config, &["cp", "/system/state", refused.to_str().unwrap()]).await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("error copying")
+            && text(&out.stderr).contains("code = PermissionDenied"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubeconfig_writes_merges_and_refuses_to_clobber() {
+    let (yaml, node) = start().await;
+    let (dir, path) = write_talosconfig(&yaml);
+    let home = dir.path().join("home");
+    let run = |args: &[&str]| {
+        let mut all = vec![
+            "--talosconfig",
+            path.to_str().unwrap(),
+            "-n",
+            "10.0.0.7",
+            "kubeconfig",
+        ];
+        all.extend_from_slice(args);
+        let all: Vec<String> = all.into_iter().map(str::to_owned).collect();
+        let home = home.clone();
+        async move {
+            let args: Vec<&str> = all.iter().map(String::as_str).collect();
+            talosctl(&args, &[("HOME", &home)]).await
+        }
+    };
+    // First call: ~/.kube/config is created, private.
+    let out = run(&[]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let default = home.join(".kube/config");
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&default).unwrap().permissions()
+        ) & 0o777,
+        0o600
+    );
+    let first = Kubeconfig::from_yaml(&std::fs::read_to_string(&default).unwrap()).unwrap();
+    assert_eq!(first.current_context, "admin@lab");
+
+    // Second call: a new certificate, so the user and its context are added beside the first.
+    let out = run(&[]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr)
+            .contains("user \"admin@lab\" exists and differs: added as \"admin@lab-1\""),
+        "{}",
+        text(&out.stderr)
+    );
+    let merged = Kubeconfig::from_yaml(&std::fs::read_to_string(&default).unwrap()).unwrap();
+    assert_eq!(merged.current_context, "admin@lab-1");
+    assert_eq!(merged.context("admin@lab-1"), Some(("lab", "admin@lab-1")));
+    assert_eq!(merged.users.len(), 2);
+
+    // --force replaces them instead.
+    let out = run(&["--force"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let forced = Kubeconfig::from_yaml(&std::fs::read_to_string(&default).unwrap()).unwrap();
+    assert_eq!(forced.users.len(), 2);
+    assert_eq!(forced.current_context, "admin@lab");
+
+    // Without merging, an existing file is left alone unless forced.
+    let before = std::fs::read(&default).unwrap();
+    let out = run(&["--merge=false", default.to_str().unwrap()]).await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--force"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(std::fs::read(&default).unwrap(), before);
+
+    // A directory gets a file named kubeconfig; - prints.
+    let out = run(&[dir.path().to_str().unwrap()]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(dir.path().join("kubeconfig").is_file());
+    let out = run(&["-"]).await;
+    assert!(text(&out.stdout).contains("current-context: admin@lab"));
+    assert_eq!(seen(&node).len(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_new_writes_a_talosconfig_for_the_current_endpoints() {
+    let (yaml, node) = start().await;
+    let (dir, path) = write_talosconfig(&yaml);
+    let config = path.to_str().unwrap();
+    let target = dir.path().join("reader-talosconfig");
+    let target_arg = target.to_str().unwrap();
+    let out = on_node(
+        config,
+        &[
+            "config",
+            "new",
+            target_arg,
+            "--roles",
+            "os:reader,os:etcd:backup",
+            "--crt-ttl",
+            "720h",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("os:reader"),
+        "{}",
+        text(&out.stdout)
+    );
+    let written = Talosconfig::from_yaml(&std::fs::read_to_string(&target).unwrap()).unwrap();
+    let original = Talosconfig::from_yaml(&yaml).unwrap();
+    let (name, context) = written.current(None).unwrap();
+    assert_eq!(name, "lab");
+    assert_eq!(
+        context.endpoints,
+        original.current(None).unwrap().1.endpoints
+    );
+    assert_eq!(
+        seen(&node),
+        [Seen::ClientConfig(
+            vec!["os:reader".into(), "os:etcd:backup".into()],
+            Duration::from_secs(720 * 3600)
+        )]
+    );
+
+    let out = on_node(config, &["config", "new", target_arg]).await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("pass --force"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = on_node(
+        config,
+        &["config", "new", target_arg, "--force", "--crt-ttl", "1y"],
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--crt-ttl \"1y\" is not a positive duration"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(seen(&node), []);
 }

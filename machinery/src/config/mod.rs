@@ -13,6 +13,8 @@ pub mod kinds;
 pub mod patch;
 pub mod raw;
 mod registries;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod v1alpha1;
 mod validate;
 
@@ -461,6 +463,47 @@ impl Config {
             .and_then(|c| c.control_plane.as_ref())
             .and_then(|cp| cp.endpoint.clone())
             .or_else(|| self.kube_cluster().and_then(|k| k.endpoint))
+    }
+
+    /// The CA that issues Kubernetes API certificates, with its key: `cluster.ca`, else the
+    /// `KubeAPIServerCAConfig` document's issuing CA. `None` on workers, which hold no key.
+    pub fn kubernetes_ca(&self) -> Option<pki::CertAndKey> {
+        let from_cluster = self
+            .v1alpha1
+            .cluster
+            .as_ref()
+            .and_then(|c| c.ca.as_ref())
+            .filter(|ca| !ca.crt.is_empty())
+            .and_then(|ca| {
+                Some(pki::CertAndKey {
+                    cert_pem: ca.crt.as_str().to_owned(),
+                    key_pem: ca.key()?.to_owned(),
+                })
+            });
+        from_cluster.or_else(|| {
+            let issuing = self
+                .document::<kinds::KubeAPIServerCAConfig>()
+                .ok()
+                .flatten()?
+                .issuing_ca?;
+            Some(pki::CertAndKey {
+                cert_pem: issuing.cert.filter(|c| !c.is_empty())?,
+                key_pem: issuing.key.map(|k| k.expose().to_owned())?,
+            })
+        })
+    }
+
+    /// `cluster.adminKubeconfig.certLifetime`; it was validated.
+    pub fn admin_kubeconfig_lifetime(&self) -> Option<std::time::Duration> {
+        let lifetime = self
+            .v1alpha1
+            .cluster
+            .as_ref()?
+            .admin_kubeconfig
+            .as_ref()?
+            .cert_lifetime
+            .as_deref()?;
+        crate::duration::parse_go_duration(lifetime)
     }
 
     /// The `KubeClusterConfig` document; it was checked against its schema on decode.

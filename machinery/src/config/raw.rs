@@ -49,6 +49,17 @@ impl RawValue {
         }
     }
 
+    /// The value under a string key of a mapping, for changing it.
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut RawValue> {
+        match self {
+            RawValue::Map(entries) => entries
+                .iter_mut()
+                .find(|(k, _)| k.as_str() == Some(key))
+                .map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
     /// The key as written in a path: strings as they are, other scalars in their YAML form.
     pub fn key_text(&self) -> String {
         match self {

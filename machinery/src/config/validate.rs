@@ -10,6 +10,7 @@ use base64::engine::general_purpose::STANDARD;
 use super::kinds::{KubeClusterConfig, LinkConfig};
 use super::v1alpha1::{HostDns, Interface, PemPair};
 use super::{AutoHostname, Config, ConfigError, Document, EndpointUrl, MachineType};
+use crate::duration::parse_go_duration;
 use crate::pki;
 
 /// The runtime mode a config is checked for.
@@ -219,6 +220,22 @@ fn check_cluster(config: &Config, control_plane: bool, report: &mut ValidationRe
             control_plane,
             report,
         );
+    }
+    if let Some(lifetime) = cluster
+        .admin_kubeconfig
+        .as_ref()
+        .and_then(|a| a.cert_lifetime.as_deref())
+    {
+        match parse_go_duration(lifetime) {
+            None => report.error(
+                "cluster.adminKubeconfig.certLifetime",
+                format!("{lifetime:?} is not a duration (e.g. 8760h)"),
+            ),
+            Some(d) if d.is_zero() => {
+                report.error("cluster.adminKubeconfig.certLifetime", "must be positive")
+            }
+            Some(_) => {}
+        }
     }
     // cluster.id is an opaque identifier: generators before Talos 1.14 wrote URL-safe base64.
     check_secret32(cluster.secret.as_deref(), "cluster.secret", report);
@@ -688,7 +705,7 @@ fn check_documents(config: &Config, report: &mut ValidationReport) {
                     report.error(&label, "ntp and ptp are mutually exclusive");
                 }
                 if let Some(timeout) = t.boot_timeout.as_deref()
-                    && !is_go_duration(timeout)
+                    && parse_go_duration(timeout).is_none()
                 {
                     report.error(
                         format!("{label}.bootTimeout"),
@@ -801,35 +818,6 @@ fn check_url(url: &str, schemes: &[&str]) -> Result<Option<u16>, String> {
             .ok_or_else(|| format!("{url:?} has an invalid port {p:?}"))
     })
     .transpose()
-}
-
-/// A Go `time.Duration` string: `1h2m3.5s`, `300ms`, `0`.
-fn is_go_duration(text: &str) -> bool {
-    if text == "0" {
-        return true;
-    }
-    let mut rest = text;
-    if rest.is_empty() {
-        return false;
-    }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if digits == 0 || rest[..digits].parse::<f64>().is_err() {
-            return false;
-        }
-        rest = &rest[digits..];
-        let unit = ["ns", "us", "µs", "ms", "s", "m", "h"]
-            .into_iter()
-            .filter(|u| rest.starts_with(u))
-            .max_by_key(|u| u.len());
-        match unit {
-            Some(unit) => rest = &rest[unit.len()..],
-            None => return false,
-        }
-    }
-    true
 }
 
 fn is_valid_hostname(name: &str) -> bool {

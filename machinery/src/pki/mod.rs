@@ -235,6 +235,29 @@ pub fn issue_peer_cert(
     signed_by_ca(&params, key, ca)
 }
 
+/// Issues an ECDSA P-256 client certificate for the Kubernetes API: the user is the Common
+/// Name and the group the Organization (ExtKeyUsage ClientAuth only).
+pub fn issue_kubernetes_client_cert(
+    ca: &CertAndKey,
+    user: &str,
+    group: &str,
+    validity: Duration,
+    now: SystemTime,
+) -> Result<CertAndKey, PkiError> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let mut params = base_params(now, validity)?;
+    let mut subject = DistinguishedName::new();
+    subject.push(DnType::OrganizationName, group);
+    subject.push(DnType::CommonName, user);
+    params.distinguished_name = subject;
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    signed_by_ca(&params, key, ca)
+}
+
 fn signed_by_ca(
     params: &CertificateParams,
     key: KeyPair,

@@ -1,5 +1,6 @@
-//! Read and List: files under / only, never device files, never secrets, even through links.
+//! Read, List and Copy: files under / only, never device files, never secrets, even through links.
 
+use std::io::{Read as _, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -164,6 +165,96 @@ pub fn list(
     Ok(out)
 }
 
+/// Files of at most this size that report a size of 0 (those under /proc and /sys) are read
+/// whole, so Copy carries their content.
+const SYNTHETIC_FILE_LIMIT: u64 = 1 << 20;
+
+fn io_error(path: &Path, e: std::io::Error) -> FileAccessError {
+    FileAccessError::Io {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    }
+}
+
+/// Where Copy of `path` starts: anything but a device file or a secret.
+pub fn archive_root(root: &Path, path: &str) -> Result<PathBuf, FileAccessError> {
+    let start = resolve(root, path)?;
+    let meta = std::fs::metadata(&start).map_err(|e| io_error(&start, e))?;
+    if meta.file_type().is_block_device() || meta.file_type().is_char_device() {
+        return Err(FileAccessError::Device(path.to_owned()));
+    }
+    Ok(start)
+}
+
+/// Writes `path` (a file or a directory tree) to `out` as a tar archive whose names start at
+/// `path`'s own name, as upstream's Copy does. Secret directories are left out, links are
+/// archived as links, and device files, sockets and pipes are skipped.
+pub fn archive(root: &Path, path: &str, out: impl Write) -> Result<(), FileAccessError> {
+    let start = archive_root(root, path)?;
+    let real_root = root.canonicalize().map_err(|e| io_error(root, e))?;
+    let base = start.parent().unwrap_or(&start).to_path_buf();
+    let mut tar = tar::Builder::new(out);
+    tar.follow_symlinks(false);
+    let mut pending = vec![start.clone()];
+    while let Some(p) = pending.pop() {
+        let node_path = Path::new("/").join(p.strip_prefix(&real_root).unwrap_or(&p));
+        if SECRET_DIRS.iter().any(|s| node_path.starts_with(s)) {
+            continue;
+        }
+        let Ok(meta) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        let name = p.strip_prefix(&base).unwrap_or(&p);
+        let mut header = tar::Header::new_gnu();
+        header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
+        let written = if meta.is_dir() {
+            if let Ok(entries) = std::fs::read_dir(&p) {
+                let mut children: Vec<PathBuf> =
+                    entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+                children.sort_unstable_by(|a, b| b.cmp(a));
+                pending.extend(children);
+            }
+            header.set_size(0);
+            tar.append_data(&mut header, name, std::io::empty())
+        } else if meta.is_symlink() {
+            let Ok(target) = std::fs::read_link(&p) else {
+                continue;
+            };
+            header.set_size(0);
+            tar.append_link(&mut header, name, target)
+        } else if meta.is_file() {
+            let Ok(mut file) = std::fs::File::open(&p) else {
+                continue;
+            };
+            if meta.len() == 0 {
+                let mut content = Vec::new();
+                if (&mut file)
+                    .take(SYNTHETIC_FILE_LIMIT)
+                    .read_to_end(&mut content)
+                    .is_err()
+                {
+                    continue;
+                }
+                header.set_size(content.len() as u64);
+                tar.append_data(&mut header, name, content.as_slice())
+            } else {
+                // A file that shrinks while it is read is padded, one that grows is cut, so the
+                // header's size stays true.
+                let size = meta.len();
+                let exact = file.take(size).chain(std::io::repeat(0)).take(size);
+                tar.append_data(&mut header, name, exact)
+            }
+        } else {
+            continue;
+        };
+        written.map_err(|e| io_error(&p, e))?;
+    }
+    tar.into_inner()
+        .map_err(|e| io_error(Path::new(path), e))?
+        .flush()
+        .map_err(|e| io_error(Path::new(path), e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,5 +341,68 @@ mod tests {
             .map(|f| f.relative_name)
             .collect();
         assert_eq!(links, vec![".", "sneaky", "sneaky-dir"]);
+    }
+
+    fn archived(root: &Path, path: &str) -> Vec<(String, tar::EntryType, Vec<u8>)> {
+        let mut bytes = Vec::new();
+        archive(root, path, &mut bytes).unwrap();
+        tar::Archive::new(bytes.as_slice())
+            .entries()
+            .unwrap()
+            .map(|entry| {
+                let mut entry = entry.unwrap();
+                let name = entry.path().unwrap().display().to_string();
+                let kind = entry.header().entry_type();
+                let mut content = Vec::new();
+                std::io::Read::read_to_end(&mut entry, &mut content).unwrap();
+                (name, kind, content)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn archives_trees_by_their_own_name_without_secrets_or_devices() {
+        let t = tree();
+        let etc = archived(t.path(), "/etc");
+        let names: Vec<(&str, tar::EntryType)> =
+            etc.iter().map(|(n, k, _)| (n.as_str(), *k)).collect();
+        assert_eq!(
+            names,
+            [
+                ("etc", tar::EntryType::Directory),
+                ("etc/hosts", tar::EntryType::Regular),
+                ("etc/sneaky", tar::EntryType::Symlink),
+                ("etc/sneaky-dir", tar::EntryType::Symlink),
+            ]
+        );
+        assert_eq!(etc[1].2, b"127.0.0.1 localhost\n");
+
+        let everything = archived(t.path(), "/");
+        assert!(everything.iter().any(|(n, _, _)| n.ends_with("etc/hosts")));
+        assert!(
+            !everything
+                .iter()
+                .any(|(n, _, _)| n.contains("system/state")),
+            "{:?}",
+            everything.iter().map(|e| &e.0).collect::<Vec<_>>()
+        );
+        assert!(matches!(
+            archive(t.path(), "/etc/sneaky-dir/config.yaml", Vec::new()),
+            Err(FileAccessError::Secret { .. })
+        ));
+        assert_eq!(
+            archive(Path::new("/"), "/dev/null", Vec::new()),
+            Err(FileAccessError::Device("/dev/null".into()))
+        );
+    }
+
+    #[test]
+    fn archives_the_content_of_files_that_report_no_size() {
+        let status = archived(Path::new("/"), "/proc/self/status");
+        let [(name, _, content)] = status.as_slice() else {
+            panic!("{status:?}");
+        };
+        assert_eq!(name, "status");
+        assert!(String::from_utf8_lossy(content).contains("Name:"));
     }
 }

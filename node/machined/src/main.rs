@@ -7,6 +7,7 @@
 
 mod actions;
 mod api;
+mod archive;
 mod boot;
 mod cmdline;
 mod config_fetch;

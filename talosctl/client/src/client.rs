@@ -534,6 +534,63 @@ impl Client {
         Ok(DataStream::new("Read", resp.into_inner()))
     }
 
+    /// MachineService/Copy: `path` (a file or a directory tree) as a .tar.gz byte stream.
+    pub async fn copy(&self, path: &str) -> Result<DataStream, ClientError> {
+        let request = machine::CopyRequest {
+            root_path: path.to_owned(),
+        };
+        let resp = self
+            .machine()
+            .copy(self.request(request))
+            .await
+            .map_err(|status| ClientError::Rpc {
+                method: "Copy",
+                status,
+            })?;
+        Ok(DataStream::new("Copy", resp.into_inner()))
+    }
+
+    /// MachineService/Kubeconfig: a newly minted admin kubeconfig, as a .tar.gz holding one
+    /// file named `kubeconfig`.
+    pub async fn kubeconfig(&self) -> Result<DataStream, ClientError> {
+        let resp = self
+            .machine()
+            .kubeconfig(self.request(()))
+            .await
+            .map_err(|status| ClientError::Rpc {
+                method: "Kubeconfig",
+                status,
+            })?;
+        Ok(DataStream::new("Kubeconfig", resp.into_inner()))
+    }
+
+    /// MachineService/GenerateClientConfiguration: a new client certificate for `roles`, valid
+    /// for `ttl`, signed by the node's OS CA.
+    pub async fn generate_client_configuration(
+        &self,
+        roles: Vec<String>,
+        ttl: std::time::Duration,
+    ) -> Result<machine::GenerateClientConfiguration, ClientError> {
+        let request = machine::GenerateClientConfigurationRequest {
+            roles,
+            crt_ttl: Some(
+                ttl.try_into()
+                    .unwrap_or(talos_proto::prost_types::Duration {
+                        seconds: i64::MAX,
+                        nanos: 0,
+                    }),
+            ),
+        };
+        let resp = self
+            .machine()
+            .generate_client_configuration(self.request(request))
+            .await;
+        first(
+            "GenerateClientConfiguration",
+            resp.map(|r| r.into_inner().messages),
+        )
+    }
+
     /// MachineService/List: directory entries, the root itself first.
     pub async fn list(&self, request: ListRequest) -> Result<FileInfoStream, ClientError> {
         let resp = self

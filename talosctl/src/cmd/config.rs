@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
+use talos_machinery::duration::parse_go_duration;
 use talos_machinery::pki;
 use talos_machinery::role::RoleSet;
 use talos_machinery::talosconfig::{Context, Talosconfig};
@@ -67,9 +68,45 @@ pub enum ConfigCommand {
     },
     /// Show the current context: endpoints, nodes, roles and certificate expiry.
     Info,
+    /// Ask a node for a new client certificate and write a talosconfig that uses it.
+    ///
+    /// The node (exactly one, a control-plane node: it holds the OS CA key) signs a certificate
+    /// whose Organization names the roles. The new file keeps the current context's endpoints
+    /// and nodes. Needs the os:admin role.
+    #[command(after_help = CONFIG_NEW_EXAMPLES)]
+    New(NewArgs),
 }
 
-pub fn run(global: &GlobalArgs, args: ConfigArgs) -> anyhow::Result<()> {
+const CONFIG_NEW_EXAMPLES: &str = "\
+Examples:
+  # A read-only talosconfig for monitoring, valid for 30 days
+  talosctl -n 10.5.0.2 config new reader-talosconfig --roles os:reader --crt-ttl 720h
+
+Roles: os:admin, os:operator, os:reader, os:etcd:backup, os:image:verifier, os:meta:writer,
+os:impersonator.";
+
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// Where to write the talosconfig.
+    #[arg(value_name = "PATH", default_value = "talosconfig")]
+    pub path: PathBuf,
+    /// Roles of the certificate, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "os:admin",
+        value_name = "ROLES"
+    )]
+    pub roles: Vec<String>,
+    /// How long the certificate is valid, as a Go duration.
+    #[arg(long, default_value = "87600h", value_name = "DURATION")]
+    pub crt_ttl: String,
+    /// Replace PATH if it exists.
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+pub async fn run(global: &GlobalArgs, args: ConfigArgs) -> anyhow::Result<()> {
     let path = global::talosconfig_path(
         global.talosconfig.as_deref(),
         &ConfigEnv::from_process(),
@@ -106,6 +143,7 @@ pub fn run(global: &GlobalArgs, args: ConfigArgs) -> anyhow::Result<()> {
                 Ok(format!("added context {name:?}"))
             })
         }
+        ConfigCommand::New(new) => new_config(global, &path, new).await,
         ConfigCommand::Info => {
             let config = load(&path)?;
             let (name, ctx) = config
@@ -115,6 +153,52 @@ pub fn run(global: &GlobalArgs, args: ConfigArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn new_config(global: &GlobalArgs, current: &Path, args: NewArgs) -> anyhow::Result<()> {
+    let ttl = parse_go_duration(&args.crt_ttl)
+        .filter(|d| !d.is_zero())
+        .with_context(|| {
+            format!(
+                "--crt-ttl {:?} is not a positive duration (e.g. 720h)",
+                args.crt_ttl
+            )
+        })?;
+    if args.path.exists() && !args.force {
+        bail!("{} exists: pass --force to replace it", args.path.display());
+    }
+    let source = load(current)?;
+    let (_, source_context) = source
+        .current(global.context.as_deref())
+        .with_context(|| format!("talosconfig {}", current.display()))?;
+    let targets = global::targets(global, false).await?;
+    let [target] = targets.as_slice() else {
+        bail!(
+            "command \"config new\" requires exactly one node (got {})",
+            targets.len()
+        );
+    };
+    let generated = target
+        .client
+        .generate_client_configuration(args.roles, ttl)
+        .await
+        .context("error generating the client configuration")?;
+    let text = String::from_utf8(generated.talosconfig)
+        .context("the node sent a talosconfig that is not UTF-8")?;
+    let mut config =
+        Talosconfig::from_yaml(&text).context("the node sent an invalid talosconfig")?;
+    let (name, context) = config.current_mut(None)?;
+    context.endpoints = source_context.effective_endpoints();
+    context.nodes = source_context.nodes.clone();
+    let name = name.to_owned();
+    files::write_atomic(&args.path, config.to_yaml()?.as_bytes(), 0o600)?;
+    let (_, context) = config.current(None)?;
+    print!(
+        "wrote {} (context {name:?})\n{}",
+        args.path.display(),
+        info(&name, context, SystemTime::now())?
+    );
+    Ok(())
 }
 
 fn load(path: &Path) -> anyhow::Result<Talosconfig> {

@@ -3,12 +3,14 @@
 pub mod apply;
 pub mod bootstrap;
 pub mod config;
+pub mod copy;
 pub mod dmesg;
 pub mod etcd;
 pub mod events;
 pub mod r#gen;
 pub mod hostname;
 pub mod image;
+pub mod kubeconfig;
 pub mod list;
 pub mod logs;
 pub mod machineconfig;

@@ -1,14 +1,18 @@
 //! `machine.MachineService`: the RPCs this node answers. Every unary reply carries one
 //! element whose `metadata` (field 1) is left empty, as upstream's node does.
 
-use std::io::{ErrorKind, Read, Seek, SeekFrom};
+use std::io::{ErrorKind, Read, Seek, SeekFrom, Write as _};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use talos_disk::adv::AdvError;
 use talos_machinery::config::Config;
 use talos_machinery::config::v1alpha1::MachineType;
+use talos_machinery::kubeconfig;
+use talos_machinery::pki;
+use talos_machinery::role::Role;
+use talos_machinery::talosconfig::{Context, Talosconfig};
 use talos_proto::common::Data;
 use talos_proto::machine::machine_service_server::MachineService;
 use talos_proto::machine::{
@@ -32,12 +36,14 @@ use crate::boot::{BootError, BootSlots};
 use crate::etcd_member::{self, EtcdClient, EtcdError};
 use crate::files;
 use crate::kmsg;
-use crate::node::{ApplyError, Node};
+use crate::node::{ApplyError, Node, error_chain};
 use crate::sequencer::Sequence;
 use crate::services::ServiceState;
 use crate::supervisor::{ControlError, stack};
 use crate::sysinfo;
-use crate::{actions, upgrade};
+use crate::{actions, archive, upgrade};
+
+const ETCD_ONLY_ON_CONTROL_PLANES: &str = "etcd runs only on control-plane nodes";
 
 /// Upstream's default try-mode timeout.
 const DEFAULT_TRY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -65,15 +71,18 @@ pub struct MachineApi {
 }
 
 impl MachineApi {
-    /// The config of a configured control-plane node, the only kind that runs etcd.
-    fn control_plane_config(&self) -> Result<Arc<Config>, Status> {
-        let config = self.node.config().ok_or_else(|| {
+    /// The config, once the node has left maintenance mode.
+    fn configured(&self) -> Result<Arc<Config>, Status> {
+        self.node.config().ok_or_else(|| {
             Status::failed_precondition("the node is in maintenance mode: apply a config first")
-        })?;
+        })
+    }
+
+    /// The config of a control-plane node; `refusal` tells the caller of any other kind why.
+    fn control_plane_config(&self, refusal: &str) -> Result<Arc<Config>, Status> {
+        let config = self.configured()?;
         if config.machine_type() != MachineType::ControlPlane {
-            return Err(Status::failed_precondition(
-                "etcd runs only on control-plane nodes",
-            ));
+            return Err(Status::failed_precondition(refusal));
         }
         Ok(config)
     }
@@ -89,7 +98,7 @@ impl MachineApi {
 
     /// A client of this control-plane node's etcd.
     async fn local_etcd(&self) -> Result<EtcdClient, Status> {
-        let config = self.control_plane_config()?;
+        let config = self.control_plane_config(ETCD_ONLY_ON_CONTROL_PLANES)?;
         etcd_member::connect_local(&config)
             .await
             .map_err(etcd_status)
@@ -122,6 +131,25 @@ fn etcd_status(e: EtcdError) -> Status {
         }
         _ => Status::internal(e.to_string()),
     }
+}
+
+/// Roles by name; an unknown name is refused with the list of known ones.
+fn parse_roles(names: &[String]) -> Result<Vec<Role>, Status> {
+    if names.is_empty() {
+        return Err(Status::invalid_argument("at least one role is required"));
+    }
+    names
+        .iter()
+        .map(|name| {
+            Role::parse(name).ok_or_else(|| {
+                let known: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).collect();
+                Status::invalid_argument(format!(
+                    "unknown role {name:?}: known roles are {}",
+                    known.join(", ")
+                ))
+            })
+        })
+        .collect()
 }
 
 fn actor_id() -> String {
@@ -545,7 +573,7 @@ impl MachineService for MachineApi {
         &self,
         _: Request<pb::EtcdLeaveClusterRequest>,
     ) -> Result<Response<pb::EtcdLeaveClusterResponse>, Status> {
-        self.control_plane_config()?;
+        self.control_plane_config(ETCD_ONLY_ON_CONTROL_PLANES)?;
         actions::leave_etcd(&self.node).await.map_err(etcd_status)?;
         Ok(Response::new(pb::EtcdLeaveClusterResponse {
             messages: vec![pb::EtcdLeaveCluster { metadata: None }],
@@ -577,6 +605,97 @@ impl MachineService for MachineApi {
         Ok(Response::new(Box::pin(data)))
     }
 
+    async fn copy(
+        &self,
+        request: Request<pb::CopyRequest>,
+    ) -> Result<Response<DataStream>, Status> {
+        let path = request.into_inner().root_path;
+        // Refusals arrive as the call's status, before any bytes.
+        files::archive_root(Path::new("/"), &path).map_err(file_status)?;
+        tracing::info!(path, "streaming a copy");
+        let (tx, rx) = mpsc::channel(4);
+        let errors = tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut gz = archive::gzip(archive::ChunkSender::new(tx));
+            let written = files::archive(Path::new("/"), &path, &mut gz).and_then(|()| {
+                gz.finish()
+                    .and_then(|mut sender| sender.flush())
+                    .map_err(|e| files::FileAccessError::Io {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })
+            });
+            if let Err(e) = written {
+                // Fails too when the client has gone; then nobody is told.
+                let _ = errors.blocking_send(Err(file_status(e)));
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn kubeconfig(&self, _: Request<()>) -> Result<Response<DataStream>, Status> {
+        let config = self.control_plane_config(
+            "kubeconfigs are minted by control-plane nodes: target one with -n",
+        )?;
+        let now = SystemTime::now();
+        let yaml = kubeconfig::admin(&config, now)
+            .and_then(|k| k.to_yaml())
+            .map_err(|e| Status::failed_precondition(error_chain(&e)))?;
+        let mtime = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let archive = archive::single_file("kubeconfig", 0o600, mtime, yaml.as_bytes())
+            .map_err(|e| Status::internal(format!("packing the kubeconfig: {e}")))?;
+        tracing::info!("minted an admin kubeconfig");
+        Ok(Response::new(Box::pin(tokio_stream::once(Ok(Data {
+            metadata: None,
+            bytes: archive,
+        })))))
+    }
+
+    async fn generate_client_configuration(
+        &self,
+        request: Request<pb::GenerateClientConfigurationRequest>,
+    ) -> Result<Response<pb::GenerateClientConfigurationResponse>, Status> {
+        let req = request.into_inner();
+        let config = self.configured()?;
+        let ca = config
+            .os_ca()
+            .map_err(|e| Status::internal(e.to_string()))?
+            .and_then(|ca| ca.to_cert_and_key())
+            .ok_or_else(|| {
+                Status::failed_precondition(
+                    "this node's machine.ca has no key (workers hold none): ask a control-plane node",
+                )
+            })?;
+        let roles = parse_roles(&req.roles)?;
+        let ttl = req
+            .crt_ttl
+            .and_then(|d| Duration::try_from(d).ok())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| Status::invalid_argument("crt_ttl must be a positive duration"))?;
+        let cert = pki::issue_client_cert(&ca, &roles, ttl, SystemTime::now())
+            .map_err(|e| Status::internal(format!("issuing the client certificate: {e}")))?;
+        let name = config.cluster_name().unwrap_or_else(|| "talos".to_owned());
+        let context = Context::new(Vec::new(), &ca.cert_pem, &cert.cert_pem, &cert.key_pem);
+        let talosconfig = Talosconfig::with_context(&name, context)
+            .to_yaml()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+        tracing::info!(
+            roles = names.join(","),
+            ttl_s = ttl.as_secs(),
+            "issued a client certificate"
+        );
+        Ok(Response::new(pb::GenerateClientConfigurationResponse {
+            messages: vec![pb::GenerateClientConfiguration {
+                metadata: None,
+                ca: ca.cert_pem.into_bytes(),
+                crt: cert.cert_pem.into_bytes(),
+                key: cert.key_pem.into_bytes(),
+                talosconfig: talosconfig.into_bytes(),
+            }],
+        }))
+    }
+
     async fn bootstrap(
         &self,
         request: Request<BootstrapRequest>,
@@ -586,14 +705,7 @@ impl MachineService for MachineApi {
                 "recovering etcd from a snapshot is not supported by talos-rs yet",
             ));
         }
-        let config = self.node.config().ok_or_else(|| {
-            Status::failed_precondition("the node is in maintenance mode: apply a config first")
-        })?;
-        if config.machine_type() != MachineType::ControlPlane {
-            return Err(Status::failed_precondition(
-                "bootstrap is only possible on a control-plane node",
-            ));
-        }
+        self.control_plane_config("bootstrap is only possible on a control-plane node")?;
         if !self
             .node
             .etcd_bootstrap
