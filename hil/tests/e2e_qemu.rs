@@ -1191,6 +1191,14 @@ async fn services_bootstrap_and_restart(arch: Arch) {
         Some(tonic::Code::NotFound),
         "etcd knows no such member"
     );
+    // The only member leads, with no one to hand leadership to.
+    assert_eq!(
+        admin
+            .etcd_forfeit_leadership()
+            .await
+            .expect("EtcdForfeitLeadership"),
+        ""
+    );
     // The only member cannot leave; etcd keeps running.
     assert_eq!(
         code(admin.etcd_leave_cluster().await),

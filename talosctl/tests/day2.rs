@@ -21,7 +21,8 @@ use talos_machinery::talosconfig::{Context, Talosconfig};
 use talos_proto::common::Data;
 use talos_proto::machine::machine_service_server::{MachineService, MachineServiceServer};
 use talos_proto::machine::{
-    CopyRequest, EtcdLeaveClusterRequest, EtcdLeaveClusterResponse, EtcdMember,
+    CopyRequest, EtcdForfeitLeadership, EtcdForfeitLeadershipRequest,
+    EtcdForfeitLeadershipResponse, EtcdLeaveClusterRequest, EtcdLeaveClusterResponse, EtcdMember,
     EtcdMemberListRequest, EtcdMemberListResponse, EtcdMemberStatus, EtcdMembers,
     EtcdRemoveMemberById, EtcdRemoveMemberByIdRequest, EtcdRemoveMemberByIdResponse,
     EtcdSnapshotRequest, EtcdStatus, EtcdStatusResponse, Event, EventsRequest, FileInfo,
@@ -235,6 +236,18 @@ impl MachineService for DayTwo {
         Err(Status::failed_precondition(
             "etcd member \"cp-1\" (0123456789abcdef) is the only member of its cluster",
         ))
+    }
+
+    async fn etcd_forfeit_leadership(
+        &self,
+        _: Request<EtcdForfeitLeadershipRequest>,
+    ) -> Result<Response<EtcdForfeitLeadershipResponse>, Status> {
+        Ok(Response::new(EtcdForfeitLeadershipResponse {
+            messages: vec![EtcdForfeitLeadership {
+                metadata: None,
+                member: "cp-2".into(),
+            }],
+        }))
     }
 
     async fn etcd_remove_member_by_id(
@@ -725,6 +738,12 @@ async fn etcd_members_status_removal_leave_and_a_checked_snapshot() {
         text(&out.stderr).contains("error removing etcd member 000000000000ffff"),
         "{}",
         text(&out.stderr)
+    );
+    let out = run(&["etcd", "forfeit-leadership"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "10.0.0.7: etcd leadership moved to cp-2\n"
     );
     let out = run(&["etcd", "leave"]).await;
     assert!(!out.status.success());

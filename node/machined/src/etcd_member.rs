@@ -101,6 +101,18 @@ pub struct StatusResponse {
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
+pub struct MoveLeaderRequest {
+    #[prost(uint64, tag = "1")]
+    pub target_id: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MoveLeaderResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
 pub struct SnapshotRequest {}
 
 /// One chunk of `Maintenance/Snapshot`: the database, then etcd's SHA-256 of it.
@@ -302,6 +314,32 @@ impl EtcdClient {
         )
         .await
     }
+}
+
+/// Hands raft leadership to another started voting member when this one leads. Returns the
+/// new leader's name, or `None` when this member does not lead or has no one to hand it to.
+pub async fn forfeit_leadership(client: &mut EtcdClient) -> Result<Option<String>, EtcdError> {
+    let status = client.status().await?;
+    let own = status.header.map(|h| h.member_id).unwrap_or_default();
+    if status.leader != own {
+        return Ok(None);
+    }
+    let members = client.member_list().await?.members;
+    let Some(target) = members
+        .into_iter()
+        .find(|m| m.id != own && !m.is_learner && !m.name.is_empty())
+    else {
+        return Ok(None);
+    };
+    client
+        .unary::<_, MoveLeaderResponse>(
+            "/etcdserverpb.Maintenance/MoveLeader",
+            MoveLeaderRequest {
+                target_id: target.id,
+            },
+        )
+        .await?;
+    Ok(Some(target.name))
 }
 
 /// Removes this node's member, found by `name` (the name etcd was started with) or by one of

@@ -394,6 +394,22 @@ impl Client {
         first("EtcdLeaveCluster", resp.map(|r| r.into_inner().messages)).map(|_| ())
     }
 
+    /// MachineService/EtcdForfeitLeadership: a leading member hands leadership to another
+    /// member; the new leader's name, empty when the node did not lead or had no one to give
+    /// it to.
+    pub async fn etcd_forfeit_leadership(&self) -> Result<String, ClientError> {
+        let request = machine::EtcdForfeitLeadershipRequest {};
+        let resp = self
+            .machine()
+            .etcd_forfeit_leadership(self.request(request))
+            .await;
+        first(
+            "EtcdForfeitLeadership",
+            resp.map(|r| r.into_inner().messages),
+        )
+        .map(|m| m.member)
+    }
+
     /// MachineService/MetaWrite: sets META key `key` on the node's system disk.
     pub async fn meta_write(&self, key: u32, value: Vec<u8>) -> Result<(), ClientError> {
         let request = machine::MetaWriteRequest { key, value };

@@ -66,6 +66,12 @@ pub enum EtcdCommand {
     /// member, so the last node of a cluster answers FailedPrecondition. Needs os:admin.
     Leave,
 
+    /// Make each target node hand etcd leadership to another member, if it leads.
+    ///
+    /// Useful before maintenance on the leader. A node that does not lead, or whose cluster has
+    /// no other started voting member, has nothing to hand over and says so. Needs os:admin.
+    ForfeitLeadership,
+
     /// Remove a member from the etcd cluster, by its ID as `etcd members` prints it (hex).
     ///
     /// For a control-plane node that is gone for good; a node that is still up leaves with
@@ -118,6 +124,7 @@ pub async fn run(global: &GlobalArgs, args: EtcdArgs) -> anyhow::Result<()> {
         EtcdCommand::Members { output } => members(global, output).await,
         EtcdCommand::Status { output } => status(global, output).await,
         EtcdCommand::Leave => leave(global).await,
+        EtcdCommand::ForfeitLeadership => forfeit_leadership(global).await,
         EtcdCommand::RemoveMember { id } => remove_member(global, id).await,
         EtcdCommand::Snapshot { path } => snapshot(global, &path).await,
     }
@@ -249,6 +256,22 @@ async fn leave(global: &GlobalArgs) -> anyhow::Result<()> {
     .await;
     for (label, ()) in ok {
         println!("{label}: left etcd");
+    }
+    global::check_failures(failed, targets.len())
+}
+
+async fn forfeit_leadership(global: &GlobalArgs) -> anyhow::Result<()> {
+    let targets = global::targets(global, false).await?;
+    let (ok, failed) = global::each(&targets, |t| async move {
+        Ok(t.client.etcd_forfeit_leadership().await?)
+    })
+    .await;
+    for (label, member) in ok {
+        if member.is_empty() {
+            println!("{label}: not the etcd leader, or no other member to lead");
+        } else {
+            println!("{label}: etcd leadership moved to {member}");
+        }
     }
     global::check_failures(failed, targets.len())
 }

@@ -569,6 +569,25 @@ impl MachineService for MachineApi {
         }))
     }
 
+    async fn etcd_forfeit_leadership(
+        &self,
+        _: Request<pb::EtcdForfeitLeadershipRequest>,
+    ) -> Result<Response<pb::EtcdForfeitLeadershipResponse>, Status> {
+        let mut etcd = self.local_etcd().await?;
+        let member = etcd_member::forfeit_leadership(&mut etcd)
+            .await
+            .map_err(etcd_status)?;
+        if let Some(member) = &member {
+            tracing::info!(member, "etcd leadership handed over");
+        }
+        Ok(Response::new(pb::EtcdForfeitLeadershipResponse {
+            messages: vec![pb::EtcdForfeitLeadership {
+                metadata: None,
+                member: member.unwrap_or_default(),
+            }],
+        }))
+    }
+
     async fn etcd_leave_cluster(
         &self,
         _: Request<pb::EtcdLeaveClusterRequest>,

@@ -155,7 +155,7 @@ async fn client_when_started(
 }
 
 #[tokio::test]
-async fn lists_both_members_removes_one_and_refuses_the_last() {
+async fn lists_both_members_moves_leadership_removes_one_and_refuses_the_last() {
     if !etcd_installed() {
         return;
     }
@@ -181,9 +181,26 @@ async fn lists_both_members_removes_one_and_refuses_the_last() {
         ]
     );
 
+    // Leadership moves to the other member, and only the leader has it to give.
+    let mut client_b = client_when_started(b, &tls, 2).await;
+    let status_a = client_a.status().await.unwrap();
+    let (mut leader, mut follower, follower_name) =
+        if status_a.leader == status_a.header.unwrap().member_id {
+            (client_a.clone(), client_b.clone(), "cp-b")
+        } else {
+            (client_b.clone(), client_a.clone(), "cp-a")
+        };
+    assert_eq!(forfeit_leadership(&mut follower).await.unwrap(), None);
+    assert_eq!(
+        forfeit_leadership(&mut leader).await.unwrap().as_deref(),
+        Some(follower_name)
+    );
+    let status = follower.status().await.unwrap();
+    assert_eq!(status.leader, status.header.unwrap().member_id);
+
     let left = leave(&mut client_a, "cp-a", &[]).await.unwrap();
     assert_eq!(left.name, "cp-a");
-    let mut client_b = client_when_started(b, &tls, 1).await;
+    client_b = client_when_started(b, &tls, 1).await;
     let remaining = client_b.member_list().await.unwrap().members;
     assert_eq!(remaining.len(), 1);
     assert_eq!(remaining[0].name, "cp-b");
