@@ -192,7 +192,10 @@ pub fn archive_root(root: &Path, path: &str) -> Result<PathBuf, FileAccessError>
 pub fn archive(root: &Path, path: &str, out: impl Write) -> Result<(), FileAccessError> {
     let start = archive_root(root, path)?;
     let real_root = root.canonicalize().map_err(|e| io_error(root, e))?;
-    let base = start.parent().unwrap_or(&start).to_path_buf();
+    let base = match start.parent() {
+        Some(parent) if start != real_root => parent.to_path_buf(),
+        _ => start.clone(),
+    };
     let mut tar = tar::Builder::new(out);
     tar.follow_symlinks(false);
     let mut pending = vec![start.clone()];
@@ -213,6 +216,10 @@ pub fn archive(root: &Path, path: &str, out: impl Write) -> Result<(), FileAcces
                     entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
                 children.sort_unstable_by(|a, b| b.cmp(a));
                 pending.extend(children);
+            }
+            if name.as_os_str().is_empty() {
+                // Copying / itself: its entries are the top level.
+                continue;
             }
             header.set_size(0);
             tar.append_data(&mut header, name, std::io::empty())
@@ -378,7 +385,11 @@ mod tests {
         assert_eq!(etc[1].2, b"127.0.0.1 localhost\n");
 
         let everything = archived(t.path(), "/");
-        assert!(everything.iter().any(|(n, _, _)| n.ends_with("etc/hosts")));
+        assert_eq!(
+            everything[0].0, "etc",
+            "copying / archives its entries at the top"
+        );
+        assert!(everything.iter().any(|(n, _, _)| n == "etc/hosts"));
         assert!(
             !everything
                 .iter()
