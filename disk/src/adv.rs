@@ -23,6 +23,7 @@ pub mod tag {
     pub const UPGRADE: u8 = 0x06;
     pub const STAGED_UPGRADE_IMAGE_REF: u8 = 0x07;
     pub const STAGED_UPGRADE_INSTALL_OPTIONS: u8 = 0x08;
+    pub const METAL_NETWORK_CONFIG: u8 = 0x0a;
     pub const DOWNLOAD_URL_CODE: u8 = 0x0b;
     pub const DISK_IMAGE_BOOTLOADER: u8 = 0x11;
 }

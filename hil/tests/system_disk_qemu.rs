@@ -87,6 +87,40 @@ async fn machined_log(client: &Client) -> String {
     text
 }
 
+async fn read_file(client: &Client, path: &str) -> String {
+    let mut stream = client.read(path).await.expect("Read");
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next_chunk().await.expect("file stream") {
+        bytes.extend(chunk);
+    }
+    String::from_utf8(bytes).unwrap()
+}
+
+/// The link of the default route.
+async fn default_link(client: &Client) -> String {
+    let routes = read_file(client, "/proc/net/route").await;
+    routes
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .find(|fields| fields.get(1) == Some(&"00000000"))
+        .map(|fields| fields[0].to_owned())
+        .unwrap_or_else(|| panic!("no default route: {routes}"))
+}
+
+/// A platform network config as Image Factory writes it: user networking's own address,
+/// made static, with a hostname, a nameserver, an NTP server and a smaller MTU.
+fn platform_network(link: &str) -> String {
+    format!(
+        "addresses:\n  - address: 10.0.2.15/24\n    linkName: {link}\n    family: inet4\n    layer: platform\n\
+links:\n  - name: {link}\n    up: true\n    mtu: 1400\n\
+routes:\n  - dst: \"\"\n    gateway: 10.0.2.2\n    outLinkName: {link}\n\
+hostnames:\n  - hostname: meta-edge-1\n\
+resolvers:\n  - dnsServers: [10.0.2.3]\n\
+timeServers:\n  - timeServers: [10.0.2.2]\n"
+    )
+}
+
 async fn mount(client: &Client, at: &str) -> MountStat {
     let mounts = client.mounts().await.expect("Mounts");
     mounts
@@ -218,6 +252,12 @@ async fn arm64_uboot_first_boot_makes_state_and_ephemeral() {
             .code(),
         Some(tonic::Code::InvalidArgument)
     );
+    // `talosctl meta write 0xa "$(cat network.yaml)"`: the next boot's network comes from it.
+    let link = default_link(&admin).await;
+    admin
+        .meta_write(0x0a, platform_network(&link).into_bytes())
+        .await
+        .expect("MetaWrite 0x0a");
     let rebooted = Instant::now();
     admin.reboot(RebootMode::Default).await.expect("Reboot");
     node.qemu
@@ -234,6 +274,23 @@ async fn arm64_uboot_first_boot_makes_state_and_ephemeral() {
         "{log}"
     );
     assert!(!log.contains("formatted"), "{log}");
+    assert!(
+        log.contains("using the platform network config in META 0x0a")
+            && log.contains("static address from META 0x0a"),
+        "{log}"
+    );
+    assert_eq!(admin.hostname().await.unwrap(), "meta-edge-1");
+    assert_eq!(
+        read_file(&admin, &format!("/sys/class/net/{link}/mtu")).await,
+        "1400\n"
+    );
+    assert!(
+        read_file(&admin, "/etc/resolv.conf")
+            .await
+            .contains("nameserver 10.0.2.3"),
+        "the platform's nameserver is used"
+    );
+    assert_eq!(default_link(&admin).await, link);
     admin
         .meta_delete(0x0b)
         .await

@@ -11,6 +11,7 @@ pub mod etcd_snapshot;
 pub mod file_mode;
 pub mod kubeconfig;
 pub mod pki;
+pub mod platform_network;
 pub mod role;
 pub mod secret;
 pub mod secrets;

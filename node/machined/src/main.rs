@@ -47,6 +47,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use talos_disk::slots::BootKind;
+use talos_machinery::platform_network::PlatformNetworkConfig;
 use talos_node_sys::fs::Linux;
 use tokio::sync::watch;
 
@@ -333,6 +334,36 @@ impl BootTasks {
             .clone()
             .ok_or_else(|| "the config phase has not run".to_owned())
     }
+
+    /// META's platform network config (key 0x0a), planned; nothing when absent or malformed.
+    fn platform_network(&self) -> network::PlatformPlan {
+        let Some(text) = self
+            .boot
+            .slots
+            .as_ref()
+            .and_then(|s| s.meta_text(talos_disk::adv::tag::METAL_NETWORK_CONFIG))
+        else {
+            return network::PlatformPlan::default();
+        };
+        match PlatformNetworkConfig::from_yaml(&text) {
+            Ok(platform) => {
+                let (plan, warnings) = network::platform_plan(&platform);
+                for w in warnings {
+                    tracing::warn!("{w}");
+                }
+                tracing::info!(
+                    links = plan.links.len(),
+                    hostname = plan.hostname.as_deref().unwrap_or(""),
+                    "using the platform network config in META 0x0a"
+                );
+                plan
+            }
+            Err(e) => {
+                tracing::error!("META 0x0a is not a platform network config, ignored: {e}");
+                network::PlatformPlan::default()
+            }
+        }
+    }
 }
 
 impl Tasks for BootTasks {
@@ -392,10 +423,12 @@ impl Tasks for BootTasks {
                     }
                     links
                 });
+                let platform = self.platform_network();
                 tokio::spawn(network::run(
                     Arc::new(Linux),
                     self.static_ip.clone(),
                     configured_links.unwrap_or_default(),
+                    platform,
                     self.status.0.clone(),
                     node.services.clone(),
                 ));

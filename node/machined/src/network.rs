@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use talos_machinery::config::kinds::{DHCPv4Config, LinkConfig};
 use talos_machinery::config::{Config, HostEntry};
+use talos_machinery::platform_network::PlatformNetworkConfig;
 use talos_node_sys::SysError;
 use talos_node_sys::net::NetConfig;
 use tokio::sync::watch;
@@ -22,8 +23,108 @@ pub struct NetworkStatus {
     pub addresses: Vec<Ipv4Addr>,
     /// A hostname handed out by `ip=` or DHCP.
     pub hostname: Option<String>,
-    /// Nameservers DHCP handed out.
+    /// Nameservers DHCP or META's platform network config handed out.
     pub dns: Vec<Ipv4Addr>,
+    /// NTP servers from META's platform network config.
+    pub time_servers: Vec<String>,
+}
+
+/// What META's platform network config (key 0x0a) asks of links, and the names it gives.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlatformPlan {
+    pub links: Vec<LinkSettings>,
+    pub hostname: Option<String>,
+    pub dns: Vec<Ipv4Addr>,
+    pub time_servers: Vec<String>,
+}
+
+impl PlatformPlan {
+    /// The status of `link` with `addresses`, naming the node as given, else as META does.
+    fn status(
+        &self,
+        link: &str,
+        addresses: Vec<Ipv4Addr>,
+        hostname: Option<String>,
+        dns: &[Ipv4Addr],
+    ) -> NetworkStatus {
+        NetworkStatus {
+            link: Some(link.to_owned()),
+            addresses,
+            hostname: hostname.or_else(|| self.hostname.clone()),
+            dns: if dns.is_empty() {
+                self.dns.clone()
+            } else {
+                dns.to_vec()
+            },
+            time_servers: self.time_servers.clone(),
+        }
+    }
+}
+
+/// The links, hostname, nameservers and NTP servers of a platform network config, and what
+/// this node cannot apply yet (warnings). Links without an address keep DHCP.
+pub fn platform_plan(platform: &PlatformNetworkConfig) -> (PlatformPlan, Vec<String>) {
+    let mut warnings = Vec::new();
+    let mut names: Vec<&str> = Vec::new();
+    let named = platform
+        .links
+        .iter()
+        .map(|l| l.name.as_str())
+        .chain(platform.addresses.iter().map(|a| a.link_name.as_str()))
+        .chain(platform.routes.iter().map(|r| r.out_link_name.as_str()));
+    for name in named {
+        if !name.is_empty() && !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    if platform.routes.iter().any(|r| r.out_link_name.is_empty()) {
+        warnings.push("META 0x0a: routes without outLinkName are not applied".to_owned());
+    }
+    let links = names
+        .into_iter()
+        .map(|name| {
+            let path = format!("META 0x0a link {name}");
+            let addresses = platform
+                .addresses
+                .iter()
+                .filter(|a| a.link_name == name)
+                .map(|a| &a.address);
+            let routes = platform
+                .routes
+                .iter()
+                .filter(|r| r.out_link_name == name)
+                .map(|r| (Some(r.dst.as_str()), Some(r.gateway.as_str())));
+            let mut settings =
+                link_settings(&path, name.to_owned(), addresses, routes, &mut warnings);
+            settings.mtu = platform
+                .links
+                .iter()
+                .find(|l| l.name == name)
+                .and_then(|l| l.mtu)
+                .filter(|mtu| *mtu > 0);
+            settings.dhcp = settings.address.is_none();
+            settings
+        })
+        .collect();
+    let dns = platform
+        .dns_servers()
+        .filter_map(|server| match server.parse::<Ipv4Addr>() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                warnings.push(format!(
+                    "META 0x0a: nameserver {server} is not IPv4; only IPv4 nameservers are used yet"
+                ));
+                None
+            }
+        })
+        .collect();
+    let plan = PlatformPlan {
+        links,
+        hostname: platform.hostname().map(str::to_owned),
+        dns,
+        time_servers: platform.time_servers().map(str::to_owned).collect(),
+    };
+    (plan, warnings)
 }
 
 /// The first network interface that is not loopback, by name.
@@ -282,12 +383,14 @@ async fn wait_for_nic(wanted: Option<&str>, within: Duration) -> Option<String> 
 }
 
 /// Configures the network, publishes the result, and renews DHCP leases forever. Links named
-/// in the machine config (`configured`) get their settings first; the first NIC then takes a
-/// static address from the config, else from `ip=`, else from DHCP.
+/// in the machine config (`configured`) get their settings first, then the links of META's
+/// platform network config that the machine config does not name; the first NIC then takes a
+/// static address from those, else from `ip=`, else from DHCP.
 pub async fn run(
     net: Arc<dyn NetConfig + Send + Sync>,
     static_ip: Option<StaticIp>,
     configured: Vec<LinkSettings>,
+    platform: PlatformPlan,
     status: watch::Sender<NetworkStatus>,
     services: ServiceRegistry,
 ) {
@@ -296,8 +399,17 @@ pub async fn run(
     if let Err(e) = net.link_up("lo") {
         tracing::error!("{e}");
     }
+    let from_platform = platform
+        .links
+        .iter()
+        .filter(|p| !configured.iter().any(|c| c.link == p.link))
+        .map(|settings| (settings, "META 0x0a"));
     let mut static_from_config = None;
-    for settings in &configured {
+    for (settings, origin) in configured
+        .iter()
+        .map(|settings| (settings, "the machine config"))
+        .chain(from_platform)
+    {
         if wait_for_nic(Some(&settings.link), Duration::from_secs(10))
             .await
             .is_none()
@@ -311,25 +423,20 @@ pub async fn run(
         match apply_settings(net.as_ref(), settings) {
             Ok(()) => {
                 if let (false, Some(address)) = (settings.dhcp, settings.address) {
-                    tracing::info!(link = settings.link, address = %address.0, prefix = address.1, "static address from the machine config");
-                    static_from_config.get_or_insert((settings.link.clone(), address));
+                    tracing::info!(link = settings.link, address = %address.0, prefix = address.1, "static address from {origin}");
+                    static_from_config.get_or_insert((settings.link.clone(), address, origin));
                 }
             }
             Err(e) => tracing::error!("{e}"),
         }
     }
-    if let Some((link, (address, prefix))) = static_from_config {
+    if let Some((link, (address, prefix), origin)) = static_from_config {
         services.set(
             SERVICE,
             ServiceState::Running,
-            &format!("{link} {address}/{prefix} from the machine config"),
+            &format!("{link} {address}/{prefix} from {origin}"),
         );
-        status.send_replace(NetworkStatus {
-            link: Some(link),
-            addresses: vec![address],
-            hostname: None,
-            dns: Vec::new(),
-        });
+        status.send_replace(platform.status(&link, vec![address], None, &[]));
         return;
     }
     let Some(link) = wait_for_nic(
@@ -351,12 +458,7 @@ pub async fn run(
                     ServiceState::Running,
                     &format!("{link} {}/{}", ip.address, ip.prefix),
                 );
-                status.send_replace(NetworkStatus {
-                    link: Some(link),
-                    addresses: vec![ip.address],
-                    hostname: ip.hostname,
-                    dns: Vec::new(),
-                });
+                status.send_replace(platform.status(&link, vec![ip.address], ip.hostname, &[]));
             }
             Err(e) => {
                 services.set(SERVICE, ServiceState::Failed, &e.to_string());
@@ -365,12 +467,13 @@ pub async fn run(
         }
         return;
     }
-    run_dhcp(net, link, status, services).await;
+    run_dhcp(net, link, platform, status, services).await;
 }
 
 async fn run_dhcp(
     net: Arc<dyn NetConfig + Send + Sync>,
     link: String,
+    platform: PlatformPlan,
     status: watch::Sender<NetworkStatus>,
     services: ServiceRegistry,
 ) {
@@ -413,12 +516,12 @@ async fn run_dhcp(
             ServiceState::Running,
             &format!("{link} {}/{} via DHCP", lease.address, lease.prefix),
         );
-        status.send_replace(NetworkStatus {
-            link: Some(link.clone()),
-            addresses: vec![lease.address],
-            hostname: lease.hostname.clone(),
-            dns: lease.dns.clone(),
-        });
+        status.send_replace(platform.status(
+            &link,
+            vec![lease.address],
+            lease.hostname.clone(),
+            &lease.dns,
+        ));
         let mut wait = lease.lease_time / 2;
         lease = loop {
             tokio::time::sleep(wait).await;
@@ -456,6 +559,72 @@ mod tests {
         );
     }
     use talos_node_sys::fake::{Call, FakeSystem};
+
+    #[test]
+    fn platform_config_plans_static_links_and_names() {
+        let platform = PlatformNetworkConfig::from_yaml(
+            "\
+addresses:
+  - {address: 192.168.10.20/24, linkName: eth0}
+  - {address: 'fd00::20/64', linkName: eth0}
+links:
+  - {name: eth0, up: true, mtu: 1400}
+  - {name: eth1, up: true, mtu: 0}
+routes:
+  - {dst: '', gateway: 192.168.10.1, outLinkName: eth0}
+  - {dst: 10.9.0.0/16, gateway: 192.168.10.254, outLinkName: eth0}
+  - {dst: 172.16.0.0/12, gateway: 192.168.10.1}
+hostnames: [{hostname: edge-7.example.org}]
+resolvers: [{dnsServers: [192.168.10.1, '2001:db8::53']}]
+timeServers: [{timeServers: [ntp.example.org]}]
+",
+        )
+        .unwrap();
+        let (plan, warnings) = platform_plan(&platform);
+        assert_eq!(
+            plan.links,
+            [
+                LinkSettings {
+                    link: "eth0".into(),
+                    address: Some((Ipv4Addr::new(192, 168, 10, 20), 24)),
+                    routes: vec![
+                        (Ipv4Addr::UNSPECIFIED, 0, Ipv4Addr::new(192, 168, 10, 1)),
+                        (
+                            Ipv4Addr::new(10, 9, 0, 0),
+                            16,
+                            Ipv4Addr::new(192, 168, 10, 254)
+                        ),
+                    ],
+                    mtu: Some(1400),
+                    dhcp: false,
+                },
+                LinkSettings {
+                    link: "eth1".into(),
+                    address: None,
+                    routes: Vec::new(),
+                    mtu: None,
+                    dhcp: true,
+                },
+            ]
+        );
+        assert_eq!(plan.hostname.as_deref(), Some("edge-7"));
+        assert_eq!(plan.dns, [Ipv4Addr::new(192, 168, 10, 1)]);
+        assert_eq!(plan.time_servers, ["ntp.example.org"]);
+        assert_eq!(
+            warnings,
+            [
+                "META 0x0a: routes without outLinkName are not applied",
+                "META 0x0a link eth0: fd00::20/64 is not IPv4; only IPv4 addresses are applied yet",
+                "META 0x0a: nameserver 2001:db8::53 is not IPv4; only IPv4 nameservers are used yet",
+            ]
+        );
+        // A lease names the node first; META fills what the lease leaves out.
+        let status = plan.status("eth0", vec![], Some("from-dhcp".into()), &[]);
+        assert_eq!(
+            (status.hostname.as_deref(), status.dns),
+            (Some("from-dhcp"), vec![Ipv4Addr::new(192, 168, 10, 1)])
+        );
+    }
 
     #[test]
     fn static_plan_sets_link_address_and_route_in_order() {

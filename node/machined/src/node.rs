@@ -245,7 +245,8 @@ impl Node {
         }
     }
 
-    /// NTP servers from the machine config, else upstream's default.
+    /// NTP servers from the machine config, else from META's platform network config, else
+    /// upstream's default.
     pub fn time_servers(&self) -> Vec<String> {
         let configured = self
             .mode()
@@ -253,10 +254,14 @@ impl Node {
             .as_ref()
             .map(|(c, _)| c.time_servers().to_vec())
             .unwrap_or_default();
-        if configured.is_empty() {
+        if !configured.is_empty() {
+            return configured;
+        }
+        let from_platform = self.network.borrow().time_servers.clone();
+        if from_platform.is_empty() {
             vec![crate::timesync::DEFAULT_SERVER.to_owned()]
         } else {
-            configured
+            from_platform
         }
     }
 
