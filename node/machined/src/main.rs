@@ -541,6 +541,8 @@ impl BootTasks {
         if !got_address {
             tracing::warn!("no address after 20 s; serving the API anyway");
         }
+        // The status seen here is not a change to the watcher below: name the node for it now.
+        node.set_system_hostname();
         node.reissue_api_certificate();
         tokio::spawn(node.keep_api_certificate(status_rx));
         Ok(())
